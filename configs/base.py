@@ -1,0 +1,94 @@
+"""Shared defaults for every network config (derive, don't duplicate).
+
+Each ``configs/<net>.py`` calls :func:`make_config` with its layer spec and overrides a few
+fields. Field reference (units in names where they have one):
+
+* ``seed``                       PRNG seed for init, data order, encoders.
+* ``data.name``                  ``digits`` (embedded) | ``mnist`` | ``fashion_mnist`` | ``cifar10`` | ``nmnist``.
+* ``data.dir``                   folder with the dataset's files (not used for ``digits``).
+* ``data.encoding``              ``rate`` (Bernoulli) | ``direct`` (constant current) | ``latency``.
+* ``model.layers``               network spec (see ``spikepipe_jax/spec.py``).
+* ``model.input_shape``          per-sample input shape ``(H, W, C)``.
+* ``model.num_steps``            T, simulation time steps.
+* ``model.beta / threshold / reset / learn_beta``   LIF parameters (snnTorch ``Leaky``).
+* ``model.surrogate / surrogate_scale``  ``fast_sigmoid`` (slope) | ``arctan`` (alpha) | ``triangle``.
+* ``model.readout``              ``count`` (spiking output, spike counts) | ``membrane`` (non-spiking output).
+* ``model.remat``                ``jax.checkpoint`` the time-loop body (memory for long T).
+* ``train.*``                    batch size, epochs, optimiser, learning rate, loss, logging.
+* ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer).
+* ``pipeline.delay_position``    ``before`` (stale gradient into the optimiser) | ``after``.
+* ``pipeline.mitigation``        ``none`` | mitigation name (see ``spikepipe_jax/train/delays.py``).
+* ``hardware.*``                 systolic array and vector-unit parameters for the cost model.
+"""
+
+import ml_collections
+
+
+def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="rate",
+                batch_size=64, epochs=10, learning_rate=2e-3, optimizer="adam",
+                loss="ce_count", readout="count", beta=0.9, smoke=False):
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.smoke = smoke
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = dataset
+    c.data.dir = ""
+    c.data.encoding = encoding
+    c.data.max_train = 0  # 0 = all; >0 truncates the training set (smoke runs)
+    c.data.max_test = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.layers = [dict(l) for l in layers]
+    c.model.input_shape = tuple(input_shape)
+    c.model.num_steps = num_steps
+    c.model.beta = beta
+    c.model.learn_beta = False
+    c.model.threshold = 1.0
+    c.model.reset = "subtract"
+    c.model.surrogate = "fast_sigmoid"
+    c.model.surrogate_scale = 25.0
+    c.model.readout = readout
+    c.model.remat = False
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = batch_size
+    c.train.epochs = epochs
+    c.train.optimizer = optimizer
+    c.train.learning_rate = learning_rate
+    c.train.weight_decay = 0.0
+    c.train.loss = loss
+    c.train.log_every_steps = 50
+    c.train.eval_batch_size = 256
+    c.train.checkpoint_every_steps = 200
+
+    c.pipeline = ml_collections.ConfigDict()
+    c.pipeline.delays = "none"
+    c.pipeline.delay_position = "before"
+    c.pipeline.mitigation = "none"
+
+    c.hardware = ml_collections.ConfigDict()
+    c.hardware.rows = 128
+    c.hardware.cols = 128
+    c.hardware.dataflow = "ws"
+    c.hardware.spike_bits = 1
+    c.hardware.float_bits = 32
+    c.hardware.vector_lanes = 0  # 0 = one lane per array column (C lanes)
+    return c
+
+
+def is_smoke(arg: str) -> bool:
+    return "smoke" in (arg or "").split(",")
+
+
+def apply_smoke(c):
+    """Tiny T, batch and steps, for tests and notebooks."""
+    c.smoke = True
+    c.model.num_steps = min(c.model.num_steps, 4)
+    c.train.batch_size = 16
+    c.train.epochs = 1
+    c.train.eval_batch_size = 64
+    c.train.log_every_steps = 5
+    c.data.max_train = 64
+    c.data.max_test = 64
+    return c

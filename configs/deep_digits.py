@@ -1,0 +1,15 @@
+"""deep_digits: 8 dense spiking layers (64-128x7-10) on the embedded digits, for the delay study.
+
+With one pipeline stage per layer, 1F1B gives layer l a gradient delay of L-1-l: the first
+layer's gradients are 7 steps old.
+Command:  python -m scripts.train --config=configs/deep_digits.py --workdir=runs/deep_digits
+Expected: test accuracy about 0.93 without delays.
+"""
+from configs import base
+
+
+def get_config(arg: str = ""):
+    layers = [dict(kind="dense", features=128) for _ in range(7)] + [dict(kind="dense", features=10)]
+    c = base.make_config(layers=layers, input_shape=(8, 8, 1), num_steps=8, batch_size=32,
+                         epochs=10, learning_rate=1e-3, encoding="direct")
+    return base.apply_smoke(c) if base.is_smoke(arg) else c

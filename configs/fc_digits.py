@@ -1,0 +1,14 @@
+"""fc_digits: 64-256-10 fully connected SNN on the embedded scikit-learn digits (the `make demo` default).
+
+Command:  python -m scripts.train --config=configs/fc_digits.py --workdir=runs/fc_digits
+Expected: test accuracy >= 0.95 in about a minute on a 2-core CPU (rate coding, T=10).
+Smoke:    --config=configs/fc_digits.py:smoke
+"""
+from configs import base
+
+
+def get_config(arg: str = ""):
+    c = base.make_config(
+        layers=[dict(kind="dense", features=256), dict(kind="dense", features=10)],
+        input_shape=(8, 8, 1), num_steps=10, batch_size=32, epochs=12, learning_rate=2e-3)
+    return base.apply_smoke(c) if base.is_smoke(arg) else c

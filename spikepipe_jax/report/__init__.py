@@ -1,0 +1,1 @@
+"""spikepipe_jax.report."""
