@@ -56,6 +56,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.train.epochs = epochs
     c.train.optimizer = optimizer
     c.train.learning_rate = learning_rate
+    c.train.lr_schedule = "constant"  # or "cosine" (decays to 5 % over the run)
     c.train.weight_decay = 0.0
     c.train.loss = loss
     c.train.log_every_steps = 50
@@ -64,6 +65,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
 
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.delays = "none"
+    c.pipeline.delay_scale = 1
     c.pipeline.delay_position = "before"
     c.pipeline.mitigation = "none"
 

@@ -1,1 +1,7 @@
-"""spikepipe_jax.train."""
+"""Training: losses, optimiser chain with gradient delays, train/eval steps, loop, checkpoints."""
+
+from spikepipe_jax.train.checkpoint import atomic_write_json, atomic_write_text, restore, save
+from spikepipe_jax.train.losses import LOSSES, compute_loss, per_example_loss
+from spikepipe_jax.train.loop import (TrainState, evaluate, make_base_optimizer, make_eval_step,
+                                      make_train_step, train_and_evaluate, validate_config)
+from spikepipe_jax.train.pipeline import make_optimizer, resolve_delays

@@ -1,0 +1,348 @@
+"""Cost-model sweeps: networks x array shapes x dataflows x T x batch in one jitted, vmapped call.
+
+:func:`sweep` lists every training task's GEMM (see :mod:`spikepipe_jax.hardware.mapping`) for
+every network, ``T`` and batch of a :class:`SweepGrid`, evaluates all of them on all array
+shapes and dataflows with one call of :func:`evaluate_grid` (``jax.jit`` of a triple ``jax.vmap``
+of :func:`spikepipe_jax.hardware.systolic.gemm_cost_unchecked`), and returns flat columns, one
+entry per (network, T, batch, task, array, dataflow). The jitted part returns ``folds`` and
+``fold_cycles`` (both fit int32 for any realistic layer); ``cycles = folds * fold_cycles - 1``
+is formed on the host in int64, so results are exact without enabling x64.
+
+The ``plot_*`` helpers build matplotlib figures (``matplotlib.figure.Figure``, no pyplot, no
+backend or global state); the caller saves them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spikepipe_jax.hardware import mapping
+from spikepipe_jax.hardware.systolic import DATAFLOWS, dataflow_code, gemm_cost_unchecked
+from spikepipe_jax.spec import LayerInfo
+
+_SIZES = (8, 16, 32, 64, 128, 256)
+
+
+class SweepGrid(NamedTuple):
+    """What to sweep. ``arrays`` are ``(rows, cols)`` pairs (square and not)."""
+
+    arrays: tuple[tuple[int, int], ...]
+    dataflows: tuple[str, ...]
+    num_steps: tuple[int, ...]
+    batches: tuple[int, ...]
+
+
+def default_grid(quick: bool = False) -> SweepGrid:
+    """Full grid: all R, C in {8, ..., 256} (36 shapes), 3 dataflows, T in {4, 8, 25}, B in
+    {1, 16, 64}. ``quick``: 4 shapes, 3 dataflows, T = 2, B = 2 (for tests)."""
+    if quick:
+        return SweepGrid(((8, 8), (16, 8), (8, 32), (32, 32)), DATAFLOWS, (2,), (2,))
+    return SweepGrid(tuple((r, c) for r in _SIZES for c in _SIZES), DATAFLOWS, (4, 8, 25),
+                     (1, 16, 64))
+
+
+def _gemm_eval(m, k, n, rows, cols, code):
+    cost = gemm_cost_unchecked(m, k, n, rows, cols, code)
+    return cost.folds, cost.fold_cycles, cost.mapping_efficiency, cost.compute_utilization
+
+
+# [G] x [A] x [D] -> [G, A, D]: vmap over dataflows, then array shapes, then GEMMs.
+_grid_eval = jax.vmap(
+    jax.vmap(jax.vmap(_gemm_eval, in_axes=(None, None, None, None, None, 0)),
+             in_axes=(None, None, None, 0, 0, None)),
+    in_axes=(0, 0, 0, None, None, None))
+
+
+@jax.jit
+def evaluate_grid_device(m: jax.Array, k: jax.Array, n: jax.Array, rows: jax.Array,
+                         cols: jax.Array, codes: jax.Array):
+    """Jitted kernel: GEMMs ``m, k, n`` [G] x arrays ``rows, cols`` [A] x dataflow ``codes`` [D].
+
+    Returns ``(folds, fold_cycles, mapping_eff, compute_util)``, each ``[G, A, D]``. Assumes
+    valid input (positive sizes, codes 0..2); see :func:`evaluate_grid`.
+    """
+    return _grid_eval(m, k, n, rows, cols, codes)
+
+
+def evaluate_grid(m, k, n, rows, cols, dataflows: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Validated :func:`evaluate_grid_device` with exact int64 cycles, on the host.
+
+    Args:
+      m, k, n: GEMM sizes, 1-D, length G.
+      rows, cols: array shapes, 1-D, length A.
+      dataflows: names or codes, length D.
+
+    Returns:
+      ``{"cycles", "folds", "fold_cycles", "mapping_eff", "compute_util"}``, each ``[G, A, D]``
+      NumPy (cycles int64).
+
+    Raises:
+      ValueError: for non-positive sizes, sizes too large for int32 folds, unknown dataflows.
+    """
+    arrs = {}
+    for name, v in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
+        a = np.asarray(v)
+        if a.ndim != 1 or a.dtype.kind not in "iu" or not np.all(a > 0):
+            raise ValueError(f"{name} must be a 1-D array of positive integers, got {v!r}")
+        if np.any(a > 2**30):
+            raise ValueError(f"{name} has a size above 2**30: {a.max()}")
+        arrs[name] = a.astype(np.int32)
+    if len(arrs["m"]) != len(arrs["k"]) or len(arrs["m"]) != len(arrs["n"]):
+        raise ValueError("m, k, n must have the same length")
+    if len(arrs["rows"]) != len(arrs["cols"]):
+        raise ValueError("rows and cols must have the same length")
+    rmin, cmin = int(arrs["rows"].min()), int(arrs["cols"].min())
+    m64, k64, n64 = (arrs[x].astype(np.int64) for x in "mkn")
+    worst = np.maximum(np.maximum(-(-m64 // rmin) * -(-n64 // cmin),     # os folds
+                                  -(-k64 // rmin) * -(-n64 // cmin)),    # ws folds
+                       -(-k64 // rmin) * -(-m64 // cmin))                # is folds
+    if np.any(worst > 2**31 - 1):
+        raise ValueError("too many folds for int32: GEMM sizes too large for these array shapes")
+    codes = np.asarray([dataflow_code(d) for d in dataflows], np.int32)
+    folds, fold_cycles, eff, util = jax.device_get(evaluate_grid_device(
+        arrs["m"], arrs["k"], arrs["n"], arrs["rows"], arrs["cols"], codes))
+    folds, fold_cycles = np.asarray(folds, np.int64), np.asarray(fold_cycles, np.int64)
+    return {"cycles": folds * fold_cycles - 1, "folds": folds, "fold_cycles": fold_cycles,
+            "mapping_eff": np.asarray(eff), "compute_util": np.asarray(util)}
+
+
+def task_table(networks: Mapping[str, Sequence[LayerInfo]], grid: SweepGrid) -> dict[str, np.ndarray]:
+    """Every training task of every network x T x batch, as columns of length G.
+
+    Columns: ``network, num_steps, batch, task, layer, kind, m, k, n, has_gemm, macs`` and
+    ``vec_steps, vec_elems`` ([G, J] terms of :func:`mapping.vector_work`, zero-padded).
+    Tasks without a GEMM (``B_0``) get ``m = k = n = 1`` and ``has_gemm = False``.
+    """
+    rows: list[dict[str, Any]] = []
+    for net, infos in networks.items():
+        for t in grid.num_steps:
+            for b in grid.batches:
+                order = ([(i, "F") for i in infos] + [(i, "B") for i in reversed(infos)]
+                         + [(i, "W") for i in infos])
+                for info, kind in order:
+                    shape = mapping.layer_gemms(info, b, t)[kind]
+                    rows.append(dict(
+                        network=net, num_steps=t, batch=b, task=f"{kind}{info.index}",
+                        layer=info.index, kind=kind, has_gemm=shape is not None,
+                        shape=shape or (1, 1, 1),
+                        macs=0 if shape is None else b * t * mapping.useful_macs_per_sample(info),
+                        vec=mapping.vector_work(info, kind, b, t)))
+    j = max([len(r["vec"]) for r in rows] + [1])
+    out = {key: np.asarray([r[key] for r in rows]) for key in
+           ("network", "num_steps", "batch", "task", "layer", "kind", "has_gemm", "macs")}
+    shapes = np.asarray([r["shape"] for r in rows], np.int64).reshape(-1, 3)
+    out["m"], out["k"], out["n"] = shapes[:, 0], shapes[:, 1], shapes[:, 2]
+    steps = np.zeros((len(rows), j), np.int64)
+    elems = np.zeros((len(rows), j), np.int64)
+    for g, r in enumerate(rows):
+        for i, (s, e) in enumerate(r["vec"]):
+            steps[g, i], elems[g, i] = s, e
+    out["vec_steps"], out["vec_elems"] = steps, elems
+    return out
+
+
+def sweep(networks: Mapping[str, Sequence[LayerInfo]], grid: SweepGrid, *,
+          vector_lanes: int = 0) -> dict[str, np.ndarray]:
+    """Costs of all training tasks over the grid (GEMMs in one jitted, vmapped call).
+
+    Args:
+      networks: ``{name: spec.parse_spec(...)}``.
+      grid: what to sweep.
+      vector_lanes: vector-unit lanes; 0 means one per array column.
+
+    Returns:
+      Flat columns (NumPy, length G*A*D, order: task-major, then array, then dataflow):
+      ``network, num_steps, batch, task, layer, kind, rows, cols, dataflow, m, k, n, macs,
+      gemm_cycles, vector_cycles, cycles, mapping_eff_pct, compute_util_pct``. Tasks without a
+      GEMM have ``m = k = n = 0``, ``gemm_cycles = 0`` and NaN efficiencies.
+    """
+    if isinstance(vector_lanes, bool) or not isinstance(vector_lanes, int) or vector_lanes < 0:
+        raise ValueError(f"vector_lanes must be a non-negative integer, got {vector_lanes!r}")
+    if not networks:
+        raise ValueError("no networks to sweep")
+    table = task_table(networks, grid)
+    ar = np.asarray(grid.arrays, np.int64).reshape(-1, 2)
+    res = evaluate_grid(table["m"], table["k"], table["n"], ar[:, 0], ar[:, 1], grid.dataflows)
+    g, a, d = res["cycles"].shape
+    has = table["has_gemm"][:, None, None]
+    gemm_cycles = np.where(has, res["cycles"], 0)
+    lanes = np.where(vector_lanes > 0, vector_lanes, ar[:, 1])                      # [A]
+    vec = (table["vec_steps"][:, None, :]
+           * -(-table["vec_elems"][:, None, :] // lanes[None, :, None])).sum(-1)   # [G, A]
+    vec = np.broadcast_to(vec[:, :, None], (g, a, d))
+
+    def per_task(x):
+        return np.broadcast_to(np.asarray(x).reshape((g,) + (1, 1)), (g, a, d)).reshape(-1)
+
+    out = {key: per_task(table[key]) for key in
+           ("network", "num_steps", "batch", "task", "layer", "kind", "macs")}
+    for key in ("m", "k", "n"):
+        out[key] = per_task(np.where(table["has_gemm"], table[key], 0))
+    out["rows"] = np.broadcast_to(ar[None, :, 0, None], (g, a, d)).reshape(-1)
+    out["cols"] = np.broadcast_to(ar[None, :, 1, None], (g, a, d)).reshape(-1)
+    out["dataflow"] = np.broadcast_to(np.asarray(
+        [DATAFLOWS[dataflow_code(x)] for x in grid.dataflows])[None, None, :], (g, a, d)).reshape(-1)
+    out["gemm_cycles"] = gemm_cycles.reshape(-1)
+    out["vector_cycles"] = vec.reshape(-1)
+    out["cycles"] = (gemm_cycles + vec).reshape(-1)
+    out["mapping_eff_pct"] = np.where(has, 100.0 * res["mapping_eff"], np.nan).reshape(-1)
+    out["compute_util_pct"] = np.where(has, 100.0 * res["compute_util"], np.nan).reshape(-1)
+    return out
+
+
+CSV_COLUMNS = ("network", "num_steps", "batch", "task", "layer", "kind", "rows", "cols",
+               "dataflow", "m", "k", "n", "macs", "gemm_cycles", "vector_cycles", "cycles",
+               "mapping_eff_pct", "compute_util_pct")
+
+
+def format_csv(result: Mapping[str, np.ndarray]) -> str:
+    """The sweep result as CSV text with a header (:data:`CSV_COLUMNS`)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    cols = [np.asarray(result[c]) for c in CSV_COLUMNS]
+    for i in range(len(cols[0])):
+        row = []
+        for c in cols:
+            v = c[i]
+            if isinstance(v, (float, np.floating)):
+                row.append("" if np.isnan(v) else f"{float(v):.4f}")
+            else:
+                row.append(str(v.item() if hasattr(v, "item") else v))
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _select(result, **where) -> np.ndarray:
+    mask = np.ones(len(result["cycles"]), bool)
+    for key, value in where.items():
+        mask &= np.asarray(result[key]) == value
+    return mask
+
+
+def reference_point(grid: SweepGrid) -> dict[str, Any]:
+    """The slice the plots show: largest square array (else the last), largest T and batch,
+    weight stationary when swept (else the first dataflow)."""
+    squares = [a for a in grid.arrays if a[0] == a[1]]
+    rows, cols = max(squares) if squares else grid.arrays[-1]
+    df = "ws" if "ws" in grid.dataflows else DATAFLOWS[dataflow_code(grid.dataflows[0])]
+    return dict(rows=rows, cols=cols, dataflow=df, num_steps=max(grid.num_steps),
+                batch=max(grid.batches))
+
+
+def _networks(result) -> list[str]:
+    return list(dict.fromkeys(np.asarray(result["network"]).tolist()))
+
+
+def plot_task_cycles(result: Mapping[str, np.ndarray], ref: Mapping[str, Any]):
+    """Bar chart per network: cycles of F, B, W per layer (GEMM solid, vector unit hatched)."""
+    from matplotlib.figure import Figure
+
+    nets = _networks(result)
+    fig = Figure(figsize=(5 * len(nets), 4), constrained_layout=True)
+    axes = fig.subplots(1, len(nets), squeeze=False)[0]
+    colors = {"F": "tab:blue", "B": "tab:orange", "W": "tab:green"}
+    for ax, net in zip(axes, nets):
+        sel = _select(result, network=net, **ref)
+        layers = np.unique(result["layer"][sel])
+        for j, kind in enumerate(("F", "B", "W")):
+            g = np.zeros(len(layers))
+            v = np.zeros(len(layers))
+            for i, l in enumerate(layers):
+                s = sel & (result["layer"] == l) & (result["kind"] == kind)
+                g[i], v[i] = result["gemm_cycles"][s].sum(), result["vector_cycles"][s].sum()
+            x = layers + (j - 1) * 0.27
+            ax.bar(x, g, 0.27, color=colors[kind], label=f"{kind} GEMM")
+            ax.bar(x, v, 0.27, bottom=g, color=colors[kind], alpha=0.4, hatch="//",
+                   label=f"{kind} vector unit")
+        ax.set_xticks(layers)
+        ax.set_xlabel("weight layer l")
+        ax.set_ylabel("cycles per training iteration")
+        ax.set_title(f"{net}: {ref['rows']}x{ref['cols']} {ref['dataflow']}, "
+                     f"T={ref['num_steps']}, B={ref['batch']}", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def best_dataflow_table(result, net: str, num_steps: int, batch: int):
+    """``(layers, arrays, best_code[layer, array])``: dataflow minimising the layer's F+B+W
+    GEMM cycles, over the square arrays in ``result``."""
+    sel = _select(result, network=net, num_steps=num_steps, batch=batch)
+    sel &= result["rows"] == result["cols"]
+    layers = np.unique(result["layer"][sel])
+    arrays = np.unique(result["rows"][sel])
+    dfs = [d for d in DATAFLOWS if np.any(sel & (result["dataflow"] == d))]
+    best = np.zeros((len(layers), len(arrays)), np.int64)
+    for i, l in enumerate(layers):
+        for j, r in enumerate(arrays):
+            tot = [result["gemm_cycles"][sel & (result["layer"] == l) & (result["rows"] == r)
+                                         & (result["dataflow"] == d)].sum() for d in dfs]
+            best[i, j] = DATAFLOWS.index(dfs[int(np.argmin(tot))])
+    return layers, arrays, best
+
+
+def plot_best_dataflow(result: Mapping[str, np.ndarray], ref: Mapping[str, Any]):
+    """Heatmap per network: best dataflow (fewest F+B+W GEMM cycles) per layer and square array."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    nets = _networks(result)
+    fig = Figure(figsize=(4.5 * len(nets), 4), constrained_layout=True)
+    axes = fig.subplots(1, len(nets), squeeze=False)[0]
+    palette = ["tab:blue", "tab:orange", "tab:green"]
+    cmap = ListedColormap(palette)
+    for ax, net in zip(axes, nets):
+        layers, arrays, best = best_dataflow_table(result, net, ref["num_steps"], ref["batch"])
+        ax.imshow(best, cmap=cmap, vmin=-0.5, vmax=2.5, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(arrays)), [f"{a}x{a}" for a in arrays], rotation=45, fontsize=7)
+        ax.set_yticks(range(len(layers)), [str(l) for l in layers])
+        ax.set_xlabel("array R x C (PEs)")
+        ax.set_ylabel("weight layer l")
+        ax.set_title(f"{net}: best dataflow (T={ref['num_steps']}, B={ref['batch']})", fontsize=9)
+    handles = [Patch(color=palette[i], label=d) for i, d in enumerate(DATAFLOWS)]
+    axes[-1].legend(handles=handles, title="dataflow", fontsize=7, loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0))
+    return fig
+
+
+def utilization_grid(result, net: str, dataflow: str, num_steps: int, batch: int):
+    """``(rows, cols, util_pct[r, c])``: useful MACs of a training iteration over ``R*C*``
+    (sum of its GEMM cycles), in percent."""
+    sel = _select(result, network=net, dataflow=dataflow, num_steps=num_steps, batch=batch)
+    rows = np.unique(result["rows"][sel])
+    cols = np.unique(result["cols"][sel])
+    util = np.full((len(rows), len(cols)), np.nan)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            s = sel & (result["rows"] == r) & (result["cols"] == c)
+            if s.any():
+                util[i, j] = 100.0 * result["macs"][s].sum() / (r * c * result["gemm_cycles"][s].sum())
+    return rows, cols, util
+
+
+def plot_utilization(result: Mapping[str, np.ndarray], ref: Mapping[str, Any]):
+    """Heatmaps (network x dataflow) of iteration-level PE utilisation over R x C."""
+    from matplotlib.figure import Figure
+
+    nets = _networks(result)
+    dfs = [d for d in DATAFLOWS if np.any(result["dataflow"] == d)]
+    fig = Figure(figsize=(3.8 * len(dfs), 3.2 * len(nets)), constrained_layout=True)
+    axes = fig.subplots(len(nets), len(dfs), squeeze=False)
+    for a_row, net in zip(axes, nets):
+        for ax, df in zip(a_row, dfs):
+            rows, cols, util = utilization_grid(result, net, df, ref["num_steps"], ref["batch"])
+            im = ax.imshow(util, origin="lower", vmin=0, vmax=100, cmap="viridis", aspect="auto")
+            ax.set_xticks(range(len(cols)), [str(c) for c in cols], fontsize=7)
+            ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=7)
+            ax.set_xlabel("array columns C (PEs)")
+            ax.set_ylabel("array rows R (PEs)")
+            ax.set_title(f"{net}, {df}: T={ref['num_steps']}, B={ref['batch']}", fontsize=9)
+            fig.colorbar(im, ax=ax, label="PE utilisation (%)")
+    return fig

@@ -1,0 +1,120 @@
+"""Spiking networks built from a spec: ``init_params`` / ``apply`` over all T steps.
+
+Data flow of :func:`apply` for an input ``x`` of shape ``[T, B, *input_shape]``::
+
+    for each weight layer l:
+        cur = synapse_l(x.reshape(T*B, ...)).reshape(T, B, ...)   # time folded into batch (F_l GEMM)
+        spk, mem = lif_scan(cur)                                   # the LIF recurrence over T
+        x = spk
+    readout "count":    logits = Σ_t spk_L[t]        (spiking output layer)
+    readout "membrane": logits = mean_t mem_L[t]     (non-spiking output layer, reset "none")
+
+Layer-by-layer evaluation is exact for these feed-forward networks (no recurrent synapses):
+step t of layer l depends only on steps ≤ t of layer l−1, so computing all of layer l−1 first
+gives the same values as interleaving the steps. It exposes big GEMMs (M = T·B·pixels) to XLA
+and is the same task decomposition the hardware cost model uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from spikepipe_jax import spec as spec_lib
+from spikepipe_jax.snn import layers, neurons, surrogate as surrogate_lib
+
+READOUTS = ("count", "membrane")
+
+
+class ModelDef(NamedTuple):
+    """Static description of a network (hashable pieces only; safe to close over in jit)."""
+    infos: tuple[spec_lib.LayerInfo, ...]
+    beta: float
+    threshold: float
+    reset: str
+    surrogate: str
+    surrogate_scale: float
+    readout: str
+    learn_beta: bool
+    remat: bool
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.infos)
+
+
+def model_from_config(model_cfg: Any) -> ModelDef:
+    """Builds a :class:`ModelDef` from ``config.model``, validating every field."""
+    infos = spec_lib.parse_spec(model_cfg.layers, model_cfg.input_shape)
+    if model_cfg.num_steps is None or int(model_cfg.num_steps) <= 0:
+        raise ValueError(f"model.num_steps (T) must be a positive integer, got {model_cfg.num_steps!r}")
+    if model_cfg.readout not in READOUTS:
+        raise ValueError(f"unknown model.readout {model_cfg.readout!r}; expected one of {READOUTS}")
+    if model_cfg.reset not in neurons.RESETS:
+        raise ValueError(f"unknown model.reset {model_cfg.reset!r}; expected one of {neurons.RESETS}")
+    if not 0.0 <= float(model_cfg.beta) <= 1.0:
+        raise ValueError(f"model.beta must be in [0, 1], got {model_cfg.beta!r}")
+    surrogate_lib.make_surrogate(model_cfg.surrogate, model_cfg.surrogate_scale)  # validates the name
+    return ModelDef(infos=infos, beta=float(model_cfg.beta), threshold=float(model_cfg.threshold),
+                    reset=model_cfg.reset, surrogate=model_cfg.surrogate,
+                    surrogate_scale=float(model_cfg.surrogate_scale), readout=model_cfg.readout,
+                    learn_beta=bool(model_cfg.learn_beta), remat=bool(model_cfg.remat))
+
+
+def init_params(key: jax.Array, model: ModelDef) -> dict[str, dict[str, jax.Array]]:
+    """Parameters ``{"layer_<l>": {"w", "b"[, "beta"]}}``; learnable beta is per neuron."""
+    keys = jax.random.split(key, model.num_layers)
+    params = {}
+    for k, info in zip(keys, model.infos):
+        p = layers.init_layer(k, info)
+        if model.learn_beta:
+            p["beta"] = jnp.full(info.out_shape, model.beta, jnp.float32)
+        params[info.name] = p
+    return params
+
+
+class Output(NamedTuple):
+    logits: jax.Array        # [B, classes]
+    out_spikes: jax.Array    # [T, B, classes] (zeros for membrane readout)
+    out_mem: jax.Array       # [T, B, classes]
+    spike_counts: tuple      # per hidden layer: total spikes [B] (for rates / diagnostics)
+
+
+def apply(params: dict, model: ModelDef, x: jax.Array) -> Output:
+    """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``."""
+    t, b = x.shape[0], x.shape[1]
+    spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
+    counts = []
+    for info in model.infos:
+        p = params[info.name]
+        cur = layers.apply_synapse(p, x.reshape((t * b,) + x.shape[2:]), info)
+        cur = cur.reshape((t, b) + cur.shape[1:])
+        beta = p["beta"] if "beta" in p else model.beta
+        membrane_readout = info.is_output and model.readout == "membrane"
+        spk, mem = neurons.lif_scan(
+            cur, beta=beta, threshold=model.threshold,
+            reset="none" if membrane_readout else model.reset,
+            surrogate=spike_fn, remat=model.remat)
+        if info.is_output:
+            if membrane_readout:
+                return Output(mem.mean(0), jnp.zeros_like(mem), mem, tuple(counts))
+            return Output(spk.sum(0), spk, mem, tuple(counts))
+        counts.append(spk.reshape(t, b, -1).sum(axis=(0, 2)))
+        x = spk
+    raise AssertionError("unreachable: spec has an output layer")
+
+
+def check_input_shape(model: ModelDef, input_shape: Sequence[int]) -> None:
+    """Raises a clear error if data of per-sample ``input_shape`` does not fit the network."""
+    expected = model.infos[0].in_shape
+    got = tuple(int(s) for s in input_shape)
+    if model.infos[0].kind == "dense":
+        import math
+        if math.prod(got) != expected[0]:
+            raise ValueError(f"input shape {got} ({math.prod(got)} values) does not fit the first dense "
+                             f"layer, which expects {expected[0]} inputs (model.input_shape)")
+    elif got != expected:
+        raise ValueError(f"input shape {got} does not fit the network, which expects {expected} "
+                         f"(model.input_shape)")

@@ -1,0 +1,102 @@
+r"""Leaky integrate-and-fire neurons as pure functions (snnTorch 1.0 ``snn.Leaky`` semantics).
+
+Layout: time-major. A sequence of input currents is ``[T, *batch_shape]`` (e.g. ``[T, B, N]``
+or ``[T, B, H, W, C]``); :func:`lif_scan` runs :func:`lif_step` over the leading axis with
+``jax.lax.scan``.
+
+One step, with :math:`U` the membrane, :math:`I` the input current, :math:`\theta` the threshold,
+:math:`\beta \in [0, 1]` the decay (clipped as snnTorch does) and :math:`\Theta` the Heaviside step::
+
+    R[t]   = Θ(U[t-1] − θ)                       reset from the *previous* membrane (no grad by default)
+    subtract:  U[t] = β·U[t-1] + I[t] − R[t]·θ
+    zero:      U[t] = β·(1 − R[t])·U[t-1] + I[t]
+    none:      U[t] = β·U[t-1] + I[t]
+    S[t]   = Θ(U[t] − θ)                          spike from the *new* membrane (surrogate grad)
+
+i.e. integrate first, then fire; the reset a spike causes is applied at the next step. This is
+``snn.Leaky(beta, threshold, reset_mechanism=..., reset_delay=True)`` of snnTorch 1.0
+(``mem_reset`` is computed from the previous membrane and detached, then ``state_function`` and
+``fire``). Spikes are exact 0/1 in the membrane dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from spikepipe_jax.snn import surrogate as surrogate_lib
+
+RESETS = ("subtract", "zero", "none")
+
+
+def _check_reset(reset: str) -> None:
+    if reset not in RESETS:
+        raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
+
+
+def lif_step(mem: jax.Array, current: jax.Array, *, beta, threshold=1.0, reset: str = "subtract",
+             surrogate: Optional[surrogate_lib.SpikeFn] = None, reset_grad: bool = False
+             ) -> tuple[jax.Array, jax.Array]:
+    """One LIF update (see module docstring for the equations).
+
+    Args:
+      mem: previous membrane ``U[t-1]``, any shape.
+      current: input current ``I[t]``, same shape as ``mem``.
+      beta: decay, a scalar or an array broadcastable to ``mem`` (per-neuron), clipped to [0, 1];
+        may be a learnable parameter (gradients flow through it).
+      threshold: firing threshold θ (scalar or broadcastable array).
+      reset: ``"subtract"`` (snnTorch default), ``"zero"`` or ``"none"``.
+      surrogate: spike function with a surrogate derivative (default: ``arctan()``, the
+        default of ``snn.Leaky``).
+      reset_grad: if True, the reset term keeps its (surrogate) gradient; snnTorch detaches it.
+
+    Returns:
+      ``(mem, spk)``: the new membrane ``U[t]`` and the spikes ``S[t]``.
+    """
+    _check_reset(reset)
+    spike_fn = surrogate if surrogate is not None else surrogate_lib.arctan()
+    beta = jnp.clip(jnp.asarray(beta, mem.dtype), 0.0, 1.0)
+    if reset == "none":
+        new_mem = beta * mem + current
+    else:
+        shifted = mem - threshold
+        r = spike_fn(shifted) if reset_grad else jax.lax.stop_gradient(surrogate_lib.heaviside(shifted))
+        if reset == "subtract":
+            new_mem = beta * mem + current - r * threshold
+        else:
+            new_mem = beta * (1.0 - r) * mem + current
+    spk = spike_fn(new_mem - threshold)
+    return new_mem, spk
+
+
+def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract",
+             mem0: Optional[jax.Array] = None, surrogate: Optional[surrogate_lib.SpikeFn] = None,
+             reset_grad: bool = False, remat: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Runs :func:`lif_step` over the leading time axis with ``jax.lax.scan``.
+
+    Args:
+      currents: ``[T, ...]`` input currents.
+      beta, threshold, reset, surrogate, reset_grad: as in :func:`lif_step`.
+      mem0: initial membrane ``[...]`` (default zeros, as snnTorch's ``init_leaky``).
+      remat: wrap the step in ``jax.checkpoint`` (recompute in the backward pass; memory for long T).
+
+    Returns:
+      ``(spk, mem)``, both ``[T, ...]``.
+    """
+    _check_reset(reset)
+    if currents.ndim < 1 or currents.shape[0] < 1:
+        raise ValueError(f"currents must have a leading time axis of length >= 1, got shape {currents.shape}")
+    if mem0 is None:
+        mem0 = jnp.zeros(currents.shape[1:], currents.dtype)
+
+    def body(mem, current):
+        mem, spk = lif_step(mem, current, beta=beta, threshold=threshold, reset=reset,
+                            surrogate=surrogate, reset_grad=reset_grad)
+        return mem, (spk, mem)
+
+    if remat:
+        body = jax.checkpoint(body)
+    _, (spk, mem) = jax.lax.scan(body, mem0, currents)
+    return spk, mem

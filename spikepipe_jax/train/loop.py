@@ -1,0 +1,284 @@
+"""Training: jitted BPTT train step, evaluation, the epoch loop with checkpoints and resume.
+
+Data flow::
+
+    config ─► ModelDef (spec) ─► init_params(key) ─► TrainState(params, opt_state, step)
+    dataset (numpy) ─► per-epoch permutation from (seed, epoch) ─► batch [B, ...]
+    train_step(state, x, y, key):
+        x_t = encode(x, T, fold_in(key, step))          # [T, B, ...] time-major
+        loss, grads = value_and_grad(loss(apply(params, x_t)))   # BPTT through lax.scan
+        updates, opt_state = tx.update(grads, opt_state, params)  # optax chain (delays, mitigation)
+        params = apply_updates(params, updates)
+
+Everything random is derived from ``config.seed`` and the step number, so a run resumed from a
+checkpoint at step k replays steps k+1.. exactly: final parameters equal those of an
+uninterrupted run (on CPU). Data-parallel over all local devices: the batch is sharded over a
+1-D ``("data",)`` mesh, params and optimiser state are replicated, and XLA inserts the gradient
+all-reduce (``jax.sharding``; no pmap).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from spikepipe_jax import data as data_lib
+from spikepipe_jax import snn
+from spikepipe_jax.train import checkpoint, losses
+from spikepipe_jax.train import pipeline as pipeline_lib
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array  # int32 scalar: optimiser steps taken
+
+
+def make_base_optimizer(train_cfg, total_steps: Optional[int] = None) -> optax.GradientTransformation:
+    """The plain optimiser from ``config.train`` (no delays); ``total_steps`` for LR schedules."""
+    lr = float(train_cfg.learning_rate)
+    if not lr > 0:
+        raise ValueError(f"train.learning_rate must be positive, got {train_cfg.learning_rate!r}")
+    schedule = train_cfg.get("lr_schedule", "constant")
+    if schedule == "cosine":
+        if total_steps is None:
+            raise ValueError("a cosine learning-rate schedule needs the total number of steps")
+        lr = optax.cosine_decay_schedule(lr, max(1, total_steps), alpha=0.05)
+    elif schedule != "constant":
+        raise ValueError(f"unknown train.lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
+    name = train_cfg.optimizer
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=float(train_cfg.weight_decay))
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "momentum":
+        return optax.sgd(lr, momentum=0.9)
+    raise ValueError(f"unknown train.optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def validate_config(config) -> snn.ModelDef:
+    """Checks every field the run needs before anything is written; returns the model."""
+    model = snn.model_from_config(config.model)
+    t = config.train
+    for field in ("batch_size", "epochs", "eval_batch_size", "log_every_steps", "checkpoint_every_steps"):
+        v = t[field]
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"train.{field} must be a positive integer, got {v!r}")
+    losses.check_loss_readout(t.loss, model.readout)
+    make_base_optimizer(t, total_steps=1)
+    if config.data.encoding not in snn.encoders.ENCODINGS:
+        raise ValueError(f"unknown data.encoding {config.data.encoding!r}; "
+                         f"expected one of {snn.encoders.ENCODINGS}")
+    n_dev = jax.local_device_count()
+    if t.batch_size % n_dev:
+        raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} local devices")
+    pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
+    return model
+
+
+def _time_major(x: jax.Array, encoding: str, num_steps: int, key: jax.Array, temporal: bool) -> jax.Array:
+    if temporal:  # event frames [B, T, ...] -> [T, B, ...]
+        return jnp.swapaxes(x, 0, 1)
+    return snn.encode(encoding, x, num_steps, key)
+
+
+def make_train_step(model: snn.ModelDef, tx: optax.GradientTransformation, *, loss_name: str,
+                    encoding: str, num_steps: int, num_classes: int, temporal: bool = False,
+                    params_for_gradient: Optional[Callable] = None):
+    """Returns the (un-jitted) pure train step ``(state, x, y, key) -> (state, metrics)``."""
+
+    def train_step(state: TrainState, x, y, key):
+        step_key = jax.random.fold_in(key, state.step)
+        xt = _time_major(x, encoding, num_steps, step_key, temporal)
+
+        def loss_fn(params):
+            out = snn.apply(params, model, xt)
+            return losses.compute_loss(loss_name, out, y, num_classes), out
+
+        grad_params = state.params if params_for_gradient is None else params_for_gradient(
+            state.params, state.opt_state)
+        (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(grad_params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        acc = jnp.mean(jnp.argmax(out.logits, -1) == y)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        metrics = {"loss": loss, "accuracy": acc, "finite": finite}
+        return TrainState(params, opt_state, state.step + 1), metrics
+
+    return train_step
+
+
+def make_eval_step(model: snn.ModelDef, *, loss_name: str, encoding: str, num_steps: int,
+                   num_classes: int, temporal: bool = False):
+    """Pure eval step ``(params, x, y, mask, key) -> (sum_correct, sum_loss)``; mask pads batches."""
+
+    def eval_step(params, x, y, mask, key):
+        xt = _time_major(x, encoding, num_steps, key, temporal)
+        out = snn.apply(params, model, xt)
+        correct = jnp.sum((jnp.argmax(out.logits, -1) == y) * mask)
+        per_example = losses.per_example_loss(loss_name, out, y, num_classes)
+        return correct, jnp.sum(per_example * mask)
+
+    return eval_step
+
+
+class _Metrics:
+    """metrics.jsonl writer: one JSON object per line, flushed; resume drops lines past the checkpoint."""
+
+    def __init__(self, path: str, resume_step: int):
+        self.path = path
+        kept = []
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a kill
+                    if rec.get("step", 0) <= resume_step and not rec.get("final"):
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        checkpoint.atomic_write_text(path, "".join(kept))
+
+    def write(self, rec: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+
+
+def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> tuple[float, float]:
+    """Accuracy and mean loss over a whole split, padding the last batch with a mask."""
+    n = len(x)
+    n_dev = data_sharding.mesh.size
+    batch_size = max(n_dev, batch_size - batch_size % n_dev)
+    correct = total_loss = 0.0
+    for i, start in enumerate(range(0, n, batch_size)):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        m = len(xb)
+        mask = np.ones(batch_size, np.float32)
+        if m < batch_size:
+            pad = batch_size - m
+            xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
+            yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+            mask[m:] = 0
+        c, l = eval_fn(params, *jax.device_put((xb, yb, mask), data_sharding), jax.random.fold_in(key, i))
+        correct += float(c)
+        total_loss += float(l)
+    return correct / n, total_loss / n
+
+
+def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = logging.info) -> dict:
+    """Trains ``config`` (validated first), writing metrics, config and checkpoints to ``workdir``.
+
+    Returns the final summary dict (also the last line of ``workdir/metrics.jsonl``).
+    """
+    model = validate_config(config)
+    dataset = data_lib.load_dataset(config.data.name, config.data.dir, num_steps=config.model.num_steps,
+                                    max_train=config.data.max_train, max_test=config.data.max_test)
+    snn.check_input_shape(model, dataset.input_shape)
+    t_cfg = config.train
+    num_steps = int(config.model.num_steps)
+    steps_per_epoch = len(dataset.train_x) // t_cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size={t_cfg.batch_size} exceeds the {len(dataset.train_x)} training samples")
+    total_steps = steps_per_epoch * t_cfg.epochs
+
+    # --- everything validated: now touch the workdir.
+    os.makedirs(workdir, exist_ok=True)
+    checkpoint.atomic_write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    ckpt_path = os.path.join(workdir, "checkpoint.msgpack")
+
+    devices = jax.local_devices()
+    mesh = Mesh(np.array(devices), ("data",))
+    data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    root_key = jax.random.key(config.seed)
+    init_key, train_key, eval_key = jax.random.split(root_key, 3)
+    del root_key
+    params = snn.init_params(init_key, model)
+    tx, params_for_gradient = pipeline_lib.make_optimizer(config, model, total_steps=total_steps)
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    resumed_from = 0
+    if os.path.exists(ckpt_path):
+        state = checkpoint.restore(ckpt_path, state)
+        resumed_from = int(state.step)
+        log(f"resumed from {ckpt_path} at step {resumed_from}")
+    state = jax.device_put(state, replicated)
+    metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
+
+    common = dict(loss_name=t_cfg.loss, encoding=config.data.encoding, num_steps=num_steps,
+                  num_classes=dataset.num_classes, temporal=dataset.is_temporal)
+    train_step = jax.jit(make_train_step(model, tx, params_for_gradient=params_for_gradient, **common),
+                         donate_argnums=(0,))
+    eval_step = jax.jit(make_eval_step(model, **common))
+
+    log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
+        f"batch {t_cfg.batch_size}, T={num_steps}, {len(devices)} device(s), {model.num_layers} layers")
+    step = resumed_from
+    t_start = time.perf_counter()
+    window_t, window_n, window, eval_s = time.perf_counter(), 0, [], 0.0
+    test_acc = test_loss = float("nan")
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        perm = np.random.default_rng([config.seed, epoch]).permutation(len(dataset.train_x))
+        for i in range(offset, steps_per_epoch):
+            idx = perm[i * t_cfg.batch_size:(i + 1) * t_cfg.batch_size]
+            xb, yb = jax.device_put((dataset.train_x[idx], dataset.train_y[idx]), data_sharding)
+            state, m = train_step(state, xb, yb, train_key)
+            step += 1
+            window.append(m)
+            window_n += len(idx)
+            if step % t_cfg.log_every_steps == 0 or step == total_steps:
+                loss = float(np.mean([float(w["loss"]) for w in window]))
+                acc = float(np.mean([float(w["accuracy"]) for w in window]))
+                if not math.isfinite(loss) or not all(bool(w["finite"]) for w in window):
+                    raise FloatingPointError(f"loss or gradients became non-finite (loss {loss}) by step {step} "
+                                             f"(epoch {epoch}); "
+                                             f"lower train.learning_rate? no checkpoint was written past step "
+                                             f"{step - len(window)}")
+                dt = time.perf_counter() - window_t - eval_s
+                rate = window_n / dt if dt > 0 else float("nan")
+                log(f"step {step}/{total_steps} epoch {epoch} loss {loss:.4f} acc {acc:.3f} "
+                    f"{rate:.0f} samples/s")
+                metrics_log.write({"step": step, "epoch": epoch, "train_loss": loss,
+                                   "train_accuracy": acc, "samples_per_s": rate})
+                window_t, window_n, window, eval_s = time.perf_counter(), 0, [], 0.0
+            if step % t_cfg.checkpoint_every_steps == 0 and step < total_steps:
+                checkpoint.save(ckpt_path, state)
+        # end of epoch: evaluate, checkpoint (time excluded from samples/s)
+        eval_t0 = time.perf_counter()
+        test_acc, test_loss = evaluate(eval_step, state.params, dataset.test_x, dataset.test_y,
+                                       batch_size=t_cfg.eval_batch_size, key=eval_key,
+                                       data_sharding=data_sharding)
+        if not math.isfinite(test_loss):
+            raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
+        log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
+        metrics_log.write({"step": step, "epoch": epoch, "test_accuracy": test_acc, "test_loss": test_loss})
+        checkpoint.save(ckpt_path, state)
+        eval_s += time.perf_counter() - eval_t0
+
+    if resumed_from >= total_steps:  # the run had already finished: re-evaluate for the summary
+        test_acc, test_loss = evaluate(eval_step, state.params, dataset.test_x, dataset.test_y,
+                                       batch_size=t_cfg.eval_batch_size, key=eval_key,
+                                       data_sharding=data_sharding)
+    summary = {"final": True, "step": step, "test_accuracy": test_acc, "test_loss": test_loss,
+               "wall_s": time.perf_counter() - t_start, "resumed_from": resumed_from,
+               "num_devices": len(devices)}
+    metrics_log.write(summary)
+    checkpoint.save(os.path.join(workdir, "params.msgpack"), state.params)
+    return summary

@@ -1,0 +1,62 @@
+"""From ``config.pipeline`` to gradient delays and the optimiser chain that applies them.
+
+``config.pipeline.delays``:
+  * ``"none"``: synchronous training, d_l = 0 (GPipe-equivalent weights).
+  * ``"1f1b"``: PipeDream 1F1B with one stage per weight layer: d_l = L − 1 − l.
+  * ``"fully_pipelined"``: the fully pipelined F/B/W timeline (``schedule.delays_for``).
+  * a list of ints, one per weight layer.
+  * optionally scaled by ``config.pipeline.delay_scale`` (the study's "2× pipeline" setting).
+The delays go through :func:`spikepipe_jax.schedule.delays_for`, the same function the scheduler
+uses, so a schedule's speed and its gradient delays come from one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import optax
+
+NAMED_DELAYS = ("none", "1f1b", "fully_pipelined")
+
+
+def resolve_delays(pipeline_cfg, num_layers: int) -> list[int]:
+    """Per-layer delays d_l from ``config.pipeline`` (validated)."""
+    spec = pipeline_cfg.delays
+    scale = pipeline_cfg.get("delay_scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 0:
+        raise ValueError(f"pipeline.delay_scale must be a non-negative integer, got {scale!r}")
+    if isinstance(spec, str):
+        if spec not in NAMED_DELAYS:
+            raise ValueError(f"unknown pipeline.delays {spec!r}; expected one of {NAMED_DELAYS} or a list of ints")
+        if spec == "none":
+            delays = [0] * num_layers
+        else:
+            from spikepipe_jax.schedule import delays_for
+            delays = list(delays_for(spec, num_layers=num_layers))
+    else:
+        delays = list(spec)
+        if len(delays) != num_layers:
+            raise ValueError(f"pipeline.delays has {len(delays)} entries but the network has {num_layers} "
+                             f"weight layers")
+        for i, d in enumerate(delays):
+            if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+                raise ValueError(f"pipeline.delays[{i}] must be a non-negative integer, got {d!r}")
+    return [int(d) * scale for d in delays]
+
+
+def make_optimizer(config, model, total_steps: Optional[int] = None) -> tuple[optax.GradientTransformation, Optional[Callable]]:
+    """The training optimiser: base optimiser + per-layer gradient delays + mitigation.
+
+    Returns ``(tx, params_for_gradient)``; ``params_for_gradient(params, opt_state)`` gives the
+    parameters at which the train step evaluates the gradient (None: the current parameters).
+    """
+    from spikepipe_jax.train import loop
+    base = loop.make_base_optimizer(config.train, total_steps)
+    delays = resolve_delays(config.pipeline, model.num_layers)
+    mitigation = config.pipeline.get("mitigation", "none")
+    if not any(delays) and mitigation == "none":
+        return base, None
+    from spikepipe_jax.train import delays as delays_lib
+    tree = {info.name: d for info, d in zip(model.infos, delays)}
+    return delays_lib.make_training_optimizer(base, tree, mitigation=mitigation,
+                                              position=config.pipeline.delay_position)

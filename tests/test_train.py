@@ -1,0 +1,150 @@
+"""Training loop: learning, metrics files, resume after kill -9, data parallel, bad input."""
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from spikepipe_jax import snn, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(name, arg="smoke"):
+    return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def _params(workdir):
+    with open(os.path.join(workdir, "params.msgpack"), "rb") as f:
+        return flax.serialization.msgpack_restore(f.read())
+
+
+def _run_script(args, env_extra=None, **kw):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "scripts.train", *args], cwd=REPO, env=env,
+                           capture_output=True, text=True, **kw)
+
+
+def test_fc_digits_learns_and_writes_metrics(tmp_path):
+    c = _cfg("fc_digits", "")
+    c.train.epochs = 3
+    summary = train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
+    assert summary["test_accuracy"] > 0.85, summary
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert lines[-1]["final"] and lines[-1]["test_accuracy"] == summary["test_accuracy"]
+    evals = [l for l in lines if "test_accuracy" in l and not l.get("final")]
+    assert len(evals) == 3
+    assert json.load(open(tmp_path / "config.json"))["model"]["num_steps"] == c.model.num_steps
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("name", ["conv_digits", "deep_digits"])
+def test_other_digit_networks_train_one_smoke_epoch(tmp_path, name):
+    summary = train.train_and_evaluate(_cfg(name), str(tmp_path), log=lambda s: None)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and np.isfinite(summary["test_loss"])
+
+
+def test_loss_decreases_with_membrane_readout_and_learnable_beta(tmp_path):
+    c = _cfg("fc_digits")
+    c.model.readout, c.train.loss, c.model.learn_beta = "membrane", "ce_mem", True
+    c.data.max_train, c.train.epochs = 256, 4
+    train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
+    losses = [l["train_loss"] for l in map(json.loads, open(tmp_path / "metrics.jsonl")) if "train_loss" in l]
+    assert losses[-1] < losses[0]
+    p = _params(str(tmp_path))
+    assert "beta" in p["layer_0"] and not np.allclose(p["layer_0"]["beta"], c.model.beta)
+
+
+def test_resume_after_kill9_equals_uninterrupted(tmp_path):
+    args = ["--config=configs/conv_digits.py", "--config.model.num_steps=8", "--config.train.batch_size=16",
+            "--config.data.max_train=512", "--config.data.max_test=64", "--config.train.epochs=3",
+            "--config.train.checkpoint_every_steps=4", "--config.train.log_every_steps=4"]
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    r = _run_script(args + [f"--workdir={full}"], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.train", *args, f"--workdir={killed}"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = os.path.join(killed, "checkpoint.msgpack")
+    deadline = time.time() + 240
+    while not os.path.exists(ckpt) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    recs = [json.loads(l) for l in open(os.path.join(killed, "metrics.jsonl")) if l.strip().startswith("{")]
+    assert not any(r.get("final") for r in recs), "the run finished before it was killed"
+    assert not os.path.exists(os.path.join(killed, "params.msgpack"))
+    r = _run_script(args + [f"--workdir={killed}"], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stderr
+    a, b = _params(full), _params(killed)
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(la, lb)
+    final = [json.loads(l) for l in open(os.path.join(killed, "metrics.jsonl"))][-1]
+    assert final["final"] and final["resumed_from"] > 0
+
+
+def test_data_parallel_four_devices_matches_one(tmp_path):
+    code = ("import sys, importlib; from spikepipe_jax import train; import jax;"
+            "c = importlib.import_module('configs.fc_digits').get_config('smoke');"
+            "c.train.batch_size = 16; c.data.max_train = 128; c.train.epochs = 2;"
+            "s = train.train_and_evaluate(c, sys.argv[1], log=lambda m: None);"
+            "print('devices', jax.local_device_count())")
+    outs = {}
+    for n in (1, 4):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        wd = str(tmp_path / f"d{n}")
+        r = subprocess.run([sys.executable, "-c", code, wd], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"devices {n}" in r.stdout
+        outs[n] = _params(wd)
+    for la, lb in zip(jax.tree.leaves(outs[1]), jax.tree.leaves(outs[4])):
+        np.testing.assert_allclose(la, lb, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.model.num_steps=0", "num_steps"),
+    ("--config.train.batch_size=0", "batch_size"),
+    ("--config.model.input_shape=(10,10,1)", "does not fit"),
+    ("--config.data.name=mnist", "data directory"),
+    ("--config.bogus_key=3", "unknown config key"),
+    ("--config.model.readout=membrane", "needs model.readout='count'"),
+])
+def test_bad_input_one_line_error_and_no_workdir(tmp_path, override, message):
+    wd = tmp_path / "wd"
+    r = _run_script(["--config=configs/fc_digits.py:smoke", override, f"--workdir={wd}"], timeout=120)
+    assert r.returncode == 1
+    err_lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(err_lines) == 1 and message in err_lines[0], r.stderr[-1500:]
+    assert "Traceback" not in r.stderr
+    assert not wd.exists()
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    c = _cfg("fc_digits")
+    c.model.readout, c.train.loss, c.train.learning_rate = "membrane", "ce_mem", 1e38
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
+    assert not os.path.exists(tmp_path / "params.msgpack")
+
+
+def test_model_apply_shapes_and_readouts(key):
+    c = _cfg("conv_digits")
+    m = snn.model_from_config(c.model)
+    p = snn.init_params(key, m)
+    assert sorted(p) == ["layer_0", "layer_1", "layer_2"]
+    assert p["layer_0"]["w"].shape == (3, 3, 1, 16) and p["layer_2"]["w"].shape == (128, 10)
+    x = snn.encode("rate", jax.random.uniform(key, (5, 8, 8, 1)), 4, key)
+    assert x.shape == (4, 5, 8, 8, 1) and set(np.unique(np.asarray(x))) <= {0.0, 1.0}
+    out = snn.apply(p, m, x)
+    assert out.logits.shape == (5, 10) and out.out_spikes.shape == (4, 5, 10)
+    np.testing.assert_array_equal(np.asarray(out.logits), np.asarray(out.out_spikes.sum(0)))
