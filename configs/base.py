@@ -17,7 +17,8 @@ fields. Field reference (units in names where they have one):
 * ``train.*``                    batch size, epochs, optimiser, learning rate, loss, logging.
 * ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer).
 * ``pipeline.delay_position``    ``before`` (stale gradient into the optimiser) | ``after``.
-* ``pipeline.mitigation``        ``none`` | mitigation name (see ``spikepipe_jax/train/delays.py``).
+* ``pipeline.mitigation``        ``none`` | mitigation name (see ``spikepipe_jax/train/mitigation.py``).
+* ``pipeline.simulate``          ``none`` (buffer model) | ``stash`` | ``no_stash`` (``train/pipesim.py``).
 * ``hardware.*``                 systolic array and vector-unit parameters for the cost model.
 """
 
@@ -50,6 +51,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.model.surrogate_scale = 25.0
     c.model.readout = readout
     c.model.remat = False
+    c.model.init_gain = 1.0  # weight/bias init bound = init_gain / sqrt(fan_in) (PyTorch default at 1)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = batch_size
@@ -68,6 +70,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.pipeline.delay_scale = 1
     c.pipeline.delay_position = "before"
     c.pipeline.mitigation = "none"
+    c.pipeline.simulate = "none"  # "stash" | "no_stash": faithful per-layer-version pipeline simulator
 
     c.hardware = ml_collections.ConfigDict()
     c.hardware.rows = 128

@@ -148,3 +148,11 @@ def test_model_apply_shapes_and_readouts(key):
     out = snn.apply(p, m, x)
     assert out.logits.shape == (5, 10) and out.out_spikes.shape == (4, 5, 10)
     np.testing.assert_array_equal(np.asarray(out.logits), np.asarray(out.out_spikes.sum(0)))
+
+
+def test_resume_refuses_a_workdir_of_another_config(tmp_path):
+    c = _cfg("fc_digits")
+    train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
+    c.train.learning_rate = 0.5
+    with pytest.raises(ValueError, match="another config.*train.learning_rate"):
+        train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)

@@ -19,7 +19,6 @@ import io
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from spikepipe_jax.hardware import mapping

@@ -67,9 +67,9 @@ Two levels of API:
   ``folds`` and ``fold_cycles`` fields, which fit, and combine them in int64 on the host.
 * :func:`gemm_cost` / :func:`gemm_cycles` / :func:`mapping_efficiency` /
   :func:`compute_utilization` validate concrete input (raising ``ValueError`` that names the bad
-  argument) and check for int32 overflow, then call the kernel; under ``jit``/``vmap`` (traced
-  arguments) they cannot raise and behave like the raw kernel. :func:`gemm_cost_exact` returns
-  plain Python numbers with exact integer cycles for any size.
+  argument) and then evaluate the same formula exactly in NumPy (int64, float64); under
+  ``jit``/``vmap`` (traced arguments) they cannot raise and are the raw kernel.
+  :func:`gemm_cost_exact` returns plain Python numbers for one GEMM.
 """
 
 from __future__ import annotations
@@ -83,9 +83,6 @@ import numpy as np
 
 DATAFLOWS = ("os", "ws", "is")
 """Dataflow names; the int code of a dataflow is its index here."""
-
-_INT32_MAX = 2**31 - 1
-
 
 class GemmCost(NamedTuple):
     """Cost of one GEMM on the array (fields broadcast to a common shape).
@@ -199,7 +196,11 @@ def _check_code(dataflow) -> Any:
 def gemm_cost(m, k, n, rows, cols, dataflow: Any = "os") -> GemmCost:
     """SCALE-Sim 3.0.0 (CALC mode) cost of ``[M, K] @ [K, N]`` on an R x C array.
 
-    See the module docstring for the formulas. Broadcasts over array arguments.
+    See the module docstring for the formulas. Broadcasts over array arguments. With concrete
+    (non-traced) arguments the input is validated and the closed form is evaluated exactly in
+    NumPy (int64 cycles, float64 ratios, so the percentages round like SCALE-Sim's). Under
+    ``jax.jit``/``jax.vmap`` (any argument traced) the same formula runs in ``jax.numpy`` via
+    :func:`gemm_cost_unchecked`, unvalidated, in the default dtypes (int32/float32 unless x64).
 
     Args:
       m: output rows M (output pixels, e.g. ``batch * T * Ho * Wo``).
@@ -209,24 +210,18 @@ def gemm_cost(m, k, n, rows, cols, dataflow: Any = "os") -> GemmCost:
       dataflow: ``"os"``, ``"ws"``, ``"is"``, or int code(s) 0/1/2 (may be an array).
 
     Returns:
-      :class:`GemmCost` of jax arrays.
+      :class:`GemmCost`: NumPy values for concrete input, jax arrays for traced input.
 
     Raises:
-      ValueError: for concrete input with a non-positive or non-integer size, an unknown
-        dataflow, or (without x64) a cycle count above 2**31 - 1 (use :func:`gemm_cost_exact`
-        or the kernel's ``folds``/``fold_cycles``). Traced input is not validated.
+      ValueError: for concrete input with a non-positive or non-integer size or an unknown
+        dataflow, naming the argument. Traced input cannot be validated.
     """
     if _is_traced(m, k, n, rows, cols, dataflow):
         code = dataflow_code(dataflow) if isinstance(dataflow, str) else dataflow
         return gemm_cost_unchecked(m, k, n, rows, cols, code)
     sizes = _check_sizes(m=m, k=k, n=n, rows=rows, cols=cols)
     code = _check_code(dataflow)
-    exact = _cost(*sizes.values(), np.asarray(code), xp=np)
-    if not jax.config.jax_enable_x64 and np.size(exact.cycles) and np.max(exact.cycles) > _INT32_MAX:
-        raise ValueError(
-            f"cycle count {int(np.max(exact.cycles))} exceeds int32; use gemm_cost_exact() or "
-            "enable x64 (jax.enable_x64) for this call")
-    return gemm_cost_unchecked(*sizes.values(), code)
+    return _cost(*sizes.values(), np.asarray(code), xp=np)
 
 
 def gemm_cycles(m, k, n, rows, cols, dataflow: Any = "os"):
@@ -249,7 +244,7 @@ def gemm_cost_exact(m: int, k: int, n: int, rows: int, cols: int,
     """:func:`gemm_cost` for scalars, as Python ``int``/``float`` (exact for any size).
 
     Raises:
-      ValueError: as :func:`gemm_cost` (except that there is no overflow).
+      ValueError: as :func:`gemm_cost`, or for array arguments.
     """
     sizes = _check_sizes(m=m, k=k, n=n, rows=rows, cols=cols)
     if any(v.ndim for v in sizes.values()):

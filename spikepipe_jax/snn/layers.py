@@ -20,10 +20,14 @@ import jax.numpy as jnp
 from spikepipe_jax.spec import LayerInfo, Pool
 
 
-def init_layer(key: jax.Array, info: LayerInfo, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """PyTorch-default init: ``w, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+def init_layer(key: jax.Array, info: LayerInfo, dtype=jnp.float32, gain: float = 1.0) -> dict[str, jax.Array]:
+    """PyTorch-default init: ``w, b ~ U(-g/sqrt(fan_in), g/sqrt(fan_in))`` with gain ``g`` (default 1).
+
+    Deep SNNs need ``g > 1`` so that spikes reach the last layers at initialisation
+    (``config.model.init_gain``; see ``configs/deep_digits.py``).
+    """
     w_key, b_key = jax.random.split(key)
-    bound = 1.0 / math.sqrt(info.fan_in)
+    bound = gain / math.sqrt(info.fan_in)
     if info.kind == "dense":
         w_shape = (info.fan_in, info.features)
     else:

@@ -39,6 +39,7 @@ class ModelDef(NamedTuple):
     readout: str
     learn_beta: bool
     remat: bool
+    init_gain: float = 1.0
 
     @property
     def num_layers(self) -> int:
@@ -60,7 +61,8 @@ def model_from_config(model_cfg: Any) -> ModelDef:
     return ModelDef(infos=infos, beta=float(model_cfg.beta), threshold=float(model_cfg.threshold),
                     reset=model_cfg.reset, surrogate=model_cfg.surrogate,
                     surrogate_scale=float(model_cfg.surrogate_scale), readout=model_cfg.readout,
-                    learn_beta=bool(model_cfg.learn_beta), remat=bool(model_cfg.remat))
+                    learn_beta=bool(model_cfg.learn_beta), remat=bool(model_cfg.remat),
+                    init_gain=float(model_cfg.get("init_gain", 1.0)))
 
 
 def init_params(key: jax.Array, model: ModelDef) -> dict[str, dict[str, jax.Array]]:
@@ -68,7 +70,7 @@ def init_params(key: jax.Array, model: ModelDef) -> dict[str, dict[str, jax.Arra
     keys = jax.random.split(key, model.num_layers)
     params = {}
     for k, info in zip(keys, model.infos):
-        p = layers.init_layer(k, info)
+        p = layers.init_layer(k, info, gain=model.init_gain)
         if model.learn_beta:
             p["beta"] = jnp.full(info.out_shape, model.beta, jnp.float32)
         params[info.name] = p
@@ -82,14 +84,19 @@ class Output(NamedTuple):
     spike_counts: tuple      # per hidden layer: total spikes [B] (for rates / diagnostics)
 
 
-def apply(params: dict, model: ModelDef, x: jax.Array) -> Output:
-    """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``."""
+def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
+    """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``.
+
+    ``synapse(layer_params, x, info)`` replaces :func:`layers.apply_synapse` when given (the
+    pipeline simulator uses it to run backward passes with other weight versions).
+    """
+    synapse = layers.apply_synapse if synapse is None else synapse
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     counts = []
     for info in model.infos:
         p = params[info.name]
-        cur = layers.apply_synapse(p, x.reshape((t * b,) + x.shape[2:]), info)
+        cur = synapse(p, x.reshape((t * b,) + x.shape[2:]), info)
         cur = cur.reshape((t, b) + cur.shape[1:])
         beta = p["beta"] if "beta" in p else model.beta
         membrane_readout = info.is_output and model.readout == "membrane"

@@ -5,3 +5,11 @@ from spikepipe_jax.train.losses import LOSSES, compute_loss, per_example_loss
 from spikepipe_jax.train.loop import (TrainState, evaluate, make_base_optimizer, make_eval_step,
                                       make_train_step, train_and_evaluate, validate_config)
 from spikepipe_jax.train.pipeline import make_optimizer, resolve_delays
+from spikepipe_jax.train.delays import (POSITIONS, DelayedGradientsState, broadcast_delays,
+                                        delayed_gradients, layer_delays, make_delayed_optimizer,
+                                        make_training_optimizer, validate_delays)
+from spikepipe_jax.train.mitigation import (MITIGATIONS, DelayCompensatedState, ScaleByDelayState,
+                                            WeightPredictionState, delay_compensated_gradients,
+                                            make_mitigated_optimizer, needs_params_for_gradient,
+                                            params_for_gradient, predict_weights, scale_by_delay,
+                                            track_weight_velocity)

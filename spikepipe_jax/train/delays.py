@@ -45,7 +45,7 @@ Stale-gradient mitigations live in :mod:`spikepipe_jax.train.mitigation`.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +64,7 @@ __all__ = [
     "delayed_gradients",
     "layer_delays",
     "make_delayed_optimizer",
+    "make_training_optimizer",
     "validate_delays",
 ]
 
@@ -266,3 +267,33 @@ def make_delayed_optimizer(optimizer: optax.GradientTransformation, delays: Dela
     if position == "before":
         return optax.chain(delay, optimizer)
     return optax.chain(optimizer, delay)
+
+
+def make_training_optimizer(
+        optimizer: optax.GradientTransformation, delays: Delays, mitigation: str = "none",
+        position: str = "before", **hparams: Any,
+) -> tuple[optax.GradientTransformation, Optional[Callable[[Any, Any], Any]]]:
+    """Delayed optimiser plus the train step's gradient-point function, from config values.
+
+    Thin wrapper over :func:`spikepipe_jax.train.mitigation.make_mitigated_optimizer` for the
+    training loop (``config.pipeline.{delays, delay_position, mitigation}``).
+
+    Args:
+      optimizer: the base optimiser.
+      delays: static per-leaf delays (int or params-prefix pytree, e.g. :func:`layer_delays`).
+      mitigation: ``"none"`` or a mitigation name (see ``mitigation.MITIGATIONS``).
+      position: ``"before"`` or ``"after"``.
+      **hparams: mitigation hyperparameters.
+
+    Returns:
+      ``(tx, params_for_gradient)``: ``params_for_gradient`` is
+      :func:`spikepipe_jax.train.mitigation.params_for_gradient` when the mitigation evaluates
+      gradients at predicted weights, else ``None`` (use the current params). Either way
+      ``tx.update`` must receive the real params.
+    """
+    from spikepipe_jax.train import mitigation as mitigation_lib  # mitigation imports this module
+    tx = mitigation_lib.make_mitigated_optimizer(optimizer, delays, mitigation, position,
+                                                 **hparams)
+    pfg = (mitigation_lib.params_for_gradient
+           if mitigation_lib.needs_params_for_gradient(mitigation) else None)
+    return tx, pfg

@@ -88,6 +88,11 @@ def validate_config(config) -> snn.ModelDef:
     if t.batch_size % n_dev:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} local devices")
     pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
+    simulate = config.pipeline.get("simulate", "none")
+    if simulate not in ("none", "stash", "no_stash"):
+        raise ValueError(f"unknown pipeline.simulate {simulate!r}; expected 'none', 'stash' or 'no_stash'")
+    if simulate != "none" and config.pipeline.get("mitigation", "none") != "none":
+        raise ValueError("pipeline.simulate runs the plain pipeline; set pipeline.mitigation='none'")
     return model
 
 
@@ -135,6 +140,15 @@ def make_eval_step(model: snn.ModelDef, *, loss_name: str, encoding: str, num_st
         return correct, jnp.sum(per_example * mask)
 
     return eval_step
+
+
+def _diff_keys(a, b, prefix=""):
+    """Dotted keys where two nested dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in set(a) | set(b):
+            yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+    elif a != b:
+        yield prefix.rstrip(".")
 
 
 class _Metrics:
@@ -197,10 +211,20 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
         raise ValueError(f"train.batch_size={t_cfg.batch_size} exceeds the {len(dataset.train_x)} training samples")
     total_steps = steps_per_epoch * t_cfg.epochs
 
+    ckpt_path = os.path.join(workdir, "checkpoint.msgpack")
+    config_path = os.path.join(workdir, "config.json")
+    config_json = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=list))
+    if os.path.exists(ckpt_path) and os.path.exists(config_path):
+        with open(config_path) as f:
+            saved = json.load(f)
+        if saved != config_json:
+            changed = sorted(_diff_keys(saved, config_json))
+            raise ValueError(f"workdir {workdir} holds a checkpoint of a run with another config "
+                             f"(differs in {', '.join(changed[:5])}); use a new --workdir to start afresh")
+
     # --- everything validated: now touch the workdir.
     os.makedirs(workdir, exist_ok=True)
-    checkpoint.atomic_write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    ckpt_path = os.path.join(workdir, "checkpoint.msgpack")
+    checkpoint.atomic_write_json(config_path, config_json)
 
     devices = jax.local_devices()
     mesh = Mesh(np.array(devices), ("data",))
@@ -211,8 +235,24 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     init_key, train_key, eval_key = jax.random.split(root_key, 3)
     del root_key
     params = snn.init_params(init_key, model)
-    tx, params_for_gradient = pipeline_lib.make_optimizer(config, model, total_steps=total_steps)
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    common = dict(loss_name=t_cfg.loss, encoding=config.data.encoding, num_steps=num_steps,
+                  num_classes=dataset.num_classes, temporal=dataset.is_temporal)
+    simulate = config.pipeline.get("simulate", "none")
+    if simulate == "none":
+        tx, params_for_gradient = pipeline_lib.make_optimizer(config, model, total_steps=total_steps)
+        state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+        step_fn = make_train_step(model, tx, params_for_gradient=params_for_gradient, **common)
+    else:  # faithful pipeline simulation (per-layer weight versions) instead of the buffer model
+        from spikepipe_jax.train import pipesim
+        tx = make_base_optimizer(t_cfg, total_steps)
+        delays = pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
+        state = TrainState(params, pipesim.init_state(params, tx.init(params), delays,
+                                                      [i.name for i in model.infos]),
+                           jnp.zeros((), jnp.int32))
+        step_fn = pipesim.make_train_step(
+            model, tx, delays=delays, mode=simulate,
+            loss_fn_from_output=lambda out, y: losses.compute_loss(t_cfg.loss, out, y, dataset.num_classes),
+            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal))
     resumed_from = 0
     if os.path.exists(ckpt_path):
         state = checkpoint.restore(ckpt_path, state)
@@ -221,10 +261,7 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     state = jax.device_put(state, replicated)
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
 
-    common = dict(loss_name=t_cfg.loss, encoding=config.data.encoding, num_steps=num_steps,
-                  num_classes=dataset.num_classes, temporal=dataset.is_temporal)
-    train_step = jax.jit(make_train_step(model, tx, params_for_gradient=params_for_gradient, **common),
-                         donate_argnums=(0,))
+    train_step = jax.jit(step_fn, donate_argnums=(0,))
     eval_step = jax.jit(make_eval_step(model, **common))
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "

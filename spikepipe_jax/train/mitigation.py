@@ -6,24 +6,21 @@ mitigations below reduce the error of that stale step. Each has a name, selected
 ``config.pipeline.mitigation``; names can be combined with ``+`` (e.g.
 ``"dc_asgd+lr_scale"``, at most one ``dc_*`` and one ``lr_*``).
 
-========================  =============================================================  ========
-name                      what it does                                                   train
-                                                                                         step
-========================  =============================================================  ========
-``none``                  plain delayed optimiser (:func:`delays.make_delayed_optimizer`)  plain
-``lr_scale``              final update of leaf ``l`` times ``(1+d_l)^{-p}`` (``p=1``),      plain
-                          optionally annealed to 1 (PipeMare's LR rescheduling)
-``lr_scale_sqrt``         same with ``p = 1/2``                                            plain
-``dc_asgd``               delay-compensated gradient, stale weights stashed beside the    params
-                          gradient in the ring buffer (DC-ASGD-c)                         to update
-``dc_asgd_adaptive``      same with ``lambda / sqrt(MeanSquare(g))`` (DC-ASGD-a)          idem
-``dc_asgd_ema``           DC-ASGD with the stale weights reconstructed by a pipeline-      idem
-                          aware moving average instead of stashed (LayerPipe2)
-``weight_prediction``     gradient evaluated at predicted weights ``w + d_l v_l``          calls
-                          (SpecTrain / PipeMare discrepancy correction)                   params_
-                                                                                         for_
-                                                                                         gradient
-========================  =============================================================  ========
+* ``none``: the plain delayed optimiser (:func:`delays.make_delayed_optimizer`).
+* ``lr_scale``: leaf ``l``'s final update times ``(1 + d_l)^{-1}``, optionally annealed to 1
+  (staleness-aware LR; PipeMare's LR rescheduling), :func:`scale_by_delay`.
+* ``lr_scale_sqrt``: the same with ``(1 + d_l)^{-1/2}``.
+* ``dc_asgd``: delay-compensated gradients ``g + lambda g*g*(w_now - w_then)``, the weights
+  ``w_then`` stashed beside the gradient in the ring buffer (DC-ASGD-c),
+  :func:`delay_compensated_gradients`.
+* ``dc_asgd_adaptive``: the same with ``lambda / sqrt(MeanSquare(g))`` (DC-ASGD-a).
+* ``dc_asgd_ema``: DC-ASGD with ``w_then`` reconstructed by LayerPipe2's pipeline-aware
+  moving average instead of stashed (one weight copy per layer instead of ``d_l``).
+* ``weight_prediction``: the gradient is evaluated at predicted weights ``w + d_l v_l``
+  (SpecTrain; PipeMare's discrepancy correction), :func:`track_weight_velocity` +
+  :func:`params_for_gradient`. The only name that changes where the gradient is taken.
+
+``dc_*`` and ``weight_prediction`` correct the same staleness and are not combined.
 
 The train step is the same for every name (:func:`params_for_gradient` is the identity unless
 ``weight_prediction`` is part of the name, and ``params`` must always be passed to ``update``)::
@@ -470,6 +467,9 @@ def _parse_mitigation(mitigation: str) -> tuple[str, ...]:
         raise ValueError(f"mitigation {mitigation!r} repeats a name")
     if "none" in names and len(names) > 1:
         raise ValueError(f"mitigation {mitigation!r}: 'none' cannot be combined")
+    if "weight_prediction" in names and any(n.startswith("dc_") for n in names):
+        raise ValueError(f"mitigation {mitigation!r}: dc_* and weight_prediction both correct the "
+                         f"same staleness and would double-correct; pick one")
     for family in ("dc_", "lr_"):
         fam = [n for n in names if n.startswith(family)]
         if len(fam) > 1:

@@ -4,7 +4,8 @@
   * ``"none"``: synchronous training, d_l = 0 (GPipe-equivalent weights).
   * ``"1f1b"``: PipeDream 1F1B with one stage per weight layer: d_l = L − 1 − l.
   * ``"fully_pipelined"``: the fully pipelined F/B/W timeline (``schedule.delays_for``).
-  * a list of ints, one per weight layer.
+  * one int per weight layer, as a comma-separated string ``"3,2,1,0"`` (ConfigDict fields keep
+    their type, so the command line and configs use this form) or a list of ints.
   * optionally scaled by ``config.pipeline.delay_scale`` (the study's "2× pipeline" setting).
 The delays go through :func:`spikepipe_jax.schedule.delays_for`, the same function the scheduler
 uses, so a schedule's speed and its gradient delays come from one place.
@@ -25,6 +26,8 @@ def resolve_delays(pipeline_cfg, num_layers: int) -> list[int]:
     scale = pipeline_cfg.get("delay_scale", 1)
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 0:
         raise ValueError(f"pipeline.delay_scale must be a non-negative integer, got {scale!r}")
+    if isinstance(spec, str) and spec.replace(",", "").replace(" ", "").isdigit():
+        spec = [int(v) for v in spec.split(",")]  # "3,2,1,0" from the command line
     if isinstance(spec, str):
         if spec not in NAMED_DELAYS:
             raise ValueError(f"unknown pipeline.delays {spec!r}; expected one of {NAMED_DELAYS} or a list of ints")

@@ -1,0 +1,550 @@
+r"""The SpikePipe scheduler: periodic list scheduling of training tasks on P processors.
+
+Problem.  Given a task graph with iteration distances (``graph.py``) and P identical processors
+linked as in ``comm.CommModel``, find the smallest integer period II and, for every task, a
+processor, a start in ``[0, II)`` and an iteration offset, such that the schedule is valid
+(``validate.py``).  The offsets are a retiming: they pipeline the graph.  Unlike standard
+pipelining, tasks are not tied to a stage: F, B (or its LIF / GEMM parts) and W of one layer may
+go to different processors, and long GEMM tasks may be split by output columns.
+
+Algorithm (modulo list scheduling; Rau, "Iterative modulo scheduling", MICRO 1994, with the
+processor choice of HEFT, Topcuoglu, Hariri & Wu, IEEE TPDS 2002, and HLFET priorities,
+Adam, Chandy & Dickson, CACM 1974):
+
+1. Lower bound :math:`II_{min}` = max(iteration bound, resource bound, longest task)
+   (``bounds.py``).
+2. For a candidate II, priorities are Rau's heights
+   :math:`h(v) = t_v + \max(0, \max_{v \to s} h(s) - d_{vs}\,II)` (longest path to the end of
+   the iteration, loop-carried edges discounted by II), i.e. HLFET's static levels generalised to
+   loops.
+3. **List phase.** Ready tasks (all distance-0 predecessors placed) are taken by decreasing
+   height.  For each candidate processor p (those of its placed neighbours, and the least loaded
+   ones) the task's window is
+   :math:`[E_p, \min(L_p, E_p + II - 1)]` with
+   :math:`E_p = \max_{u \to v}(t_u + t^{dur}_u + c_{uv}(p) - d\,II)` over placed predecessors and
+   :math:`L_p = \min_{v \to s}(t_s + d\,II - t^{dur}_v - c_{vs}(p))` over placed successors
+   (loop-carried edges back to tasks placed earlier); the task takes the earliest start in the
+   window whose slot is free in p's modulo reservation table, and the processor with the
+   earliest finish (HEFT), ties to the one that moves fewer bytes.
+4. **Pack-and-retime phase** (if the list phase fails at this II; after Gasperoni &
+   Schwiegelshohn, "Generating close to optimum loop schedules on parallel processors", Parallel
+   Processing Letters 1994, and Wang, Eisenbeis, Jourdan & Su's decomposed software pipelining,
+   1994): with free offsets only the loops constrain time, so tasks are bin-packed onto
+   processors of capacity II (best fit decreasing), laid back-to-back in topological order, and
+   the integer offsets :math:`k_v` solve the difference constraints
+   :math:`k_v - k_u \ge \lceil (p_u + t_u + c_{uv} - p_v) / II \rceil - d_{uv}` (longest paths;
+   a positive cycle means this packing fails).
+5. II is searched upward from :math:`II_{min}` (growing steps, then bisection to 0.25 %); the
+   sequential schedule on one processor with II = sum of durations always exists.
+
+Splitting (:func:`spikepipe_schedule` with ``split_fn``): if the best period is above the
+resource bound because single tasks are too long, tasks longer than the target period are split
+into pieces (by output channels, ``graph.graph_from_tasks(split=...)``, which adds the
+communication of broadcasting the inputs and gathering the outputs) and the graph is scheduled
+again; the split with the smallest period (then fewest bytes moved) is kept.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from typing import Callable, Mapping, Sequence
+
+from spikepipe_jax.schedule import bounds as _bounds
+from spikepipe_jax.schedule.comm import CommModel
+from spikepipe_jax.schedule.graph import TaskGraph, topological_order
+from spikepipe_jax.schedule.validate import Schedule, normalize
+
+
+class _Prep:
+    """Index-based view of a graph for the scheduler (II-independent)."""
+
+    def __init__(self, g: TaskGraph, comm: CommModel):
+        self.g = g
+        n = self.n = len(g.tasks)
+        self.dur = [t.duration for t in g.tasks]
+        self.preds: list[list[tuple[int, int, int, int]]] = [[] for _ in range(n)]  # (u, d, tr, bytes)
+        self.succs: list[list[tuple[int, int, int, int]]] = [[] for _ in range(n)]
+        self.zindeg = [0] * n
+        self.zsucc: list[list[int]] = [[] for _ in range(n)]
+        self.edges = []
+        for e in g.edges:
+            u, v = g.index[e.src], g.index[e.dst]
+            tr = comm.transfer_cycles(e.bytes) if u != v else 0
+            self.edges.append((u, v, e.distance, tr))
+            if u == v:
+                continue
+            self.preds[v].append((u, e.distance, tr, e.bytes))
+            self.succs[u].append((v, e.distance, tr, e.bytes))
+            if e.distance == 0:
+                self.zindeg[v] += 1
+                self.zsucc[u].append(v)
+        self.topo = topological_order(g)
+        self.rank = [0] * n
+        for i, v in enumerate(self.topo):
+            self.rank[v] = i
+        # ASAP times of the distance-0 DAG (for the processor order of the packing phase).
+        asap = [0] * n
+        for v in self.topo:
+            for s in self.zsucc[v]:
+                asap[s] = max(asap[s], asap[v] + self.dur[v])
+        self.asap = asap
+
+    def earliest_times(self, ii: int, max_passes: int = 64) -> list[int]:
+        """Modulo ASAP times: longest paths from time 0 with edge weights t_u - d * ii."""
+        dur, preds = self.dur, self.preds
+        a = [0] * self.n
+        for _ in range(max_passes):
+            changed = False
+            for v in self.topo:
+                best = a[v]
+                for u, d, _, _ in preds[v]:
+                    val = a[u] + dur[u] - d * ii
+                    if val > best:
+                        best = val
+                if best > a[v]:
+                    a[v] = best
+                    changed = True
+            if not changed:
+                break
+        return a
+
+    def heights(self, ii: int, max_passes: int = 64) -> list[int]:
+        """Rau's HeightR at period ii (longest path to the end, loop edges minus d*ii)."""
+        dur, succs = self.dur, self.succs
+        h = list(dur)
+        order = self.topo[::-1]
+        for _ in range(max_passes):
+            changed = False
+            for v in order:
+                best = 0
+                for s, d, _, _ in succs[v]:
+                    val = h[s] - d * ii
+                    if val > best:
+                        best = val
+                nv = dur[v] + best
+                if nv > h[v]:
+                    h[v] = nv
+                    changed = True
+            if not changed:
+                break
+        return h
+
+
+class _MRT:
+    """Modulo reservation table of one processor.
+
+    Busy intervals are kept sorted by start, each with its owner task, copied at -II, 0, +II,
+    +2II so that a query window inside [0, 3 II) sees every wrap-around.
+    """
+
+    __slots__ = ("ii", "s", "e", "o", "load")
+
+    def __init__(self, ii: int):
+        self.ii = ii
+        self.s: list[int] = []
+        self.e: list[int] = []
+        self.o: list[int] = []
+        self.load = 0
+
+    def earliest(self, lo: int, hi: int, dur: int) -> int | None:
+        """Earliest t in [lo, hi] with [t, t + dur) free modulo II, or None."""
+        if lo > hi:
+            return None
+        if dur == 0:
+            return lo
+        ii = self.ii
+        if self.load + dur > ii:
+            return None
+        r = lo % ii
+        base = lo - r
+        limit = min(hi - base, r + ii - 1)
+        x = r
+        s, e = self.s, self.e
+        while x <= limit:
+            j = bisect.bisect_left(s, x + dur) - 1
+            if j >= 0 and e[j] > x:
+                x = e[j]
+                continue
+            return base + x
+        return None
+
+    def conflicts(self, t: int, dur: int) -> set[int]:
+        """Owners of the intervals that [t, t + dur) overlaps modulo II."""
+        if dur == 0:
+            return set()
+        x = t % self.ii
+        out = set()
+        j = bisect.bisect_left(self.s, x + dur) - 1
+        while j >= 0 and self.s[j] > x - self.ii - 1:
+            if self.e[j] > x:
+                out.add(self.o[j])
+            j -= 1
+        return out
+
+    def insert(self, t: int, dur: int, owner: int) -> None:
+        if dur == 0:
+            return
+        ii = self.ii
+        x = t % ii
+        for a in (x - ii, x, x + ii, x + 2 * ii):
+            if a + dur <= 0 or a >= 3 * ii:
+                continue
+            i = bisect.bisect_left(self.s, a)
+            self.s.insert(i, a)
+            self.e.insert(i, a + dur)
+            self.o.insert(i, owner)
+        self.load += dur
+
+    def remove(self, owner: int, dur: int) -> None:
+        if dur == 0:
+            return
+        keep = [i for i, o in enumerate(self.o) if o != owner]
+        self.s = [self.s[i] for i in keep]
+        self.e = [self.e[i] for i in keep]
+        self.o = [self.o[i] for i in keep]
+        self.load -= dur
+
+
+def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
+                fixed: Sequence[int] | None = None, k_least: int = 3, k_most: int = 0,
+                budget_ratio: int = 4, floor: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
+    """Iterative modulo list scheduling at period ii; (times, processors) or None.
+
+    Operations are taken by decreasing height; each goes to the earliest slot (over candidate
+    processors, earliest finish first) that respects its placed predecessors and successors.  If
+    none respects the successors, it takes the earliest free slot after its predecessors and the
+    successors it now violates are unscheduled; if no slot is free at all, it is forced in and
+    the operations it overlaps are unscheduled (Rau 1994).  Gives up after ``budget_ratio * n``
+    placements.
+    """
+    n, dur, preds, succs = prep.n, prep.dur, prep.preds, prep.succs
+    t = [0] * n
+    placed = [False] * n
+    proc = [-1] * n
+    last = [None] * n
+    mrt = [_MRT(ii) for _ in range(procs)]
+    rank = prep.rank
+    heap = [(-h[v], rank[v], v) for v in range(n)]
+    heapq.heapify(heap)
+    left = n
+    budget = budget_ratio * n + 10
+
+    def unschedule(u: int) -> None:
+        nonlocal left
+        placed[u] = False
+        mrt[proc[u]].remove(u, dur[u])
+        left += 1
+        heapq.heappush(heap, (-h[u], rank[u], u))
+
+    while left:
+        if not heap or budget <= 0:
+            return None
+        _, _, v = heapq.heappop(heap)
+        if placed[v]:
+            continue
+        budget -= 1
+        dv = dur[v]
+        pin, sin = [], []
+        for u, d, tr, b in preds[v]:
+            if placed[u]:
+                pin.append((t[u] + dur[u] - d * ii, proc[u], tr, b))
+        for s, d, tr, b in succs[v]:
+            if placed[s]:
+                sin.append((t[s] + d * ii - dv, proc[s], tr, b))
+        if fixed is not None:
+            cands = [fixed[v]]
+        else:
+            cset = {p for _, p, _, _ in pin}
+            cset.update(p for _, p, _, _ in sin)
+            fits = [p for p in range(procs) if mrt[p].load + dv <= ii]
+            if len(fits) > k_least + k_most:
+                cset.update(heapq.nsmallest(k_least, fits, key=lambda p: mrt[p].load))
+                cset.update(heapq.nlargest(k_most, fits, key=lambda p: mrt[p].load))
+            else:
+                cset.update(fits)
+            if not cset:
+                cset = set(heapq.nsmallest(max(1, k_least + k_most), range(procs), key=lambda p: mrt[p].load))
+            cands = sorted(cset)
+        best = loose = None
+        los = {}
+        for p in cands:
+            lo = floor[v] if floor is not None else 0
+            moved = 0
+            for base, q, tr, b in pin:
+                if q != p:
+                    base += tr
+                    moved += b
+                if base > lo:
+                    lo = base
+            los[p] = lo
+            hi = lo + ii - 1
+            for base, q, tr, b in sin:
+                if q != p:
+                    base -= tr
+                    moved += b
+                if base < hi:
+                    hi = base
+            start = mrt[p].earliest(lo, hi, dv)
+            if start is not None:
+                key = (start + dv, moved, mrt[p].load, p)
+                if best is None or key < best[0]:
+                    best = (key, p, start)
+            elif best is None:
+                start = mrt[p].earliest(lo, lo + ii - 1, dv)
+                if start is not None:
+                    key = (start + dv, moved, mrt[p].load, p)
+                    if loose is None or key < loose[0]:
+                        loose = (key, p, start)
+        evict: set[int] = set()
+        if best is not None:
+            _, p, start = best
+        elif loose is not None:
+            _, p, start = loose
+        else:  # forced: the candidate whose overlapped work is smallest
+            forced = None
+            for p in cands:
+                lo = los[p]
+                start = lo if last[v] is None or last[v] < lo else last[v] + 1
+                hit = mrt[p].conflicts(start, dv)
+                cost = sum(dur[u] for u in hit)
+                if forced is None or (cost, p) < forced[0]:
+                    forced = ((cost, p), p, start, hit)
+            _, p, start, evict = forced
+        for u in evict:
+            unschedule(u)
+        t[v], proc[v], placed[v], last[v] = start, p, True, start
+        mrt[p].insert(start, dv, v)
+        left -= 1
+        end = start + dv
+        for s, d, tr, b in succs[v]:
+            if placed[s] and t[s] + d * ii < end + (tr if proc[s] != p else 0):
+                unschedule(s)
+    return t, proc
+
+
+def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
+             max_passes: int = 100) -> list[int] | None:
+    r"""Integer offsets k with k_v - k_u >= ceil((pos_u + t_u + c_uv - pos_v) / ii) - d, or None.
+
+    Bellman-Ford passes in topological order; no convergence within ``max_passes`` passes is
+    taken as a positive cycle (this phase is a heuristic: a miss only loses a solution).
+    """
+    n, dur = prep.n, prep.dur
+    cons = []
+    for u, v, d, tr in prep.edges:
+        c = tr if proc[u] != proc[v] else 0
+        w = -((pos[v] - pos[u] - dur[u] - c) // ii) - d  # ceil(x / ii) == -((-x) // ii)
+        cons.append((u, v, w))
+    order = prep.rank
+    cons.sort(key=lambda c: order[c[0]])
+    k = [0] * n
+    for _ in range(min(n + 1, max_passes)):
+        changed = False
+        for u, v, w in cons:
+            if k[u] + w > k[v]:
+                k[v] = k[u] + w
+                changed = True
+        if not changed:
+            return k
+    return None
+
+
+def _pack_phase(prep: _Prep, procs: int, ii: int,
+                fixed: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
+    """Best-fit-decreasing packing, back-to-back in ASAP order, offsets by longest paths."""
+    n, dur = prep.n, prep.dur
+    loads = [0] * procs
+    proc = [-1] * n
+    if fixed is not None:
+        for v in range(n):
+            proc[v] = fixed[v]
+            loads[fixed[v]] += dur[v]
+        if max(loads) > ii:
+            return None
+    else:
+        for v in sorted(range(n), key=lambda v: (-dur[v], prep.rank[v])):
+            best, bl = -1, -1
+            dv = dur[v]
+            for p in range(procs):
+                lp = loads[p]
+                if lp + dv <= ii and lp > bl:
+                    best, bl = p, lp
+            if best < 0:
+                return None
+            proc[v] = best
+            loads[best] += dv
+    pos = [0] * n
+    fill = [0] * procs
+    for v in sorted(range(n), key=lambda v: (prep.asap[v], prep.rank[v])):
+        pos[v] = fill[proc[v]]
+        fill[proc[v]] += dur[v]
+    k = _offsets(prep, ii, pos, proc)
+    if k is None:
+        return None
+    return [pos[v] + k[v] * ii for v in range(n)], proc
+
+
+def _sequential(prep: _Prep) -> tuple[int, list[int], list[int]]:
+    """All tasks on processor 0, back-to-back in topological order, II = sum of durations."""
+    ii = max(1, sum(prep.dur))
+    t = [0] * prep.n
+    x = 0
+    for v in prep.topo:
+        t[v] = x
+        x += prep.dur[v]
+    return ii, t, [0] * prep.n
+
+
+def _search(lb: int, ub: int, attempt: Callable[[int], object | None], rel_tol: float = 2.5e-3):
+    """Smallest ii in [lb, ub] found feasible by ``attempt`` (growing steps, then bisection)."""
+    res = attempt(lb)
+    if res is not None:
+        return lb, res
+    lo, step = lb, max(1, math.ceil(lb * 0.0025))
+    while True:
+        ii = min(lo + step, ub)
+        res = attempt(ii)
+        if res is not None:
+            hi, best = ii, res
+            break
+        if ii >= ub:
+            return None
+        lo, step = ii, step * 2
+    tol = max(1, int(lb * rel_tol))
+    while hi - lo > tol:
+        mid = (lo + hi) // 2
+        res = attempt(mid)
+        if res is not None:
+            hi, best = mid, res
+        else:
+            lo = mid
+    return hi, best
+
+
+def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
+                    fixed: Mapping[str, int] | None = None, min_period: int | None = None,
+                    method: str = "spikepipe", phases: Sequence[str] = ("list", "pack")) -> Schedule:
+    """Smallest-period schedule found by the list / pack phases (module docstring) for one graph.
+
+    Args:
+      g: task graph (tasks are not split here).
+      processors: P >= 1.
+      comm: link model (transfer times between processors).
+      fixed: optional ``{task: processor}`` for every task (used by the 1F1B baseline).
+      min_period: start the search here instead of the lower bound.
+      method: name recorded in the schedule.
+      phases: which phases to try at each period, in order.
+
+    Returns:
+      a valid :class:`Schedule` (``info["phase"]`` says which phase produced it).
+
+    Raises:
+      ValueError: P not a positive integer, or ``fixed`` missing tasks / out of range.
+    """
+    if isinstance(processors, bool) or not isinstance(processors, int) or processors <= 0:
+        raise ValueError(f"processors must be a positive integer, got {processors!r}")
+    prep = _Prep(g, comm)
+    fx = None
+    if fixed is not None:
+        missing = [t.name for t in g.tasks if t.name not in fixed]
+        if missing:
+            raise ValueError(f"fixed assignment misses tasks {missing[:5]}")
+        fx = [int(fixed[t.name]) for t in g.tasks]
+        if any(not 0 <= p < processors for p in fx):
+            raise ValueError(f"fixed assignment uses a processor outside [0, {processors})")
+    lb = _bounds.lower_bound(g, processors)
+    if fx is not None:
+        loads = [0] * processors
+        for v, p in enumerate(fx):
+            loads[p] += prep.dur[v]
+        lb = max(lb, max(loads))
+    if min_period is not None:
+        lb = max(lb, int(min_period))
+    seq_ii, seq_t, seq_p = _sequential(prep)
+    ub = max(lb, seq_ii + sum(tr for _, _, _, tr in prep.edges))
+
+    def attempt(ii: int):
+        h = None
+        for ph in phases:
+            if ph == "list":
+                h = h or prep.heights(ii)
+                r = _list_phase(prep, processors, ii, h, fx)
+            elif ph == "pack":
+                r = _pack_phase(prep, processors, ii, fx)
+            else:
+                raise ValueError(f"unknown phase {ph!r}")
+            if r is not None:
+                return ph, r
+        return None
+
+    found = _search(lb, ub, attempt)
+    if found is None:
+        if fx is not None and len(set(fx)) > 1:
+            raise ValueError("no schedule found for the fixed processor assignment")
+        ii, (phase, (times, proc)) = seq_ii, ("sequential", (seq_t, seq_p))
+    else:
+        ii, (phase, (times, proc)) = found
+    names = [t.name for t in g.tasks]
+    return normalize(g, processors, ii, dict(zip(names, proc)), dict(zip(names, times)),
+                     method=method, comm=comm, info={"phase": phase, "lower_bound": lb})
+
+
+def split_plan(g: TaskGraph, processors: int, target: int) -> dict[str, int]:
+    """``{task: pieces}`` for the splittable tasks longer than ``target`` cycles."""
+    out = {}
+    for t in g.tasks:
+        if t.split_extent > 1 and t.duration > target > 0:
+            out[t.name] = min(processors, t.split_extent, math.ceil(t.duration / target))
+    return {k: v for k, v in out.items() if v > 1}
+
+
+def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
+                       split_fn: Callable[[Mapping[str, int]], TaskGraph] | None = None,
+                       split_targets: Sequence[float] = (1.0, 0.5)) -> Schedule:
+    """The proposed scheduler: :func:`modulo_schedule`, plus task splitting when it pays.
+
+    Args:
+      g: task graph (for training: built with the pipelined delays, e.g. LayerPipe2's).
+      processors: P.
+      comm: link model.
+      split_fn: ``split -> graph`` rebuilding ``g`` with tasks split into pieces (e.g.
+        ``functools.partial(graph_from_tasks, tasks, delays=..., split_backward=True)``); None:
+        no splitting (JSON graphs).
+      split_targets: piece-size targets tried, as fractions of the resource bound.
+
+    Returns:
+      the best valid schedule; ``info["split"]`` gives the pieces per split task.
+    """
+    best = modulo_schedule(g, processors, comm=comm)
+    best = _with_info(best, split={})
+    if split_fn is None:
+        return best
+    res = math.ceil(g.total_duration / processors)
+    if best.period <= res * 1.01:
+        return best
+    seen = set()
+    for frac in split_targets:
+        plan = split_plan(g, processors, max(1, int(res * frac)))
+        key = tuple(sorted(plan.items()))
+        if not plan or key in seen:
+            continue
+        seen.add(key)
+        gs = split_fn(plan)
+        s = modulo_schedule(gs, processors, comm=comm)
+        s = _with_info(s, split=plan)
+        if (s.period, s.bytes_communicated) < (best.period, best.bytes_communicated):
+            best = s
+    return best
+
+
+def _with_info(s: Schedule, **kw) -> Schedule:
+    import dataclasses
+    info = dict(s.info)
+    info.update(kw)
+    return dataclasses.replace(s, info=info)
+
+
+__all__ = ["modulo_schedule", "spikepipe_schedule", "split_plan"]
+
