@@ -1,7 +1,7 @@
 """conv_digits: 1x8x8 -> 16C3(p1) -> MP2 -> 32C3(p1) -> MP2 -> FC10 SNN on the embedded digits.
 
 Command:  python -m scripts.train --config=configs/conv_digits.py --workdir=runs/conv_digits
-Expected: test accuracy about 0.95 in a few minutes on a 2-core CPU.
+Expected: test accuracy about 0.97 in about 10 s on a 2-core CPU (direct coding: the first conv encodes).
 """
 from configs import base
 
@@ -11,5 +11,7 @@ def get_config(arg: str = ""):
         layers=[dict(kind="conv", features=16, kernel=3, padding=1), dict(kind="maxpool", window=2),
                 dict(kind="conv", features=32, kernel=3, padding=1), dict(kind="maxpool", window=2),
                 dict(kind="flatten"), dict(kind="dense", features=10)],
-        input_shape=(8, 8, 1), num_steps=8, batch_size=32, epochs=8, learning_rate=2e-3)
+        input_shape=(8, 8, 1), num_steps=8, batch_size=32, epochs=20, learning_rate=2e-3,
+        encoding="direct")
+    c.train.lr_schedule = "cosine"
     return base.apply_smoke(c) if base.is_smoke(arg) else c

@@ -458,13 +458,25 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         (input-gradient GEMM, the rest of ``cycles``).
       split: ``{task name: pieces}``: split F, W, BL (and BG) tasks by output channels into that
         many pieces named ``"<name>.<j>"`` (see :func:`split_task_graph` notes below).
-      float_bits, spike_bits: sizes used for the membrane and delta tensors, which the cost model
-        does not list per edge: membranes_l = delta_l = ``bytes_out(F_l) * float_bits / spike_bits``.
+      float_bits, spike_bits: bits of a float and of a spike, used only where the task bytes do
+        not determine an edge's tensor (the last layer's spikes).
       cols, dataflow: array columns and dataflow, for the duration of GEMM pieces (see below).
       retiming: optional retiming applied at the end (see :func:`retime`).
 
-    Edge bytes: spikes of layer l = ``bytes_out(F_l)``; gradient into layer l-1 =
-    ``bytes_out(B_l)`` (or ``BG_l``); updated weights = ``bytes_weights(W_l)``.
+    Edge bytes, from the cost model's per-task bytes (``hardware/mapping.py``: ``F_l`` writes its
+    spikes, membranes and pool masks; ``B_l`` reads the spike gradient and the saved state and
+    writes delta_l and the input gradient; ``W_l`` reads the input spikes and delta_l):
+
+    * spikes of layer l (``F_l -> F_{l+1}``, ``F_l -> W_{l+1}``): ``bytes_in(F_{l+1})``;
+    * saved state (``F_l -> B_l``): ``bytes_out(F_l)`` minus the spikes;
+    * delta_l (``B_l -> W_l``, ``BL_l -> BG_l``): ``bytes_in(W_l) - bytes_in(F_l)``;
+    * input gradient (``B_l -> B_{l-1}``): ``bytes_out(B_l)`` minus delta_l;
+    * updated weights (``W_l -> F_l``, ``W_l -> B_l``): ``bytes_weights`` of the consumer.
+
+    The last layer's spikes (used only for the totals) are
+    ``(bytes_in(B) - bytes_out(F)) * spike_bits / (float_bits - spike_bits)``, from
+    ``bytes_out(F) = s + m + masks`` and ``bytes_in(B) = 2 m + masks`` with
+    ``m = s * float_bits / spike_bits``.
 
     Splitting a task into k pieces (SpikePipe's option for a GEMM longer than the period): pieces
     own a contiguous block of the output channels.  ``F_l``, ``BL_l`` and ``W_l`` split layer l's
@@ -504,8 +516,19 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         return int(g["n"]) if g else 0
 
     extent = [max(1, gemm_n(by[("F", l)])) for l in range(num_layers)]  # channels of layer l
-    spikes = [num(by[("F", l)], "bytes_out") for l in range(num_layers)]
-    mem = [-(-s * float_bits // spike_bits) for s in spikes]
+    fo = [num(by[("F", l)], "bytes_out") for l in range(num_layers)]
+    fi = [num(by[("F", l)], "bytes_in") for l in range(num_layers)]
+    spikes = [fi[l + 1] for l in range(num_layers - 1)]
+    last_b_in = num(by[("B", num_layers - 1)], "bytes_in")
+    if float_bits > spike_bits and last_b_in > fo[-1]:
+        spikes.append((last_b_in - fo[-1]) * spike_bits // (float_bits - spike_bits))
+    else:
+        spikes.append(fo[-1] * spike_bits // (spike_bits + float_bits))
+    saved = [max(0, fo[l] - spikes[l]) for l in range(num_layers)]
+    delta = [max(0, num(by[("W", l)], "bytes_in") - fi[l]) for l in range(num_layers)]
+    grad_in = [max(0, num(by[("B", l)], "bytes_out") - delta[l]) for l in range(num_layers)]
+    wts_f = [num(by[("F", l)], "bytes_weights") for l in range(num_layers)]
+    wts_b = [num(by[("B", l)], "bytes_weights") for l in range(num_layers)]
 
     # Whole tasks: name -> (Task fields, gemm cycles, gemm n, split axis layer or None).
     whole: dict[str, dict[str, Any]] = {}
@@ -524,9 +547,10 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
             vec = min(num(b, "vector_cycles"), num(b, "cycles"))
             gem = num(b, "cycles") - vec
             add(f"BL{l}", "BL", l, vec if (gem > 0 and l > 0) else num(b, "cycles"), 0, 0, l, b)
-            whole[f"BL{l}"]["bytes_out"] = mem[l]  # delta_l
+            whole[f"BL{l}"].update(bytes_out=delta[l], bytes_weights=0)
             if l > 0 and gem > 0:
                 add(f"BG{l}", "BG", l, gem, gem, gemm_n(b), l - 1, b)
+                whole[f"BG{l}"].update(bytes_in=delta[l], bytes_out=grad_in[l])
                 bname[l] = (f"BL{l}", f"BG{l}")
             else:
                 bname[l] = (f"BL{l}", "")
@@ -543,16 +567,14 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
             logical.append(_Logical(f"F{l}", f"W{l + 1}", 0, spikes[l], f"spikes{l}", (l,)))
             up_send = bname[l + 1][1]
             if up_send:
-                gbytes = whole[up_send]["bytes_out"]
-                logical.append(_Logical(up_send, recv, 0, gbytes, f"grad{l}", (l,)))
-        logical.append(_Logical(f"F{l}", recv, 0, mem[l], f"membranes{l}", (l,)))
-        logical.append(_Logical(recv, f"W{l}", 0, mem[l], f"delta{l}", (l,)))
+                logical.append(_Logical(up_send, recv, 0, grad_in[l + 1], f"grad{l}", (l,)))
+        logical.append(_Logical(f"F{l}", recv, 0, saved[l], f"membranes{l}", (l,)))
+        logical.append(_Logical(recv, f"W{l}", 0, delta[l], f"delta{l}", (l,)))
         if split_backward and send:
-            logical.append(_Logical(recv, send, 0, mem[l], f"delta{l}", (l,)))
-        wb = whole[f"W{l}"]["bytes_weights"]
-        logical.append(_Logical(f"W{l}", f"F{l}", dl, wb, f"weights{l}", (l - 1, l)))
+            logical.append(_Logical(recv, send, 0, delta[l], f"delta{l}", (l,)))
+        logical.append(_Logical(f"W{l}", f"F{l}", dl, wts_f[l], f"weights{l}", (l - 1, l)))
         if send:
-            logical.append(_Logical(f"W{l}", send, dl, wb, f"weights{l}", (l - 1, l)))
+            logical.append(_Logical(f"W{l}", send, dl, wts_b[l], f"weights{l}", (l - 1, l)))
         logical.append(_Logical(f"W{l}", f"W{l}", 1, 0, "", ()))
 
     split = dict(split or {})

@@ -13,28 +13,31 @@ Adam, Chandy & Dickson, CACM 1974):
 
 1. Lower bound :math:`II_{min}` = max(iteration bound, resource bound, longest task)
    (``bounds.py``).
-2. For a candidate II, priorities are Rau's heights
+2. Tasks are grouped into the strongly connected components of the graph (all edges).  Edges
+   between components form a DAG and can always be met by choosing iteration offsets; only
+   edges inside a component (the loops) can bound a task from above.
+3. For a candidate II, priorities are Rau's heights
    :math:`h(v) = t_v + \max(0, \max_{v \to s} h(s) - d_{vs}\,II)` (longest path to the end of
-   the iteration, loop-carried edges discounted by II), i.e. HLFET's static levels generalised to
-   loops.
-3. **List phase.** Ready tasks (all distance-0 predecessors placed) are taken by decreasing
-   height.  For each candidate processor p (those of its placed neighbours, and the least loaded
-   ones) the task's window is
-   :math:`[E_p, \min(L_p, E_p + II - 1)]` with
+   the iteration, loop-carried edges discounted by II), i.e. HLFET's static levels generalised
+   to loops; components are taken in topological order, tasks inside one by decreasing height.
+4. **List phase.** For each task and candidate processor p (those of its placed neighbours and
+   the least loaded ones) the window is :math:`[E_p, \min(L_p, E_p + II - 1)]` with
    :math:`E_p = \max_{u \to v}(t_u + t^{dur}_u + c_{uv}(p) - d\,II)` over placed predecessors and
-   :math:`L_p = \min_{v \to s}(t_s + d\,II - t^{dur}_v - c_{vs}(p))` over placed successors
-   (loop-carried edges back to tasks placed earlier); the task takes the earliest start in the
-   window whose slot is free in p's modulo reservation table, and the processor with the
-   earliest finish (HEFT), ties to the one that moves fewer bytes.
-4. **Pack-and-retime phase** (if the list phase fails at this II; after Gasperoni &
-   Schwiegelshohn, "Generating close to optimum loop schedules on parallel processors", Parallel
-   Processing Letters 1994, and Wang, Eisenbeis, Jourdan & Su's decomposed software pipelining,
-   1994): with free offsets only the loops constrain time, so tasks are bin-packed onto
-   processors of capacity II (best fit decreasing), laid back-to-back in topological order, and
-   the integer offsets :math:`k_v` solve the difference constraints
-   :math:`k_v - k_u \ge \lceil (p_u + t_u + c_{uv} - p_v) / II \rceil - d_{uv}` (longest paths;
-   a positive cycle means this packing fails).
-5. II is searched upward from :math:`II_{min}` (growing steps, then bisection to 0.25 %); the
+   :math:`L_p = \min_{v \to s}(t_s + d\,II - t^{dur}_v - c_{vs}(p))` over placed successors;
+   the task takes the earliest start in the window whose slot is free in p's modulo reservation
+   table, on the processor with the earliest finish (HEFT), ties to fewer bytes moved.  If no
+   window slot is free, Rau's iterative repair applies: the task takes the earliest free slot
+   after its predecessors (or is forced in) and the successors or overlapped tasks it now
+   conflicts with are unscheduled and queued again, within a budget of 4 placements per task.
+5. **Hybrid phase** (after Gasperoni & Schwiegelshohn, "Generating close to optimum loop
+   schedules on parallel processors", Parallel Processing Letters 1994, and Wang, Eisenbeis,
+   Jourdan & Su's decomposed software pipelining, 1994): the tasks on loops are list scheduled
+   as in 4; every other task is bin-packed (best fit decreasing) into the free gaps of the
+   processors' reservation tables, and the integer offsets :math:`k_v` solve the difference
+   constraints :math:`k_v - k_u \ge \lceil (p_u + t_u + c_{uv} - p_v) / II \rceil - d_{uv}` by
+   longest paths (between components they always have a solution).  Near-perfect packing when
+   loops are few; the list phase is tried first when most tasks are on loops (training graphs).
+6. II is searched upward from :math:`II_{min}` (growing steps, then bisection to 0.25 %); the
    sequential schedule on one processor with II = sum of durations always exists.
 
 Splitting (:func:`spikepipe_schedule` with ``split_fn``): if the best period is above the
@@ -80,35 +83,23 @@ class _Prep:
             if e.distance == 0:
                 self.zindeg[v] += 1
                 self.zsucc[u].append(v)
-        self.topo = topological_order(g)
         self.rank = [0] * n
-        for i, v in enumerate(self.topo):
+        for i, v in enumerate(topological_order(g)):
             self.rank[v] = i
-        # ASAP times of the distance-0 DAG (for the processor order of the packing phase).
-        asap = [0] * n
-        for v in self.topo:
-            for s in self.zsucc[v]:
-                asap[s] = max(asap[s], asap[v] + self.dur[v])
-        self.asap = asap
-
-    def earliest_times(self, ii: int, max_passes: int = 64) -> list[int]:
-        """Modulo ASAP times: longest paths from time 0 with edge weights t_u - d * ii."""
-        dur, preds = self.dur, self.preds
-        a = [0] * self.n
-        for _ in range(max_passes):
-            changed = False
-            for v in self.topo:
-                best = a[v]
-                for u, d, _, _ in preds[v]:
-                    val = a[u] + dur[u] - d * ii
-                    if val > best:
-                        best = val
-                if best > a[v]:
-                    a[v] = best
-                    changed = True
-            if not changed:
-                break
-        return a
+        # Strongly connected components over all edges: edges between components (any
+        # distance) never close a loop, so components are scheduled in topological order and
+        # only edges inside a component can bound a task from above.
+        allsucc: list[list[int]] = [[] for _ in range(n)]
+        for u, v, _, _ in self.edges:
+            allsucc[u].append(v)
+        comps = _bounds._sccs(n, allsucc)  # reverse topological order
+        self.comp = [0] * n
+        self.in_loop = [False] * n
+        for ci, comp in enumerate(reversed(comps)):
+            for v in comp:
+                self.comp[v] = ci
+                self.in_loop[v] = len(comp) > 1
+        self.topo = sorted(range(n), key=lambda v: (self.comp[v], self.rank[v]))
 
     def heights(self, ii: int, max_passes: int = 64) -> list[int]:
         """Rau's HeightR at period ii (longest path to the end, loop edges minus d*ii)."""
@@ -209,7 +200,7 @@ class _MRT:
 
 def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
                 fixed: Sequence[int] | None = None, k_least: int = 3, k_most: int = 0,
-                budget_ratio: int = 4, floor: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
+                budget_ratio: int = 4, subset: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
     """Iterative modulo list scheduling at period ii; (times, processors) or None.
 
     Operations are taken by decreasing height; each goes to the earliest slot (over candidate
@@ -225,23 +216,24 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
     proc = [-1] * n
     last = [None] * n
     mrt = [_MRT(ii) for _ in range(procs)]
-    rank = prep.rank
-    heap = [(-h[v], rank[v], v) for v in range(n)]
+    rank, comp = prep.rank, prep.comp
+    todo = range(n) if subset is None else subset
+    heap = [(comp[v], -h[v], rank[v], v) for v in todo]
     heapq.heapify(heap)
-    left = n
-    budget = budget_ratio * n + 10
+    left = len(heap)
+    budget = budget_ratio * left + 10
 
     def unschedule(u: int) -> None:
         nonlocal left
         placed[u] = False
         mrt[proc[u]].remove(u, dur[u])
         left += 1
-        heapq.heappush(heap, (-h[u], rank[u], u))
+        heapq.heappush(heap, (comp[u], -h[u], rank[u], u))
 
     while left:
         if not heap or budget <= 0:
             return None
-        _, _, v = heapq.heappop(heap)
+        v = heapq.heappop(heap)[-1]
         if placed[v]:
             continue
         budget -= 1
@@ -270,7 +262,7 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
         best = loose = None
         los = {}
         for p in cands:
-            lo = floor[v] if floor is not None else 0
+            lo = 0
             moved = 0
             for base, q, tr, b in pin:
                 if q != p:
@@ -321,7 +313,7 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
         for s, d, tr, b in succs[v]:
             if placed[s] and t[s] + d * ii < end + (tr if proc[s] != p else 0):
                 unschedule(s)
-    return t, proc
+    return t, proc, mrt
 
 
 def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
@@ -338,7 +330,7 @@ def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
         w = -((pos[v] - pos[u] - dur[u] - c) // ii) - d  # ceil(x / ii) == -((-x) // ii)
         cons.append((u, v, w))
     order = prep.rank
-    cons.sort(key=lambda c: order[c[0]])
+    cons.sort(key=lambda c: (prep.comp[c[0]], order[c[0]]))
     k = [0] * n
     for _ in range(min(n + 1, max_passes)):
         changed = False
@@ -351,39 +343,78 @@ def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
     return None
 
 
-def _pack_phase(prep: _Prep, procs: int, ii: int,
-                fixed: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
-    """Best-fit-decreasing packing, back-to-back in ASAP order, offsets by longest paths."""
+def _hybrid_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
+                  fixed: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
+    """Loop tasks by list scheduling, then the other tasks bin-packed into the free gaps.
+
+    Tasks outside the graph's loops (singleton strongly connected components) are only bound by
+    edges between components, which form a DAG, so any positions are fine for them once their
+    offsets are solved (:func:`_offsets`): they are packed best-fit-decreasing into the gaps the
+    loop tasks leave (each processor's free intervals modulo II).
+    """
     n, dur = prep.n, prep.dur
-    loads = [0] * procs
+    loop = [v for v in range(n) if prep.in_loop[v]]
+    t = [0] * n
     proc = [-1] * n
-    if fixed is not None:
-        for v in range(n):
-            proc[v] = fixed[v]
-            loads[fixed[v]] += dur[v]
-        if max(loads) > ii:
+    if loop:
+        r = _list_phase(prep, procs, ii, h, fixed, subset=loop)
+        if r is None:
             return None
+        t0, p0, mrt = r
+        for v in loop:
+            t[v], proc[v] = t0[v], p0[v]
+        gaps = _free_gaps(mrt, ii)
     else:
-        for v in sorted(range(n), key=lambda v: (-dur[v], prep.rank[v])):
-            best, bl = -1, -1
-            dv = dur[v]
-            for p in range(procs):
-                lp = loads[p]
-                if lp + dv <= ii and lp > bl:
-                    best, bl = p, lp
-            if best < 0:
+        gaps = [(ii, p, 0) for p in range(procs)]
+    rest = [v for v in range(n) if not prep.in_loop[v]]
+    rest.sort(key=lambda v: (-dur[v], prep.rank[v]))
+    gaps.sort()
+    sizes = [g[0] for g in gaps]
+    for v in rest:
+        dv = dur[v]
+        if dv == 0:
+            proc[v] = fixed[v] if fixed is not None else 0
+            t[v] = 0
+            continue
+        if fixed is None:
+            i = bisect.bisect_left(sizes, dv)
+            if i == len(sizes):
                 return None
-            proc[v] = best
-            loads[best] += dv
-    pos = [0] * n
-    fill = [0] * procs
-    for v in sorted(range(n), key=lambda v: (prep.asap[v], prep.rank[v])):
-        pos[v] = fill[proc[v]]
-        fill[proc[v]] += dur[v]
+        else:
+            i = next((j for j in range(bisect.bisect_left(sizes, dv), len(sizes))
+                      if gaps[j][1] == fixed[v]), None)
+            if i is None:
+                return None
+        size, p, x = gaps.pop(i)
+        sizes.pop(i)
+        proc[v], t[v] = p, x
+        if size > dv:
+            j = bisect.bisect_left(sizes, size - dv)
+            gaps.insert(j, (size - dv, p, x + dv))
+            sizes.insert(j, size - dv)
+    pos = [x % ii for x in t]
     k = _offsets(prep, ii, pos, proc)
     if k is None:
         return None
     return [pos[v] + k[v] * ii for v in range(n)], proc
+
+
+def _free_gaps(mrt: Sequence[_MRT], ii: int) -> list[tuple[int, int, int]]:
+    """Maximal free intervals ``(length, processor, start)`` of each table modulo ii."""
+    out = []
+    for p, m in enumerate(mrt):
+        busy = sorted({(a % ii, a % ii + (b - a)) for a, b in zip(m.s, m.e)})
+        if not busy:
+            out.append((ii, p, 0))
+            continue
+        # unroll one turn starting at the first busy interval
+        first = busy[0][0]
+        x = busy[0][1]
+        for a, b in busy[1:] + [(first + ii, first + ii)]:
+            if a > x:
+                out.append((a - x, p, x % ii))
+            x = max(x, b)
+    return out
 
 
 def _sequential(prep: _Prep) -> tuple[int, list[int], list[int]]:
@@ -425,8 +456,8 @@ def _search(lb: int, ub: int, attempt: Callable[[int], object | None], rel_tol: 
 
 def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                     fixed: Mapping[str, int] | None = None, min_period: int | None = None,
-                    method: str = "spikepipe", phases: Sequence[str] = ("list", "pack")) -> Schedule:
-    """Smallest-period schedule found by the list / pack phases (module docstring) for one graph.
+                    method: str = "spikepipe", phases: Sequence[str] | None = None) -> Schedule:
+    """Smallest-period schedule found by the list / hybrid phases (module docstring), no splits.
 
     Args:
       g: task graph (tasks are not split here).
@@ -435,7 +466,8 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
       fixed: optional ``{task: processor}`` for every task (used by the 1F1B baseline).
       min_period: start the search here instead of the lower bound.
       method: name recorded in the schedule.
-      phases: which phases to try at each period, in order.
+      phases: which phases to try at each period, in order (``"list"``, ``"hybrid"``); default:
+        the list phase first when most tasks are on loops, else the hybrid phase first.
 
     Returns:
       a valid :class:`Schedule` (``info["phase"]`` says which phase produced it).
@@ -465,14 +497,19 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
     seq_ii, seq_t, seq_p = _sequential(prep)
     ub = max(lb, seq_ii + sum(tr for _, _, _, tr in prep.edges))
 
+    if phases is None:
+        loop_share = sum(prep.in_loop) / max(1, prep.n)
+        phases = ("list", "hybrid") if loop_share > 0.5 else ("hybrid", "list")
+
     def attempt(ii: int):
         h = None
         for ph in phases:
+            h = h or prep.heights(ii)
             if ph == "list":
-                h = h or prep.heights(ii)
                 r = _list_phase(prep, processors, ii, h, fx)
-            elif ph == "pack":
-                r = _pack_phase(prep, processors, ii, fx)
+                r = r and r[:2]
+            elif ph == "hybrid":
+                r = _hybrid_phase(prep, processors, ii, h, fx)
             else:
                 raise ValueError(f"unknown phase {ph!r}")
             if r is not None:

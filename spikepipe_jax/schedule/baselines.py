@@ -1,0 +1,360 @@
+r"""Standard pipelining baselines on the same task graph and costs.
+
+All three assign contiguous groups of layers ("stages") to processors, one stage per processor,
+and run a stage's tasks on its processor:
+
+* :func:`gpipe_schedule` (Huang et al., NeurIPS 2019): synchronous.  The mini-batch is split into
+  m micro-batches; every stage runs the forwards of all micro-batches, then their backwards
+  (each with its weight gradient), then the weights are updated (flush).  Period = makespan of
+  one mini-batch.  The partition minimises the largest stage time (F+B+W) by dynamic
+  programming; the number of stages S <= min(P, L) and m in {1, 2, 4, ..., 32} are chosen to
+  minimise the period.
+* :func:`pipedream_schedule` (PipeDream 1F1B, Narayanan et al., SOSP 2019): asynchronous, no
+  flush, weight stashing; each stage does one forward and one whole backward (B and W together)
+  per mini-batch in steady state, so stage s trains with gradient delay S-1-s.  The partition is
+  PipeDream's dynamic program without replication:
+  :math:`A(j, s) = \min_{i<j} \max(A(i, s-1),\, C_i,\, T_{i+1..j})` with :math:`T` the stage's
+  compute time and :math:`C_i` the time to send the activations forward and the gradients back
+  across the boundary after layer i, over S <= min(P, L).  The periodic schedule is made by the
+  modulo list scheduler with every task fixed to its stage's processor, from the largest stage
+  load upward.
+* :func:`zb_h1_schedule` (zero bubble, Qi et al., ICLR 2024, schedule ZB-H1): synchronous with
+  micro-batches like GPipe, but the backward is split into B (activation gradient, on the
+  critical path) and W (weight gradient, deferred to fill bubbles), LayerPipe's split.  Each
+  stage greedily runs B first, then F while fewer than S-s micro-batches hold activations (the
+  memory of 1F1B, as ZB-H1), then W.  Period = makespan.
+
+Micro-batch costs: ``micro_graph_fn(m)`` gives the training graph for a micro-batch of B/m
+samples (the study calls the cost model at that batch); by default every duration and byte
+count is divided by m (rounded up), i.e. perfectly linear in the batch.
+
+Synchronous schedules are returned on the micro-batch graph (tasks ``"F0@3"``: task F0 of
+micro-batch 3) with one zero-time update task ``U<l>`` per layer: all ``W_l@j -> U_l`` and
+``U_l -> F_l@k``, ``U_l -> B_l@k`` at distance 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Mapping, Sequence
+
+from spikepipe_jax.schedule.comm import CommModel
+from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph, is_training_graph, with_update_distances
+from spikepipe_jax.schedule.listsched import modulo_schedule
+from spikepipe_jax.schedule.validate import Schedule, normalize
+
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+def _check(g: TaskGraph, processors: int) -> int:
+    if isinstance(processors, bool) or not isinstance(processors, int) or processors <= 0:
+        raise ValueError(f"processors must be a positive integer, got {processors!r}")
+    if not is_training_graph(g):
+        raise ValueError("standard pipelining baselines need a training graph with one F, B and W "
+                         "task per layer (kinds F/B/W, layers 0..L-1)")
+    return g.num_layers
+
+
+def _layer_costs(g: TaskGraph) -> list[int]:
+    cost = [0] * g.num_layers
+    for t in g.tasks:
+        cost[t.layer] += t.duration
+    return cost
+
+
+def partition_min_max(costs: Sequence[int], stages: int) -> list[int]:
+    """Contiguous partition of layers into exactly ``stages`` stages minimising the largest
+    stage sum (dynamic programming, O(S L^2)); returns the stage of each layer."""
+    return _partition(costs, [0] * len(costs), stages)
+
+
+def _partition(costs: Sequence[int], boundary: Sequence[int], stages: int) -> list[int]:
+    n = len(costs)
+    if not 1 <= stages <= n:
+        raise ValueError(f"stages must be in [1, {n}], got {stages}")
+    pre = [0]
+    for c in costs:
+        pre.append(pre[-1] + c)
+    inf = float("inf")
+    # a[s][j]: best bottleneck for layers [0, j) in s stages; cut[s][j]: start of the last stage
+    a = [[inf] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    a[0][0] = 0
+    for s in range(1, stages + 1):
+        for j in range(s, n + 1):
+            for i in range(s - 1, j):
+                if a[s - 1][i] == inf:
+                    continue
+                val = max(a[s - 1][i], pre[j] - pre[i], boundary[i - 1] if i > 0 else 0)
+                if val < a[s][j]:
+                    a[s][j], cut[s][j] = val, i
+    out = [0] * n
+    j = n
+    for s in range(stages, 0, -1):
+        i = cut[s][j]
+        for l in range(i, j):
+            out[l] = s - 1
+        j = i
+    return out
+
+
+def pipedream_partition(g: TaskGraph, processors: int, comm: CommModel = CommModel()) -> list[int]:
+    """PipeDream's partition (no replication) over S <= min(P, L) stages; stage per layer."""
+    num_layers = _check(g, processors)
+    costs = _layer_costs(g)
+    boundary = [0] * num_layers  # comm time across the boundary after layer l
+    for e in g.edges:
+        s, d = g.task(e.src), g.task(e.dst)
+        if (s.kind, d.kind) == ("F", "F") and d.layer == s.layer + 1:
+            boundary[s.layer] += comm.transfer_cycles(e.bytes)
+        elif (s.kind, d.kind) == ("B", "B") and d.layer == s.layer - 1:
+            boundary[d.layer] += comm.transfer_cycles(e.bytes)
+    best = None
+    for stages in range(1, min(processors, num_layers) + 1):
+        part = _partition(costs, boundary, stages)
+        loads = [0] * stages
+        for l, st in enumerate(part):
+            loads[st] += costs[l]
+        bott = max(max(loads), max((boundary[l] for l in range(num_layers - 1)
+                                    if part[l] != part[l + 1]), default=0))
+        if best is None or bott < best[0]:
+            best = (bott, part)
+    return best[1]
+
+
+def linear_micro_graph(g: TaskGraph, m: int) -> TaskGraph:
+    """The graph for a micro-batch of B/m samples, every number divided by m (rounded up)."""
+    def div(x: int) -> int:
+        return -(-x // m)
+    tasks = tuple(dataclasses.replace(t, duration=div(t.duration), bytes_out=div(t.bytes_out),
+                                      bytes_in=div(t.bytes_in), bytes_weights=div(t.bytes_weights))
+                  for t in g.tasks)
+    edges = tuple(dataclasses.replace(e, bytes=e.bytes if e.src == e.dst else div(e.bytes))
+                  for e in g.edges)
+    return TaskGraph(tasks, edges)
+
+
+def micro_batch_graph(g: TaskGraph, m: int) -> TaskGraph:
+    """m copies ``"<task>@<j>"`` of a (micro-batch) training graph plus update tasks ``U<l>``."""
+    tasks = []
+    for j in range(m):
+        for t in g.tasks:
+            tasks.append(dataclasses.replace(t, name=f"{t.name}@{j}"))
+    layers = g.num_layers
+    for l in range(layers):
+        tasks.append(Task(name=f"U{l}", duration=0, layer=l, kind="U"))
+    edges = []
+    for e in g.edges:
+        s, d = g.task(e.src), g.task(e.dst)
+        if s.kind == "W" and e.distance >= 1:
+            if e.src == e.dst:
+                continue
+            edges.extend(Edge(f"U{s.layer}", f"{e.dst}@{k}", 1, e.bytes, e.tag) for k in range(m))
+        elif e.distance == 0:
+            edges.extend(Edge(f"{e.src}@{j}", f"{e.dst}@{j}", 0, e.bytes, e.tag) for j in range(m))
+        else:
+            edges.extend(Edge(f"{e.src}@{j}", f"{e.dst}@{j}", e.distance, e.bytes, e.tag) for j in range(m))
+    for t in g.tasks:
+        if t.kind == "W":
+            edges.extend(Edge(f"{t.name}@{j}", f"U{t.layer}", 0, 0) for j in range(m))
+    for l in range(layers):
+        edges.append(Edge(f"U{l}", f"U{l}", 1, 0))
+    return TaskGraph(tuple(tasks), tuple(edges))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stages:
+    """Stage-level view of a (micro-batch) graph for a partition."""
+
+    part: list[int]
+    f: list[int]
+    b: list[int]
+    w: list[int]
+    f_lag: list[int]  # transfer time into stage s's forward from stage s-1
+    b_lag: list[int]  # transfer time into stage s's backward from stage s+1
+
+
+def _stages(g: TaskGraph, part: Sequence[int], comm: CommModel) -> _Stages:
+    nst = part[-1] + 1
+    f, b, w = [0] * nst, [0] * nst, [0] * nst
+    for t in g.tasks:
+        s = part[t.layer]
+        if t.kind == "F":
+            f[s] += t.duration
+        elif t.kind == "B":
+            b[s] += t.duration
+        elif t.kind == "W":
+            w[s] += t.duration
+    f_lag, b_lag = [0] * nst, [0] * nst
+    for e in g.edges:
+        su, sv = g.task(e.src), g.task(e.dst)
+        if e.distance or su.layer < 0 or sv.layer < 0:
+            continue
+        ps, pd = part[su.layer], part[sv.layer]
+        if ps == pd:
+            continue
+        tr = comm.transfer_cycles(e.bytes)
+        if pd == ps + 1:
+            f_lag[pd] = max(f_lag[pd], tr)
+        elif pd == ps - 1:
+            b_lag[pd] = max(b_lag[pd], tr)
+    return _Stages(list(part), f, b, w, f_lag, b_lag)
+
+
+def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], tuple[int, int]]:
+    """Event simulation of stage-level ops ``(kind, stage, micro-batch) -> (start, end)``."""
+    nst = len(st.f)
+    dur = {"F": st.f, "B": st.b, "W": st.w}
+    times: dict[tuple[str, int, int], tuple[int, int]] = {}
+    free = [0] * nst
+    if policy == "gpipe":
+        orders = [[("F", s, j) for j in range(m)] +
+                  [op for j in reversed(range(m)) for op in (("B", s, j), ("W", s, j))]
+                  for s in range(nst)]
+    nxt = [0] * nst
+    n_f = [0] * nst  # forwards started
+    n_w = [0] * nst  # weight gradients done (ZB memory)
+
+    def ready(op) -> int | None:
+        kind, s, j = op
+        if kind == "F":
+            if s == 0:
+                return 0
+            dep = times.get(("F", s - 1, j))
+            return None if dep is None else dep[1] + st.f_lag[s]
+        if kind == "B":
+            own = times.get(("F", s, j))
+            if own is None:
+                return None
+            if s == nst - 1:
+                return own[1]
+            dep = times.get(("B", s + 1, j))
+            return None if dep is None else max(own[1], dep[1] + st.b_lag[s])
+        dep = times.get(("B", s, j))
+        return None if dep is None else dep[1]
+
+    total = 3 * nst * m
+    while len(times) < total:
+        best = None
+        for s in range(nst):
+            if policy == "gpipe":
+                if nxt[s] >= len(orders[s]):
+                    continue
+                op = orders[s][nxt[s]]
+                r = ready(op)
+                cands = [] if r is None else [(max(free[s], r), 0, op)]
+            else:  # zb-h1 greedy
+                cands = []
+                for j in range(m):
+                    for kind, prio in (("B", 0), ("F", 1), ("W", 2)):
+                        op = (kind, s, j)
+                        if op in times:
+                            continue
+                        if kind == "F" and (j != n_f[s] or n_f[s] - n_w[s] >= nst - s):
+                            continue
+                        if kind == "W" and any(("W", s, i) not in times for i in range(j)):
+                            continue
+                        r = ready(op)
+                        if r is not None:
+                            cands.append((max(free[s], r), prio, op))
+            if not cands:
+                continue
+            start = min(c[0] for c in cands)
+            # among ops that can start by the earliest start, the highest priority
+            now = [c for c in cands if c[0] <= max(start, free[s])]
+            c = min(now, key=lambda c: (c[1], c[2][2], c[0]))
+            if best is None or (c[0], s) < (best[0], best[3]):
+                best = (c[0], c[1], c[2], s)
+        if best is None:
+            raise ValueError("pipeline simulation deadlocked")
+        start, _, op, s = best
+        kind, _, j = op
+        times[op] = (start, start + dur[kind][s])
+        free[s] = start + dur[kind][s]
+        nxt[s] += 1
+        if kind == "F":
+            n_f[s] += 1
+        elif kind == "W":
+            n_w[s] += 1
+    return times
+
+
+def _sync_schedule(g_micro1: TaskGraph, part: Sequence[int], m: int, processors: int,
+                   comm: CommModel, policy: str, method: str) -> Schedule:
+    """Expands a stage-level simulation into placements on the micro-batch graph."""
+    st = _stages(g_micro1, part, comm)
+    times = _macro_sim(st, m, policy)
+    gm = micro_batch_graph(g_micro1, m)
+    by_kind: dict[tuple[str, int], list] = {}
+    for t in g_micro1.tasks:
+        by_kind.setdefault((t.kind, part[t.layer]), []).append(t)
+    start: dict[str, int] = {}
+    for (kind, s, j), (t0, _) in times.items():
+        tasks = sorted(by_kind.get((kind, s), []), key=lambda t: t.layer, reverse=(kind == "B"))
+        x = t0
+        for t in tasks:
+            start[f"{t.name}@{j}"] = x
+            x += t.duration
+    for l in range(g_micro1.num_layers):
+        start[f"U{l}"] = max(times[("W", part[l], j)][1] for j in range(m))
+    makespan = max(max(e for _, e in times.values()), max(start[f"U{l}"] for l in range(g_micro1.num_layers)))
+    proc = {t.name: part[t.layer] for t in gm.tasks}
+    return normalize(gm, processors, max(1, makespan), proc, start, method=method, comm=comm,
+                     info={"stages": list(part), "micro_batches": m})
+
+
+def _best_sync(g: TaskGraph, processors: int, comm: CommModel, policy: str, method: str,
+               micro_batches: Sequence[int] | None,
+               micro_graph_fn: Callable[[int], TaskGraph] | None) -> Schedule:
+    num_layers = _check(g, processors)
+    best = None
+    for m in (micro_batches or MICRO_BATCHES):
+        gm1 = micro_graph_fn(m) if micro_graph_fn is not None else linear_micro_graph(g, m)
+        if gm1 is None:
+            continue
+        costs = _layer_costs(gm1)
+        for stages in range(1, min(processors, num_layers) + 1):
+            part = partition_min_max(costs, stages)
+            s = _sync_schedule(gm1, part, m, processors, comm, policy, method)
+            if best is None or (s.period, m, stages) < (best.period, best.info["micro_batches"],
+                                                         len(set(best.info["stages"]))):
+                best = s
+    if best is None:
+        raise ValueError("no micro-batch count available")
+    return best
+
+
+def gpipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
+                   micro_batches: Sequence[int] | None = None,
+                   micro_graph_fn: Callable[[int], TaskGraph | None] | None = None) -> Schedule:
+    """GPipe (module docstring); best over stage counts and micro-batch counts."""
+    return _best_sync(g, processors, comm, "gpipe", "gpipe", micro_batches, micro_graph_fn)
+
+
+def zb_h1_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
+                   micro_batches: Sequence[int] | None = None,
+                   micro_graph_fn: Callable[[int], TaskGraph | None] | None = None) -> Schedule:
+    """Zero-bubble ZB-H1 with the B/W split (module docstring); best over S and m."""
+    return _best_sync(g, processors, comm, "zbh1", "zb_h1", micro_batches, micro_graph_fn)
+
+
+def pipedream_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel()) -> Schedule:
+    """PipeDream 1F1B, asynchronous with delays S-1-s (module docstring)."""
+    _check(g, processors)
+    part = pipedream_partition(g, processors, comm)
+    nst = part[-1] + 1
+    delays = [nst - 1 - part[l] for l in range(g.num_layers)]
+    g1 = with_update_distances(g, delays)
+    fixed = {t.name: part[t.layer] for t in g1.tasks}
+    s = modulo_schedule(g1, processors, comm=comm, fixed=fixed, method="pipedream_1f1b",
+                        phases=("list",))
+    info = dict(s.info)
+    info.update(stages=part, graph_delays=delays)
+    return dataclasses.replace(s, info=info)
+
+
+__all__ = ["gpipe_schedule", "pipedream_schedule", "zb_h1_schedule", "partition_min_max",
+           "pipedream_partition", "micro_batch_graph", "linear_micro_graph", "MICRO_BATCHES"]
+
+_unused: Mapping | None = None

@@ -1,0 +1,150 @@
+"""The delay study: accuracy cost of pipeline gradient delays, and what mitigation buys back.
+
+For each network and *setting* (no delay, pipeline-derived delays, 2x those, mitigations,
+the faithful pipeline simulator) and each seed, one full training run via
+:func:`spikepipe_jax.train.train_and_evaluate` in ``out/runs/<net>/<setting>/seed<k>``. A run
+whose workdir already holds a finished result for the same config is read back, not re-trained,
+so an interrupted study resumes where it stopped. Results are plain dicts; tables and figures
+are made by :mod:`spikepipe_jax.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from spikepipe_jax.train import loop, pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One row of the study: overrides of ``config.pipeline``."""
+    name: str
+    delays: str = "none"
+    delay_scale: int = 1
+    mitigation: str = "none"
+    simulate: str = "none"
+    delay_position: str = "before"
+
+    def apply(self, config):
+        config.pipeline.delays = self.delays
+        config.pipeline.delay_scale = self.delay_scale
+        config.pipeline.mitigation = self.mitigation
+        config.pipeline.simulate = self.simulate
+        config.pipeline.delay_position = self.delay_position
+        return config
+
+
+BASE_SETTINGS = (
+    Setting("none"),
+    Setting("1f1b", delays="1f1b"),
+    Setting("2x_1f1b", delays="1f1b", delay_scale=2),
+    Setting("fully_pipelined", delays="fully_pipelined"),
+)
+MITIGATION_SETTINGS = (
+    Setting("1f1b+weight_prediction", delays="1f1b", mitigation="weight_prediction"),
+    Setting("1f1b+lr_scale_sqrt", delays="1f1b", mitigation="lr_scale_sqrt"),
+    Setting("1f1b+dc_asgd", delays="1f1b", mitigation="dc_asgd"),
+)
+SIMULATOR_SETTINGS = (
+    Setting("1f1b_pipeline_stash", delays="1f1b", simulate="stash"),
+    Setting("1f1b_pipeline_no_stash", delays="1f1b", simulate="no_stash"),
+)
+
+
+def load_config(net: str, arg: str = ""):
+    """``configs/<net>.py:get_config(arg)``."""
+    try:
+        module = importlib.import_module(f"configs.{net}")
+    except ModuleNotFoundError:
+        raise ValueError(f"unknown network config {net!r}: no configs/{net}.py") from None
+    return module.get_config(arg)
+
+
+def _finished(workdir: str, config) -> Optional[dict]:
+    """The final summary of a finished run with the same config, else None."""
+    mpath, cpath = os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "config.json")
+    if not (os.path.exists(mpath) and os.path.exists(cpath)):
+        return None
+    with open(cpath) as f:
+        if json.load(f) != json.loads(json.dumps(config.to_dict(), sort_keys=True, default=list)):
+            return None
+    with open(mpath) as f:
+        recs = [json.loads(l) for l in f if l.strip()]
+    return recs[-1] if recs and recs[-1].get("final") else None
+
+
+def _curve(workdir: str) -> list[tuple[int, float]]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        recs = [json.loads(l) for l in f if l.strip()]
+    return [(r["epoch"], r["test_accuracy"]) for r in recs if "test_accuracy" in r and not r.get("final")]
+
+
+def run_study(nets: Sequence[str], settings_for: Callable[[str], Sequence[Setting]], seeds: Sequence[int],
+              out: str, *, config_arg: str = "", overrides: Optional[Callable] = None,
+              log: Callable[[str], None] = print) -> list[dict]:
+    """Trains every (net, setting, seed) and returns one record per run.
+
+    Args:
+      nets: config names (``configs/<net>.py``).
+      settings_for: net -> the settings to run for it.
+      seeds: PRNG seeds.
+      out: study folder; runs go to ``out/runs/<net>/<setting>/seed<k>``.
+      config_arg: argument to ``get_config`` (e.g. ``"smoke"``).
+      overrides: optional ``fn(config, net)`` applied before the setting (data dir, epochs...).
+    """
+    records = []
+    plan = [(n, s, seed) for n in nets for s in settings_for(n) for seed in seeds]
+    t0 = time.perf_counter()
+    for i, (net, setting, seed) in enumerate(plan):
+        config = load_config(net, config_arg)
+        if overrides is not None:
+            overrides(config, net)
+        setting.apply(config)
+        config.seed = seed
+        model = loop.validate_config(config)
+        delays = pipeline.resolve_delays(config.pipeline, model.num_layers)
+        workdir = os.path.join(out, "runs", net, setting.name, f"seed{seed}")
+        summary = _finished(workdir, config)
+        status = "cached"
+        if summary is None:
+            summary = loop.train_and_evaluate(config, workdir, log=lambda m: None)
+            status = "trained"
+        records.append(dict(net=net, setting=setting.name, seed=seed, delays=delays,
+                            mitigation=setting.mitigation, simulate=setting.simulate,
+                            test_accuracy=float(summary["test_accuracy"]), wall_s=float(summary["wall_s"]),
+                            curve=_curve(workdir)))
+        log(f"[{i + 1}/{len(plan)} {time.perf_counter() - t0:6.1f}s] {net:12s} {setting.name:26s} seed {seed} "
+            f"test_accuracy {summary['test_accuracy']:.4f} ({status})")
+    return records
+
+
+def summarize(records: Sequence[dict]) -> list[dict]:
+    """Mean ± std per (net, setting), degradation vs "none" in points, and for mitigation and
+    simulator rows the fraction of the plain pipeline's degradation that remains."""
+    rows = []
+    by_key: dict[tuple, list] = {}
+    for r in records:
+        by_key.setdefault((r["net"], r["setting"]), []).append(r)
+    means = {k: float(np.mean([r["test_accuracy"] for r in v])) for k, v in by_key.items()}
+    for (net, setting), runs in by_key.items():
+        accs = np.array([r["test_accuracy"] for r in runs])
+        base = means.get((net, "none"))
+        degr = None if base is None else 100.0 * (base - accs.mean())
+        plain = runs[0]["mitigation"] == "none" and runs[0]["simulate"] == "none"
+        ref_name = None if plain else "1f1b"
+        remaining = None
+        if ref_name and base is not None and (net, ref_name) in means:
+            ref_degr = 100.0 * (base - means[(net, ref_name)])
+            remaining = None if ref_degr <= 0 else degr / ref_degr
+        rows.append(dict(net=net, setting=setting, delays=runs[0]["delays"], seeds=len(runs),
+                         mean=float(accs.mean()), std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+                         degradation_pts=degr, vs_plain_1f1b=remaining,
+                         wall_s=float(np.sum([r["wall_s"] for r in runs]))))
+    return rows
