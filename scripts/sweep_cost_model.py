@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 
 from absl import app, flags, logging
 
@@ -26,32 +25,13 @@ flags.DEFINE_integer("vector_lanes", 0, "Vector-unit lanes; 0 = one per array co
 FLAGS = flags.FLAGS
 
 
-def _atomic_write(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_text(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    _atomic_write(path, write)
-
-
 def run(out: str, *, quick: bool, networks: list[str], vector_lanes: int = 0) -> dict:
     """Runs the sweep and writes its outputs into ``out``; returns ``{name: path}``."""
+    import matplotlib.pyplot as plt
+
     from spikepipe_jax import spec
     from spikepipe_jax.hardware import sweep
+    from spikepipe_jax.io import atomic_save_figure, atomic_write_text
 
     os.makedirs(out, exist_ok=True)
     nets = {}
@@ -63,15 +43,16 @@ def run(out: str, *, quick: bool, networks: list[str], vector_lanes: int = 0) ->
     ref = sweep.reference_point(grid)
     paths = {"csv": os.path.join(out, "cost_model_sweep.csv"),
              "grid": os.path.join(out, "grid.json")}
-    _write_text(paths["csv"], sweep.format_csv(result))
-    _write_text(paths["grid"], json.dumps(dict(grid._asdict(), networks=networks,
+    atomic_write_text(paths["csv"], sweep.format_csv(result))
+    atomic_write_text(paths["grid"], json.dumps(dict(grid._asdict(), networks=networks,
                                                vector_lanes=vector_lanes, plots=ref), indent=1))
     for name, plot in (("task_cycles", sweep.plot_task_cycles),
                        ("best_dataflow", sweep.plot_best_dataflow),
                        ("utilization", sweep.plot_utilization)):
         fig = plot(result, ref)
         paths[name] = os.path.join(out, f"{name}.png")
-        _atomic_write(paths[name], lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+        atomic_save_figure(paths[name], fig, dpi=110)
+        plt.close(fig)
     logging.info("%d rows; wrote %s", len(result["cycles"]), ", ".join(paths.values()))
     return paths
 

@@ -21,7 +21,7 @@ COLUMNS = (
 
 
 def write_delay_study(records: Sequence[dict], out: str) -> dict[str, str]:
-    from spikepipe_jax.train.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from spikepipe_jax.io import atomic_write_bytes, atomic_write_json, atomic_write_text
     from spikepipe_jax.train.delay_study import summarize
     rows = summarize(records)
     paths = {k: os.path.join(out, f"delay_study.{k}") for k in ("json", "md", "csv", "png")}

@@ -36,8 +36,7 @@ micro-batch 3) with one zero-time update task ``U<l>`` per layer: all ``W_l@j ->
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from spikepipe_jax.schedule.comm import CommModel
 from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph, is_training_graph, with_update_distances
@@ -357,4 +356,3 @@ def pipedream_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
 __all__ = ["gpipe_schedule", "pipedream_schedule", "zb_h1_schedule", "partition_min_max",
            "pipedream_partition", "micro_batch_graph", "linear_micro_graph", "MICRO_BATCHES"]
 
-_unused: Mapping | None = None

@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 TRAIN_KINDS = ("F", "B", "BL", "BG", "W", "U")
 
@@ -445,7 +445,8 @@ def _check_tasks(tasks: Sequence[Mapping[str, Any]]) -> tuple[int, dict[tuple[st
 def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int] | None = None,
                      split_backward: bool = False, split: Mapping[str, int] | None = None,
                      float_bits: int = 32, spike_bits: int = 1, cols: int = 0,
-                     dataflow: str = "ws", retiming: Mapping[str, int] | None = None) -> TaskGraph:
+                     dataflow: str = "ws", retiming: Mapping[str, int] | None = None,
+                     gemm_cycles_fn: Callable[[int, int, int], int] | None = None) -> TaskGraph:
     r"""Training task graph from the cost model's task list.
 
     Args:
@@ -462,6 +463,9 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         not determine an edge's tensor (the last layer's spikes).
       cols, dataflow: array columns and dataflow, for the duration of GEMM pieces (see below).
       retiming: optional retiming applied at the end (see :func:`retime`).
+      gemm_cycles_fn: ``(m, k, n) -> cycles`` of one GEMM on the array (e.g. the cost model's
+        ``systolic.gemm_cost_exact``), used for the GEMM pieces of split tasks; None: the fold
+        approximation below.
 
     Edge bytes, from the cost model's per-task bytes (``hardware/mapping.py``: ``F_l`` writes its
     spikes, membranes and pool masks; ``B_l`` reads the spike gradient and the saved state and
@@ -480,9 +484,12 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
 
     Splitting a task into k pieces (SpikePipe's option for a GEMM longer than the period): pieces
     own a contiguous block of the output channels.  ``F_l``, ``BL_l`` and ``W_l`` split layer l's
-    channels, ``BG_l`` splits layer l-1's (its output is the gradient of layer l-1).  A piece's
-    GEMM time is the whole GEMM's ``gemm_cycles`` times its share of column folds
-    (``ceil(n_j / cols)`` for os/ws, ``n_j`` for is), the rest of ``cycles`` is shared linearly.
+    channels, ``BG_l`` splits layer l-1's (its output is the gradient of layer l-1).  A piece
+    computes the GEMM ``(m, k, n_j)`` with ``n_j`` its share of the output columns n, costed by
+    ``gemm_cycles_fn`` if given, else as the whole GEMM's ``gemm_cycles`` times its share of
+    column folds (``ceil(n_j / cols)`` for os/ws, where n maps to the array columns; ``n_j / n``
+    for is, where n streams); the vector part of ``cycles`` is shared linearly.  On os/ws arrays
+    a GEMM with ``n <= cols`` therefore gains nothing from splitting.
     A piece receives, from each piece of a producer, the part of the tensor it needs: its own
     channels of a tensor split the same way, the whole producer piece's share otherwise (e.g.
     every ``F_l`` piece gets all input spikes), a 2-D block for the weights ``W_l -> BG_l``.
@@ -534,8 +541,10 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
     whole: dict[str, dict[str, Any]] = {}
 
     def add(name, kind, layer, dur, gemm_cycles, n_cols, axis, src):
+        gm = src.get("gemm")
         whole[name] = dict(kind=kind, layer=layer, duration=dur, gemm_cycles=min(gemm_cycles, dur),
-                           n=n_cols, axis=axis, bytes_out=num(src, "bytes_out"),
+                           n=n_cols, axis=axis, mk=(int(gm["m"]), int(gm["k"])) if gm else None,
+                           bytes_out=num(src, "bytes_out"),
                            bytes_in=num(src, "bytes_in"), bytes_weights=num(src, "bytes_weights"))
 
     bname: dict[int, tuple[str, str]] = {}  # layer -> (name receiving grad/membranes, name sending grad)
@@ -608,7 +617,12 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         for j, (lo, hi) in enumerate(_piece_bounds(ext, k)):
             share = (hi - lo) / ext
             n_j = max(1, round(n_all * share))
-            gem = -(-w["gemm_cycles"] * _folds(n_j, cols, dataflow) // folds_all)
+            if w["gemm_cycles"] == 0:
+                gem = 0
+            elif gemm_cycles_fn is not None and w["mk"] is not None:
+                gem = int(gemm_cycles_fn(w["mk"][0], w["mk"][1], n_j))
+            else:
+                gem = -(-w["gemm_cycles"] * _folds(n_j, cols, dataflow) // folds_all)
             dur = min(w["duration"], gem + math.ceil(rest * share))
             pname = f"{name}.{j}"
             plist.append((pname, lo, hi))

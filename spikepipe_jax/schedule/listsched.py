@@ -55,7 +55,7 @@ import math
 from typing import Callable, Mapping, Sequence
 
 from spikepipe_jax.schedule import bounds as _bounds
-from spikepipe_jax.schedule.comm import CommModel
+from spikepipe_jax.schedule.comm import CommModel, bytes_communicated
 from spikepipe_jax.schedule.graph import TaskGraph, topological_order
 from spikepipe_jax.schedule.validate import Schedule, normalize
 
@@ -200,7 +200,8 @@ class _MRT:
 
 def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
                 fixed: Sequence[int] | None = None, k_least: int = 3, k_most: int = 0,
-                budget_ratio: int = 4, subset: Sequence[int] | None = None) -> tuple[list[int], list[int]] | None:
+                budget_ratio: int = 4, subset: Sequence[int] | None = None,
+                comm_first: bool = False) -> tuple[list[int], list[int]] | None:
     """Iterative modulo list scheduling at period ii; (times, processors) or None.
 
     Operations are taken by decreasing height; each goes to the earliest slot (over candidate
@@ -280,7 +281,7 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
                     hi = base
             start = mrt[p].earliest(lo, hi, dv)
             if start is not None:
-                key = (start + dv, moved, mrt[p].load, p)
+                key = (moved, start + dv, mrt[p].load, p) if comm_first else (start + dv, moved, mrt[p].load, p)
                 if best is None or key < best[0]:
                     best = (key, p, start)
             elif best is None:
@@ -456,7 +457,8 @@ def _search(lb: int, ub: int, attempt: Callable[[int], object | None], rel_tol: 
 
 def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                     fixed: Mapping[str, int] | None = None, min_period: int | None = None,
-                    method: str = "spikepipe", phases: Sequence[str] | None = None) -> Schedule:
+                    method: str = "spikepipe", phases: Sequence[str] | None = None,
+                    prefer_fewer_bytes: bool = True) -> Schedule:
     """Smallest-period schedule found by the list / hybrid phases (module docstring), no splits.
 
     Args:
@@ -466,8 +468,11 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
       fixed: optional ``{task: processor}`` for every task (used by the 1F1B baseline).
       min_period: start the search here instead of the lower bound.
       method: name recorded in the schedule.
-      phases: which phases to try at each period, in order (``"list"``, ``"hybrid"``); default:
-        the list phase first when most tasks are on loops, else the hybrid phase first.
+      phases: which phases to try at each period, in order (``"list"``, ``"list_comm"``,
+        ``"hybrid"``); default: the list phase first when most tasks are on loops, else the
+        hybrid phase first.
+      prefer_fewer_bytes: at the period found, also run the list phase that picks processors by
+        bytes moved first (then finish time) and keep whichever moves fewer bytes.
 
     Returns:
       a valid :class:`Schedule` (``info["phase"]`` says which phase produced it).
@@ -500,18 +505,23 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
     if phases is None:
         loop_share = sum(prep.in_loop) / max(1, prep.n)
         phases = ("list", "hybrid") if loop_share > 0.5 else ("hybrid", "list")
+    heights: dict[int, list[int]] = {}
+
+    def run(ph: str, ii: int):
+        if ii not in heights:
+            heights.clear()
+            heights[ii] = prep.heights(ii)
+        h = heights[ii]
+        if ph in ("list", "list_comm"):
+            r = _list_phase(prep, processors, ii, h, fx, comm_first=(ph == "list_comm"))
+            return r and r[:2]
+        if ph == "hybrid":
+            return _hybrid_phase(prep, processors, ii, h, fx)
+        raise ValueError(f"unknown phase {ph!r}")
 
     def attempt(ii: int):
-        h = None
         for ph in phases:
-            h = h or prep.heights(ii)
-            if ph == "list":
-                r = _list_phase(prep, processors, ii, h, fx)
-                r = r and r[:2]
-            elif ph == "hybrid":
-                r = _hybrid_phase(prep, processors, ii, h, fx)
-            else:
-                raise ValueError(f"unknown phase {ph!r}")
+            r = run(ph, ii)
             if r is not None:
                 return ph, r
         return None
@@ -523,6 +533,15 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
         ii, (phase, (times, proc)) = seq_ii, ("sequential", (seq_t, seq_p))
     else:
         ii, (phase, (times, proc)) = found
+        if prefer_fewer_bytes and any(b for _, _, _, b in sum(prep.preds, [])):
+            # same period, fewer bytes: also try the communication-first list phase
+            names0 = [t.name for t in g.tasks]
+            alt = run("list_comm", ii) if phase != "list_comm" else None
+            if alt is not None:
+                def moved(pr):
+                    return bytes_communicated(g, dict(zip(names0, pr)))
+                if moved(alt[1]) < moved(proc):
+                    phase, (times, proc) = "list_comm", alt
     names = [t.name for t in g.tasks]
     return normalize(g, processors, ii, dict(zip(names, proc)), dict(zip(names, times)),
                      method=method, comm=comm, info={"phase": phase, "lower_bound": lb})
