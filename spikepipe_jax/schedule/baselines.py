@@ -36,7 +36,7 @@ micro-batch 3) with one zero-time update task ``U<l>`` per layer: all ``W_l@j ->
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from spikepipe_jax.schedule.comm import CommModel
 from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph, is_training_graph, with_update_distances
@@ -212,8 +212,9 @@ def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], t
                   [op for j in reversed(range(m)) for op in (("B", s, j), ("W", s, j))]
                   for s in range(nst)]
     nxt = [0] * nst
-    n_f = [0] * nst  # forwards started
-    n_w = [0] * nst  # weight gradients done (ZB memory)
+    n_f = [0] * nst  # forwards started (in micro-batch order)
+    nb = [0] * nst  # backwards done (in order)
+    n_w = [0] * nst  # weight gradients done (in order; ZB memory)
 
     def ready(op) -> int | None:
         kind, s, j = op
@@ -243,20 +244,17 @@ def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], t
                 op = orders[s][nxt[s]]
                 r = ready(op)
                 cands = [] if r is None else [(max(free[s], r), 0, op)]
-            else:  # zb-h1 greedy
+            else:  # zb-h1 greedy: next B, next F (memory permitting), next W
                 cands = []
-                for j in range(m):
-                    for kind, prio in (("B", 0), ("F", 1), ("W", 2)):
-                        op = (kind, s, j)
-                        if op in times:
-                            continue
-                        if kind == "F" and (j != n_f[s] or n_f[s] - n_w[s] >= nst - s):
-                            continue
-                        if kind == "W" and any(("W", s, i) not in times for i in range(j)):
-                            continue
-                        r = ready(op)
-                        if r is not None:
-                            cands.append((max(free[s], r), prio, op))
+                for kind, prio, j in (("B", 0, nb[s]), ("F", 1, n_f[s]), ("W", 2, n_w[s])):
+                    if j >= m:
+                        continue
+                    if kind == "F" and n_f[s] - n_w[s] >= nst - s:
+                        continue
+                    op = (kind, s, j)
+                    r = ready(op)
+                    if r is not None:
+                        cands.append((max(free[s], r), prio, op))
             if not cands:
                 continue
             start = min(c[0] for c in cands)
@@ -274,16 +272,16 @@ def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], t
         nxt[s] += 1
         if kind == "F":
             n_f[s] += 1
-        elif kind == "W":
+        elif kind == "B":
+            nb[s] += 1
+        else:
             n_w[s] += 1
     return times
 
 
-def _sync_schedule(g_micro1: TaskGraph, part: Sequence[int], m: int, processors: int,
-                   comm: CommModel, policy: str, method: str) -> Schedule:
+def _expand(g_micro1: TaskGraph, part: Sequence[int], m: int, processors: int, comm: CommModel,
+            times: Mapping[tuple[str, int, int], tuple[int, int]], method: str) -> Schedule:
     """Expands a stage-level simulation into placements on the micro-batch graph."""
-    st = _stages(g_micro1, part, comm)
-    times = _macro_sim(st, m, policy)
     gm = micro_batch_graph(g_micro1, m)
     by_kind: dict[tuple[str, int], list] = {}
     for t in g_micro1.tasks:
@@ -295,9 +293,10 @@ def _sync_schedule(g_micro1: TaskGraph, part: Sequence[int], m: int, processors:
         for t in tasks:
             start[f"{t.name}@{j}"] = x
             x += t.duration
-    for l in range(g_micro1.num_layers):
+    layers = g_micro1.num_layers
+    for l in range(layers):
         start[f"U{l}"] = max(times[("W", part[l], j)][1] for j in range(m))
-    makespan = max(max(e for _, e in times.values()), max(start[f"U{l}"] for l in range(g_micro1.num_layers)))
+    makespan = max(max(e for _, e in times.values()), max(start[f"U{l}"] for l in range(layers)))
     proc = {t.name: part[t.layer] for t in gm.tasks}
     return normalize(gm, processors, max(1, makespan), proc, start, method=method, comm=comm,
                      info={"stages": list(part), "micro_batches": m})
@@ -305,7 +304,7 @@ def _sync_schedule(g_micro1: TaskGraph, part: Sequence[int], m: int, processors:
 
 def _best_sync(g: TaskGraph, processors: int, comm: CommModel, policy: str, method: str,
                micro_batches: Sequence[int] | None,
-               micro_graph_fn: Callable[[int], TaskGraph] | None) -> Schedule:
+               micro_graph_fn: Callable[[int], TaskGraph | None] | None) -> Schedule:
     num_layers = _check(g, processors)
     best = None
     for m in (micro_batches or MICRO_BATCHES):
@@ -315,13 +314,14 @@ def _best_sync(g: TaskGraph, processors: int, comm: CommModel, policy: str, meth
         costs = _layer_costs(gm1)
         for stages in range(1, min(processors, num_layers) + 1):
             part = partition_min_max(costs, stages)
-            s = _sync_schedule(gm1, part, m, processors, comm, policy, method)
-            if best is None or (s.period, m, stages) < (best.period, best.info["micro_batches"],
-                                                         len(set(best.info["stages"]))):
-                best = s
+            times = _macro_sim(_stages(gm1, part, comm), m, policy)
+            span = max(e for _, e in times.values())
+            if best is None or (span, m, stages) < best[0]:
+                best = ((span, m, stages), gm1, part, m, times)
     if best is None:
         raise ValueError("no micro-batch count available")
-    return best
+    _, gm1, part, m, times = best
+    return _expand(gm1, part, m, processors, comm, times, method)
 
 
 def gpipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),

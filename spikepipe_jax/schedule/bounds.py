@@ -202,7 +202,7 @@ def lower_bound(g: TaskGraph, processors: int, *, splittable: bool = False) -> i
     return max(1, math.ceil(max(parts)))
 
 
-def bounds(g: TaskGraph, processors: int) -> dict[str, Any]:
+def period_bounds(g: TaskGraph, processors: int) -> dict[str, Any]:
     """All bounds as plain data: iteration bound (float and exact string), critical loop,
     resource bound, longest task and the integer lower bound (tasks not split)."""
     _check_p(processors)
@@ -216,4 +216,4 @@ def bounds(g: TaskGraph, processors: int) -> dict[str, Any]:
     }
 
 
-__all__ = ["iteration_bound", "max_cycle_ratio", "resource_bound", "lower_bound", "bounds"]
+__all__ = ["iteration_bound", "max_cycle_ratio", "resource_bound", "lower_bound", "period_bounds"]

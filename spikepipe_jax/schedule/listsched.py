@@ -54,7 +54,7 @@ import heapq
 import math
 from typing import Callable, Mapping, Sequence
 
-from spikepipe_jax.schedule import bounds as _bounds
+import spikepipe_jax.schedule.bounds as _bounds
 from spikepipe_jax.schedule.comm import CommModel, bytes_communicated
 from spikepipe_jax.schedule.graph import TaskGraph, topological_order
 from spikepipe_jax.schedule.validate import Schedule, normalize
@@ -317,6 +317,57 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
     return t, proc, mrt
 
 
+def _reduce_comm(prep: _Prep, procs: int, ii: int, t: list[int], proc: list[int],
+                 moved: Callable[[Sequence[int]], int], passes: int = 3) -> tuple[list[int], list[int]]:
+    """Local search at a fixed period: move single tasks next to their neighbours.
+
+    Each task, heaviest traffic first, is tried on the processors of its neighbours, in the
+    earliest slot that keeps every edge (all tasks are placed, so both predecessors and
+    successors bound the window) and the reservation tables valid; the move is kept if the
+    bytes communicated (``moved``) drop.
+    """
+    n, dur, preds, succs = prep.n, prep.dur, prep.preds, prep.succs
+    mrt = [_MRT(ii) for _ in range(procs)]
+    for v in range(n):
+        mrt[proc[v]].insert(t[v], dur[v], v)
+    best = moved(proc)
+    weight = [sum(b for *_, b in preds[v]) + sum(b for *_, b in succs[v]) for v in range(n)]
+    order = sorted(range(n), key=lambda v: -weight[v])
+    for _ in range(passes):
+        improved = False
+        for v in order:
+            cands = {proc[u] for u, *_ in preds[v]} | {proc[s] for s, *_ in succs[v]}
+            cands.discard(proc[v])
+            if not cands:
+                continue
+            old_p, old_t = proc[v], t[v]
+            mrt[old_p].remove(v, dur[v])
+            done = False
+            for p in sorted(cands):
+                lo, hi = -10 ** 18, 10 ** 18
+                for u, d, tr, _ in preds[v]:
+                    lo = max(lo, t[u] + dur[u] - d * ii + (tr if proc[u] != p else 0))
+                for s_, d, tr, _ in succs[v]:
+                    hi = min(hi, t[s_] + d * ii - dur[v] - (tr if proc[s_] != p else 0))
+                if lo == -10 ** 18:
+                    lo = hi - ii + 1 if hi < 10 ** 18 else 0
+                start = mrt[p].earliest(lo, min(hi, lo + ii - 1), dur[v])
+                if start is None:
+                    continue
+                proc[v], t[v] = p, start
+                b = moved(proc)
+                if b < best:
+                    best, done, improved = b, True, True
+                    mrt[p].insert(start, dur[v], v)
+                    break
+                proc[v], t[v] = old_p, old_t
+            if not done:
+                mrt[old_p].insert(old_t, dur[v], v)
+        if not improved:
+            break
+    return t, proc
+
+
 def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
              max_passes: int = 100) -> list[int] | None:
     r"""Integer offsets k with k_v - k_u >= ceil((pos_u + t_u + c_uv - pos_v) / ii) - d, or None.
@@ -533,15 +584,16 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
         ii, (phase, (times, proc)) = seq_ii, ("sequential", (seq_t, seq_p))
     else:
         ii, (phase, (times, proc)) = found
-        if prefer_fewer_bytes and any(b for _, _, _, b in sum(prep.preds, [])):
-            # same period, fewer bytes: also try the communication-first list phase
+        if prefer_fewer_bytes and fx is None and any(b for _, _, _, b in sum(prep.preds, [])):
+            # same period, fewer bytes: the communication-first list phase, then local moves
             names0 = [t.name for t in g.tasks]
+
+            def moved(pr):
+                return bytes_communicated(g, dict(zip(names0, pr)))
             alt = run("list_comm", ii) if phase != "list_comm" else None
-            if alt is not None:
-                def moved(pr):
-                    return bytes_communicated(g, dict(zip(names0, pr)))
-                if moved(alt[1]) < moved(proc):
-                    phase, (times, proc) = "list_comm", alt
+            if alt is not None and moved(alt[1]) < moved(proc):
+                phase, (times, proc) = "list_comm", alt
+            times, proc = _reduce_comm(prep, processors, ii, list(times), list(proc), moved)
     names = [t.name for t in g.tasks]
     return normalize(g, processors, ii, dict(zip(names, proc)), dict(zip(names, times)),
                      method=method, comm=comm, info={"phase": phase, "lower_bound": lb})
@@ -558,7 +610,8 @@ def split_plan(g: TaskGraph, processors: int, target: int) -> dict[str, int]:
 
 def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                        split_fn: Callable[[Mapping[str, int]], TaskGraph] | None = None,
-                       split_targets: Sequence[float] = (1.0, 0.5)) -> Schedule:
+                       split_targets: Sequence[float] = (1.0, 0.5),
+                       unsplit: Schedule | None = None) -> Schedule:
     """The proposed scheduler: :func:`modulo_schedule`, plus task splitting when it pays.
 
     Args:
@@ -569,11 +622,12 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         ``functools.partial(graph_from_tasks, tasks, delays=..., split_backward=True)``); None:
         no splitting (JSON graphs).
       split_targets: piece-size targets tried, as fractions of the resource bound.
+      unsplit: the schedule of ``g`` without splits, if already computed.
 
     Returns:
       the best valid schedule; ``info["split"]`` gives the pieces per split task.
     """
-    best = modulo_schedule(g, processors, comm=comm)
+    best = unsplit if unsplit is not None else modulo_schedule(g, processors, comm=comm)
     best = _with_info(best, split={})
     if split_fn is None:
         return best

@@ -1,0 +1,297 @@
+r"""The scheduling study: every method on the same graph and costs, and the sweep table.
+
+Methods (names used in ``schedules.json`` and the table):
+
+* ``spikepipe``: the proposed list scheduler (``listsched.spikepipe_schedule``) on the training
+  graph with B split into its LIF and GEMM parts and LayerPipe2's delays
+  (:math:`d_l = 2(L-1-l)`, ``graph.layerpipe_delays``) on the update loops, splitting long GEMM
+  tasks by output columns where that lowers the period;
+* ``spikepipe_nosplit``: the same without splitting tasks;
+* ``pipedream_1f1b``, ``gpipe``, ``zb_h1``: the standard pipelines of ``baselines.py`` on the
+  training graph with B whole.
+
+Each method's entry carries its period, placements, bytes communicated, utilisation and the
+gradient delays its timeline implies (``delays.delays_for``), so speed and staleness sit side by
+side.  This module does no I/O; the cost model is passed in as functions (``schedule`` does not
+import ``hardware``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import spikepipe_jax.schedule.baselines as baselines
+import spikepipe_jax.schedule.bounds as bounds
+import spikepipe_jax.schedule.delays as delays
+from spikepipe_jax.schedule.comm import CommModel, training_bytes
+from spikepipe_jax.schedule.graph import (TaskGraph, graph_from_tasks, graph_to_json, is_training_graph,
+                                          layerpipe_delays)
+from spikepipe_jax.schedule.listsched import modulo_schedule, spikepipe_schedule
+from spikepipe_jax.schedule.validate import Schedule, validate
+
+METHODS = ("spikepipe", "spikepipe_nosplit", "pipedream_1f1b", "gpipe", "zb_h1")
+BASELINES = ("pipedream_1f1b", "gpipe", "zb_h1")
+
+
+def method_entry(s: Schedule, top_graph: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """JSON entry of one method; includes its graph when it is not the top-level graph."""
+    d = s.to_json()
+    d["method"] = s.method
+    try:
+        d["delays"] = delays.delays_for(s)
+    except ValueError:
+        d["delays"] = None  # a graph without layers
+    gj = graph_to_json(s.graph)
+    if top_graph is None or gj != top_graph:
+        d["graph"] = gj
+    return d
+
+
+def _result(top: TaskGraph, processors: int, comm: CommModel, scheds: Mapping[str, Schedule],
+            total_bytes: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    top_json = graph_to_json(top)
+    b = bounds.period_bounds(top, processors)
+    out = {"graph": top_json, "processors": processors, "lower_bound": b["lower_bound"],
+           "lower_bound_split": bounds.lower_bound(top, processors, splittable=True),
+           "bounds": b, "comm": comm.to_json(), "training_bytes": total_bytes,
+           "methods": {name: method_entry(s, top_json) for name, s in scheds.items()}}
+    out.update(extra or {})
+    return out
+
+
+def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
+                     comm: CommModel = CommModel(), cols: int = 0, dataflow: str = "ws",
+                     micro_tasks_fn: Callable[[int], Sequence[Mapping[str, Any]] | None] | None = None,
+                     gemm_cycles_fn: Callable[[int, int, int], int] | None = None,
+                     split: bool = True, methods: Sequence[str] = METHODS) -> tuple[dict[str, Any], dict[str, Schedule]]:
+    """All methods on one network's training tasks (cost-model format).
+
+    Args:
+      tasks: ``hardware.mapping.training_tasks`` output.
+      processors: P.
+      comm: link model.
+      cols, dataflow: the array's columns and dataflow (durations of split GEMM pieces).
+      micro_tasks_fn: ``m -> tasks`` for a micro-batch of B/m samples (None if B/m is not an
+        integer); None: linear scaling.
+      gemm_cycles_fn: ``(m, k, n) -> cycles`` for GEMM pieces.
+      split: allow the proposed scheduler to split tasks.
+      methods: subset of :data:`METHODS` to run.
+
+    Returns:
+      ``(result, schedules)``: the ``schedules.json`` dict (top-level graph = the proposed
+      method's input graph) and the :class:`Schedule` objects; every schedule is validated.
+    """
+    num_layers = len(tasks) // 3
+    dl = layerpipe_delays(num_layers)
+    g_sp = graph_from_tasks(tasks, delays=dl, split_backward=True, cols=cols, dataflow=dataflow)
+    g_base = graph_from_tasks(tasks, cols=cols, dataflow=dataflow)
+
+    def split_fn(plan):
+        return graph_from_tasks(tasks, delays=dl, split_backward=True, cols=cols, dataflow=dataflow,
+                                split=plan, gemm_cycles_fn=gemm_cycles_fn)
+
+    mgf = None
+    if micro_tasks_fn is not None:
+        def mgf(m):
+            t = micro_tasks_fn(m)
+            return None if t is None else graph_from_tasks(t, cols=cols, dataflow=dataflow)
+
+    scheds: dict[str, Schedule] = {}
+    unsplit = None
+    if "spikepipe" in methods or "spikepipe_nosplit" in methods:
+        unsplit = spikepipe_schedule(g_sp, processors, comm=comm)
+    for name in methods:
+        if name == "spikepipe":
+            s = spikepipe_schedule(g_sp, processors, comm=comm, split_fn=split_fn if split else None,
+                                   unsplit=unsplit)
+        elif name == "spikepipe_nosplit":
+            s = _renamed(unsplit, "spikepipe_nosplit")
+        elif name == "pipedream_1f1b":
+            s = baselines.pipedream_schedule(g_base, processors, comm=comm)
+        elif name == "gpipe":
+            s = baselines.gpipe_schedule(g_base, processors, comm=comm, micro_graph_fn=mgf)
+        elif name == "zb_h1":
+            s = baselines.zb_h1_schedule(g_base, processors, comm=comm, micro_graph_fn=mgf)
+        else:
+            raise ValueError(f"unknown method {name!r}; expected some of {METHODS}")
+        validate(s)
+        scheds[name] = s
+    total = sum(int(t.get("bytes_in", 0)) + int(t.get("bytes_out", 0)) + int(t.get("bytes_weights", 0))
+                for t in tasks) or training_bytes(g_base)
+    return _result(g_sp, processors, comm, scheds, total), scheds
+
+
+def compare_graph(g: TaskGraph, processors: int, *, comm: CommModel = CommModel()) -> tuple[dict[str, Any], dict[str, Schedule]]:
+    """The proposed scheduler (tasks not split) on any graph, plus the baselines if the graph is
+    a training graph (one F, B, W task per layer)."""
+    scheds = {"spikepipe": modulo_schedule(g, processors, comm=comm, method="spikepipe")}
+    if is_training_graph(g):
+        scheds["pipedream_1f1b"] = baselines.pipedream_schedule(g, processors, comm=comm)
+        scheds["gpipe"] = baselines.gpipe_schedule(g, processors, comm=comm)
+        scheds["zb_h1"] = baselines.zb_h1_schedule(g, processors, comm=comm)
+    for s in scheds.values():
+        validate(s)
+    return _result(g, processors, comm, scheds, training_bytes(g)), scheds
+
+
+def _renamed(s: Schedule, method: str) -> Schedule:
+    import dataclasses
+    return dataclasses.replace(s, method=method)
+
+
+def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
+    """One table row from a :func:`compare_training` result (``keys``: net, array, ...)."""
+    m = result["methods"]
+    row: dict[str, Any] = dict(keys)
+    row.update(processors=result["processors"], lower_bound=result["lower_bound"],
+               lower_bound_split=result["lower_bound_split"],
+               iteration_bound=round(result["bounds"]["iteration_bound"], 1),
+               training_bytes=result["training_bytes"])
+    for name, e in m.items():
+        row[f"period_{name}"] = e["period"]
+        row[f"util_{name}"] = round(e["utilization"], 4)
+        row[f"bytes_{name}"] = e["bytes_communicated"]
+        row[f"comm_pct_{name}"] = round(100.0 * e["bytes_communicated"] / result["training_bytes"], 4)
+        row[f"delays_{name}"] = "-".join(map(str, e["delays"])) if e["delays"] is not None else ""
+    for prop in ("spikepipe", "spikepipe_nosplit"):
+        if prop not in m:
+            continue
+        suffix = "" if prop == "spikepipe" else "_nosplit"
+        for b in BASELINES:
+            if b in m:
+                row[f"speedup{suffix}_vs_{b}"] = round(m[b]["period"] / m[prop]["period"], 4)
+    if "spikepipe" in m:
+        row["gap_to_lower_bound"] = round(m["spikepipe"]["period"] / result["lower_bound_split"], 4)
+        row["splits"] = ",".join(f"{k}x{v}" for k, v in sorted(m["spikepipe"]["info"].get("split", {}).items()))
+        if "pipedream_1f1b" in m:
+            extra = m["spikepipe"]["bytes_communicated"] - m["pipedream_1f1b"]["bytes_communicated"]
+            row["extra_comm_pct_vs_1f1b"] = round(100.0 * extra / result["training_bytes"], 4)
+    if "spikepipe_nosplit" in m:
+        row["gap_nosplit_to_lower_bound"] = round(m["spikepipe_nosplit"]["period"] / result["lower_bound"], 4)
+    return row
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Average / max speedups per network and overall, gaps and communication overheads."""
+    def agg(sel: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"cases": len(sel)}
+        for key in sorted({k for r in sel for k in r if k.startswith(("speedup", "gap", "extra_comm",
+                                                                          "comm_pct_spikepipe"))}):
+            vals = [r[key] for r in sel if r.get(key) is not None]
+            if vals:
+                geo = math.exp(sum(math.log(v) for v in vals) / len(vals)) if all(v > 0 for v in vals) else None
+                out[key] = {"mean": round(sum(vals) / len(vals), 4), "geomean": None if geo is None else round(geo, 4),
+                            "min": round(min(vals), 4), "max": round(max(vals), 4)}
+        return out
+
+    nets = sorted({r["net"] for r in rows})
+    out = {"all": agg(rows)}
+    for net in nets:
+        out[net] = agg([r for r in rows if r["net"] == net])
+    small = [r for r in rows if r["processors"] <= r.get("num_layers", 10 ** 9)]
+    out["processors_le_layers"] = agg(small)
+    return out
+
+
+def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[str],
+          processors: Sequence[int], arrays: Sequence[tuple[int, int]], dataflows: Sequence[str], *,
+          comm: CommModel = CommModel(), batch_of: Callable[[str], int] | None = None,
+          gemm_cycles_fn: Callable[..., int] | None = None, split: bool = True,
+          progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Networks x arrays x dataflows x P: one :func:`summary_row` each.
+
+    Args:
+      tasks_fn: ``(net, rows, cols, dataflow, batch=None) -> tasks`` (the cost model).
+      nets, processors, arrays, dataflows: the grid (arrays as ``(rows, cols)``).
+      comm: link model.
+      batch_of: ``net -> batch size`` (for micro-batches: B/m must divide); None: linear micro-batches.
+      gemm_cycles_fn: ``(m, k, n, rows, cols, dataflow) -> cycles`` for split GEMM pieces.
+      split: allow splitting in the proposed scheduler.
+      progress: optional callback with a one-line message per case.
+    """
+    rows_out = []
+    for net in nets:
+        for r, c in arrays:
+            for df in dataflows:
+                tasks = tasks_fn(net, r, c, df)
+                mt = None
+                if batch_of is not None:
+                    bsz = batch_of(net)
+
+                    def mt(m, net=net, r=r, c=c, df=df, bsz=bsz):
+                        return tasks_fn(net, r, c, df, batch=bsz // m) if bsz % m == 0 else None
+                gf = None
+                if gemm_cycles_fn is not None:
+                    def gf(m, k, n, r=r, c=c, df=df):
+                        return gemm_cycles_fn(m, k, n, r, c, df)
+                for p in processors:
+                    res, _ = compare_training(tasks, p, comm=comm, cols=c, dataflow=df,
+                                              micro_tasks_fn=mt, gemm_cycles_fn=gf, split=split)
+                    row = summary_row(res, net=net, array=f"{r}x{c}", rows=r, cols=c, dataflow=df,
+                                      num_layers=len(tasks) // 3)
+                    rows_out.append(row)
+                    if progress is not None:
+                        progress(f"{net} {r}x{c} {df} P={p}: spikepipe {row['period_spikepipe']:,} "
+                                 f"1f1b x{row.get('speedup_vs_pipedream_1f1b')} gpipe x{row.get('speedup_vs_gpipe')}")
+    return rows_out
+
+
+_MD_COLUMNS = (
+    ("net", "net"), ("array", "array"), ("dataflow", "df"), ("processors", "P"),
+    ("lower_bound_split", "LB"), ("period_spikepipe", "SpikePipe"), ("period_spikepipe_nosplit", "no split"),
+    ("period_pipedream_1f1b", "1F1B"), ("period_gpipe", "GPipe"), ("period_zb_h1", "ZB-H1"),
+    ("speedup_vs_pipedream_1f1b", "x 1F1B"), ("speedup_vs_gpipe", "x GPipe"), ("speedup_vs_zb_h1", "x ZB-H1"),
+    ("speedup_nosplit_vs_pipedream_1f1b", "no split x 1F1B"), ("gap_to_lower_bound", "gap"),
+    ("util_spikepipe", "util"), ("extra_comm_pct_vs_1f1b", "extra comm %"),
+    ("delays_spikepipe", "delays SpikePipe"), ("delays_pipedream_1f1b", "delays 1F1B"), ("splits", "splits"))
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """All columns of all rows as CSV text."""
+    import csv
+    import io
+    keys: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None = None) -> str:
+    """A summary of speedups per network, then the main columns of every row."""
+    lines = []
+    if summary:
+        lines += ["| scope | cases | SpikePipe / 1F1B mean (max) | / GPipe mean (max) | / ZB-H1 mean (max) | "
+                  "no split / 1F1B mean (max) | gap to LB mean | extra comm % vs 1F1B mean (max) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for scope, s in summary.items():
+            def f(key, stat="mean", s=s):
+                v = s.get(key)
+                return "" if v is None else f"{v[stat]:.2f}"
+            lines.append(f"| {scope} | {s['cases']} | {f('speedup_vs_pipedream_1f1b')} ({f('speedup_vs_pipedream_1f1b', 'max')}) "
+                         f"| {f('speedup_vs_gpipe')} ({f('speedup_vs_gpipe', 'max')}) "
+                         f"| {f('speedup_vs_zb_h1')} ({f('speedup_vs_zb_h1', 'max')}) "
+                         f"| {f('speedup_nosplit_vs_pipedream_1f1b')} ({f('speedup_nosplit_vs_pipedream_1f1b', 'max')}) "
+                         f"| {f('gap_to_lower_bound')} | {f('extra_comm_pct_vs_1f1b')} ({f('extra_comm_pct_vs_1f1b', 'max')}) |")
+        lines.append("")
+    cols = [(k, h) for k, h in _MD_COLUMNS if any(k in r for r in rows)]
+    lines.append("| " + " | ".join(h for _, h in cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, "")
+            cells.append(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["METHODS", "BASELINES", "compare_training", "compare_graph", "method_entry",
+           "summary_row", "summarize", "sweep", "to_csv", "to_markdown"]
