@@ -317,6 +317,60 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
     return t, proc, mrt
 
 
+def _affinity_assign(prep: _Prep, procs: int, ii: int) -> list[int] | None:
+    """Processor per task that keeps each layer's tasks together where the period allows.
+
+    Clusters are a layer's tasks (for split tasks: piece j of each split task of the layer,
+    which share the same channels); tasks without a layer are their own cluster.  Clusters are
+    placed largest first on a processor with room (capacity II), preferring the one they
+    exchange most bytes with, then the fullest (best fit); a cluster with no room is broken into
+    its tasks, placed the same way.  None if some task finds no room.
+    """
+    g = prep.g
+    clusters: dict[tuple, list[int]] = {}
+    for v, t in enumerate(g.tasks):
+        if t.layer < 0:
+            key = ("task", v)
+        else:
+            key = ("layer", t.layer, t.name.rsplit(".", 1)[1] if t.origin else None)
+        clusters.setdefault(key, []).append(v)
+    load = [0] * procs
+    proc = [-1] * prep.n
+    dur = prep.dur
+
+    def place(members: list[int]) -> bool:
+        need = sum(dur[v] for v in members)
+        aff = [0] * procs
+        mset = set(members)
+        for v in members:
+            for u, _, _, b in prep.preds[v]:
+                if u not in mset and proc[u] >= 0:
+                    aff[proc[u]] += b
+            for w, _, _, b in prep.succs[v]:
+                if w not in mset and proc[w] >= 0:
+                    aff[proc[w]] += b
+        best = None
+        for p in range(procs):
+            if load[p] + need <= ii:
+                key = (aff[p], load[p])
+                if best is None or key > best[0]:
+                    best = (key, p)
+        if best is None:
+            return False
+        for v in members:
+            proc[v] = best[1]
+        load[best[1]] += need
+        return True
+
+    for members in sorted(clusters.values(), key=lambda m: -sum(dur[v] for v in m)):
+        if place(members):
+            continue
+        for v in sorted(members, key=lambda v: -dur[v]):
+            if not place([v]):
+                return None
+    return proc
+
+
 def _reduce_comm(prep: _Prep, procs: int, ii: int, t: list[int], proc: list[int],
                  moved: Callable[[Sequence[int]], int], passes: int = 3) -> tuple[list[int], list[int]]:
     """Local search at a fixed period: move single tasks next to their neighbours.
@@ -568,6 +622,10 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
             return r and r[:2]
         if ph == "hybrid":
             return _hybrid_phase(prep, processors, ii, h, fx)
+        if ph == "affinity":
+            fa = fx if fx is not None else _affinity_assign(prep, processors, ii)
+            r = None if fa is None else _list_phase(prep, processors, ii, h, fa)
+            return r and r[:2]
         raise ValueError(f"unknown phase {ph!r}")
 
     def attempt(ii: int):
@@ -611,7 +669,7 @@ def split_plan(g: TaskGraph, processors: int, target: int) -> dict[str, int]:
 def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                        split_fn: Callable[[Mapping[str, int]], TaskGraph] | None = None,
                        split_targets: Sequence[float] = (1.0, 0.5),
-                       unsplit: Schedule | None = None) -> Schedule:
+                       unsplit: Schedule | None = None, comm_tolerance: float = 0.01) -> Schedule:
     """The proposed scheduler: :func:`modulo_schedule`, plus task splitting when it pays.
 
     Args:
@@ -623,12 +681,21 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         no splitting (JSON graphs).
       split_targets: piece-size targets tried, as fractions of the resource bound.
       unsplit: the schedule of ``g`` without splits, if already computed.
+      comm_tolerance: among candidate schedules (free placement or layer affinity, with or
+        without splits) whose periods are within this fraction of the smallest, the one that
+        moves the fewest bytes wins.
 
     Returns:
       the best valid schedule; ``info["split"]`` gives the pieces per split task.
     """
-    best = unsplit if unsplit is not None else modulo_schedule(g, processors, comm=comm)
-    best = _with_info(best, split={})
+    def both(graph: TaskGraph, **info) -> Schedule:
+        free = modulo_schedule(graph, processors, comm=comm)
+        if not any(e.bytes for e in graph.edges):
+            return _with_info(free, **info)
+        aff = modulo_schedule(graph, processors, comm=comm, phases=("affinity",))
+        return _with_info(_pick([free, aff], comm_tolerance), **info)
+
+    best = _with_info(unsplit, split={}) if unsplit is not None else both(g, split={})
     if split_fn is None:
         return best
     res = math.ceil(g.total_duration / processors)
@@ -641,12 +708,15 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         if not plan or key in seen:
             continue
         seen.add(key)
-        gs = split_fn(plan)
-        s = modulo_schedule(gs, processors, comm=comm)
-        s = _with_info(s, split=plan)
-        if (s.period, s.bytes_communicated) < (best.period, best.bytes_communicated):
-            best = s
+        best = _pick([best, both(split_fn(plan), split=plan)], comm_tolerance)
     return best
+
+
+def _pick(cands: Sequence[Schedule], tol: float) -> Schedule:
+    """Smallest period; among periods within ``tol`` of it, fewest bytes communicated."""
+    top = min(s.period for s in cands)
+    ok = [s for s in cands if s.period <= top * (1 + tol)]
+    return min(ok, key=lambda s: (s.bytes_communicated, s.period))
 
 
 def _with_info(s: Schedule, **kw) -> Schedule:

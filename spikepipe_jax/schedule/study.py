@@ -49,11 +49,12 @@ def method_entry(s: Schedule, top_graph: Mapping[str, Any] | None = None) -> dic
 
 
 def _result(top: TaskGraph, processors: int, comm: CommModel, scheds: Mapping[str, Schedule],
-            total_bytes: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            total_bytes: int, lb_split: int | None = None,
+            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     top_json = graph_to_json(top)
     b = bounds.period_bounds(top, processors)
     out = {"graph": top_json, "processors": processors, "lower_bound": b["lower_bound"],
-           "lower_bound_split": bounds.lower_bound(top, processors, splittable=True),
+           "lower_bound_split": b["lower_bound"] if lb_split is None else lb_split,
            "bounds": b, "comm": comm.to_json(), "training_bytes": total_bytes,
            "methods": {name: method_entry(s, top_json) for name, s in scheds.items()}}
     out.update(extra or {})
@@ -119,7 +120,27 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
         scheds[name] = s
     total = sum(int(t.get("bytes_in", 0)) + int(t.get("bytes_out", 0)) + int(t.get("bytes_weights", 0))
                 for t in tasks) or training_bytes(g_base)
-    return _result(g_sp, processors, comm, scheds, total), scheds
+    lb_split = None
+    if split:
+        lb_split = split_lower_bound(g_sp, processors, split_fn)
+    return _result(g_sp, processors, comm, scheds, total, lb_split), scheds
+
+
+def split_lower_bound(g: TaskGraph, processors: int,
+                      split_fn: Callable[[Mapping[str, int]], TaskGraph]) -> int:
+    """Lower bound on the period when tasks may be split (into at most P pieces each).
+
+    ``max(ceil(sum / P), ceil(T_inf), longest task)`` where the sum is the unsplit graph's (a
+    split never removes work) and the iteration bound and longest task are those of the graph
+    with every splittable task cut into ``min(P, channels)`` pieces (the shortest pieces the
+    cost model allows; on os/ws arrays a GEMM with no more output columns than the array gains
+    nothing).
+    """
+    plan = {t.name: min(processors, t.split_extent) for t in g.tasks if t.split_extent > 1}
+    gmax = split_fn({k: v for k, v in plan.items() if v > 1}) if plan else g
+    parts = [math.ceil(g.total_duration / processors), math.ceil(bounds.iteration_bound(gmax)),
+             max((t.duration for t in gmax.tasks), default=0)]
+    return max(1, max(parts))
 
 
 def compare_graph(g: TaskGraph, processors: int, *, comm: CommModel = CommModel()) -> tuple[dict[str, Any], dict[str, Schedule]]:

@@ -1,0 +1,217 @@
+"""One command reproduces the SpikePipe study and writes OUT/REPORT.md with its figures.
+
+    python -m scripts.reproduce --out=runs/reproduce                 # quick scale (~5 min, 2-core CPU)
+    python -m scripts.reproduce --out=runs/reproduce_full --scale=full
+    python -m scripts.reproduce --out=runs/reproduce --force         # recompute every stage
+
+Stages (each cached in OUT/stages/<stage>-<hash>.json, keyed by its parameters; a re-run skips
+finished stages unless --force):
+  1. train        the default network (fc_digits) on the bundled digits
+  2. delay_study  accuracy vs pipeline gradient delays, mitigations, pipeline simulator
+  3. cost_model   SCALE-Sim agreement, per-task cycles of the three networks, the jitted sweep
+  4. schedule     SpikePipe vs GPipe / 1F1B / ZB-H1 over P, arrays, dataflows; Gantt charts
+"""
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags
+
+_OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md and everything else.")
+_SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "full"], "quick: ~5 min on 2 CPU cores; full: hours.")
+_FORCE = flags.DEFINE_bool("force", False, "Recompute stages even if their cached results exist.")
+_STAGES = flags.DEFINE_list("stages", ["train", "delay_study", "cost_model", "schedule"], "Stages to run.")
+
+SCALES = {
+    "quick": dict(
+        train=dict(config="fc_digits"),
+        delay_study=dict(nets=["fc_digits", "deep_digits"], seeds=2, mitigate_nets=["deep_digits"],
+                         simulate_nets=["deep_digits"],
+                         settings=["none", "1f1b", "2x_1f1b", "fully_pipelined", "1f1b+weight_prediction",
+                                   "1f1b+lr_scale_sqrt", "1f1b_pipeline_stash", "1f1b_pipeline_no_stash"]),
+        cost_model=dict(quick=True),
+        schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 4, 8, 16],
+                      arrays=[[32, 32], [128, 128]], dataflows=["ws"], gantt_net="conv_medium",
+                      gantt_processors=4),
+    ),
+    "full": dict(
+        train=dict(config="fc_digits"),
+        delay_study=dict(nets=["fc_digits", "conv_digits", "deep_digits"], seeds=3,
+                         mitigate_nets=["deep_digits"], simulate_nets=["deep_digits"], settings=[]),
+        cost_model=dict(quick=False),
+        schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 3, 4, 6, 8, 9, 12, 16],
+                      arrays=[[32, 32], [128, 128]], dataflows=["os", "ws", "is"], gantt_net="conv_medium",
+                      gantt_processors=4),
+    ),
+}
+
+
+def _log(msg, t0=[time.time()]):  # noqa: B006 (a start time, not state that changes)
+    print(f"[{time.time() - t0[0]:7.1f}s] {msg}", flush=True)
+
+
+def _stage(out, name, params, fn, force):
+    """Runs ``fn(stage_dir)`` unless OUT/stages/<name>-<hash>.json exists; returns its result."""
+    from spikepipe_jax.io import atomic_write_json
+    key = hashlib.sha256(json.dumps([name, params], sort_keys=True).encode()).hexdigest()[:12]
+    path = os.path.join(out, "stages", f"{name}-{key}.json")
+    if os.path.exists(path) and not force:
+        _log(f"stage {name}: cached ({path})")
+        with open(path) as f:
+            return json.load(f)
+    _log(f"stage {name}: running")
+    t = time.time()
+    result = fn(os.path.join(out, name))
+    result["stage_seconds"] = round(time.time() - t, 1)
+    atomic_write_json(path, result)
+    _log(f"stage {name}: done in {result['stage_seconds']} s")
+    return result
+
+
+def _script(name, *args):
+    """Runs ``python -m scripts.<name> args`` (scripts own their absl flags), streaming progress."""
+    import subprocess
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", f"scripts.{name}", *args], cwd=here,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise ValueError(f"scripts.{name} {' '.join(args)} failed: {tail[0]}")
+    return proc
+
+
+def stage_train(params):
+    def run(d):
+        from spikepipe_jax import train
+        from spikepipe_jax.train.delay_study import load_config
+        config = load_config(params["config"])
+        summary = train.train_and_evaluate(config, os.path.join(d, "run"),
+                                           log=lambda m: _log("  " + m) if "test_accuracy" in m else None)
+        with open(os.path.join(d, "run", "metrics.jsonl")) as f:
+            recs = [json.loads(l) for l in f if l.strip()]
+        curve = [(r["epoch"], r["test_accuracy"]) for r in recs if "test_accuracy" in r and not r.get("final")]
+        from spikepipe_jax.io import atomic_write_bytes
+        from spikepipe_jax.report import accuracy_curves_png
+        atomic_write_bytes(os.path.join(d, "train_curve.png"), accuracy_curves_png(
+            [dict(net=params["config"], setting="no delay", curve=curve)], "Default training run"))
+        return dict(config=params["config"], test_accuracy=summary["test_accuracy"], wall_s=summary["wall_s"],
+                    steps=summary["step"], epochs=config.train.epochs, num_steps=config.model.num_steps,
+                    batch=config.train.batch_size, seed=config.seed, curve=curve)
+    return run
+
+
+def stage_delay_study(params):
+    def run(d):
+        from spikepipe_jax.report import write_delay_study
+        from spikepipe_jax.train import delay_study as ds
+        all_settings = ds.BASE_SETTINGS + ds.MITIGATION_SETTINGS + ds.SIMULATOR_SETTINGS
+
+        def settings_for(net):
+            s = list(ds.BASE_SETTINGS)
+            if net in params["mitigate_nets"]:
+                s += ds.MITIGATION_SETTINGS
+            if net in params["simulate_nets"]:
+                s += ds.SIMULATOR_SETTINGS
+            return [x for x in s if not params["settings"] or x.name in params["settings"]]
+
+        del all_settings
+        records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
+                               log=lambda m: _log("  " + m))
+        write_delay_study(records, d)
+        return dict(summary=ds.summarize(records))
+    return run
+
+
+def stage_cost_model(params):
+    def run(d):
+        import numpy as np
+
+        from spikepipe_jax import hardware
+        from spikepipe_jax.train.delay_study import load_config
+        # SCALE-Sim agreement on the reference data shipped in tests/data
+        agreement = []
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for fname in ("scalesim_v3_calc.json", "scalesim_v3_calc_extra.json"):
+            path = os.path.join(here, "tests", "data", fname)
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                cases = json.load(f)["cases"]
+            exact = 0
+            for c in cases:
+                if c["mode"] == "gemm":
+                    got = hardware.gemm_cost_exact(c["M"], c["K"], c["N"], c["rows"], c["cols"], c["dataflow"]).cycles
+                else:
+                    got = hardware.conv_cycles(**{k: c[k] for k in c if k in _CONV_KEYS},
+                                               rows=c["rows"], cols=c["cols"], dataflow=c["dataflow"])
+                exact += int(int(got) == int(c["compute_cycles"]))
+            agreement.append(dict(file=fname, cases=len(cases), exact=exact))
+        # per-task cycles of the three networks (config arrays: 128x128 ws)
+        tasks = {}
+        for net in ("fc_small", "conv_medium", "vgg_large"):
+            config = load_config(net)
+            tasks[net] = hardware.training_tasks_from_config(config)
+        t = time.time()
+        _script("sweep_cost_model", f"--out={d}", "--quick" if params["quick"] else "--noquick",
+                "--networks=fc_small,conv_medium,vgg_large")
+        return dict(agreement=agreement, tasks=tasks, sweep_seconds=round(time.time() - t, 1),
+                    rows_128_ws=dict(rows=128, cols=128, dataflow="ws"), np_version=np.__version__)
+    return run
+
+
+_CONV_KEYS = ("ifmap_h", "ifmap_w", "filt_h", "filt_w", "channels", "num_filt", "stride")
+
+
+def stage_schedule(params):
+    def run(d):
+        _script("schedule", "--sweep", f"--out={os.path.join(d, 'sweep')}",
+                "--sweep_nets=" + ",".join(params["nets"]),
+                "--sweep_processors=" + ",".join(map(str, params["processors"])),
+                "--sweep_arrays=" + ",".join(f"{r}x{c}" for r, c in params["arrays"]),
+                "--sweep_dataflows=" + ",".join(params["dataflows"]))
+        _script("schedule", f"--config=configs/{params['gantt_net']}.py", f"--out={os.path.join(d, 'gantt')}",
+                f"--processors={params['gantt_processors']}")
+        with open(os.path.join(d, "sweep", "sweep.md")) as f:
+            table = f.read()
+        with open(os.path.join(d, "sweep", "sweep_summary.json")) as f:
+            summary = json.load(f)["summary"]
+        with open(os.path.join(d, "gantt", "schedules.json")) as f:
+            one = json.load(f)
+        return dict(summary=summary, table=table, gantt=dict(net=params["gantt_net"], result={
+            k: v for k, v in one.items() if k != "graph"}))
+    return run
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from spikepipe_jax.report.reproduce_report import write_report
+    out, scale = _OUT.value, SCALES[_SCALE.value]
+    unknown = set(_STAGES.value) - set(scale)
+    if unknown:
+        print(f"error: unknown stage(s) {sorted(unknown)}; expected {sorted(scale)}", file=sys.stderr)
+        sys.exit(1)
+    t0 = time.time()
+    builders = dict(train=stage_train, delay_study=stage_delay_study, cost_model=stage_cost_model,
+                    schedule=stage_schedule)
+    results = {}
+    try:
+        for name in _STAGES.value:
+            results[name] = _stage(out, name, dict(scale[name], scale=_SCALE.value),
+                                   builders[name](scale[name]), _FORCE.value)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+    header = dict(command=" ".join(["python -m scripts.reproduce"] + sys.argv[1:]), scale=_SCALE.value,
+                  wall_s=round(time.time() - t0, 1), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                  f"{platform.system()} {platform.release()}", python=platform.python_version())
+    path = write_report(out, results, header)
+    _log(f"report: {os.path.abspath(path)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
