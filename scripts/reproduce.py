@@ -22,11 +22,20 @@ import time
 from absl import app, flags
 
 _OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md and everything else.")
-_SCALE = flags.DEFINE_enum("scale", "quick", ["quick", "full"], "quick: ~5 min on 2 CPU cores; full: hours.")
+_SCALE = flags.DEFINE_enum("scale", "quick", ["smoke", "quick", "full"],
+                           "quick: ~5 min on 2 CPU cores; full: about an hour; smoke: seconds (tests).")
 _FORCE = flags.DEFINE_bool("force", False, "Recompute stages even if their cached results exist.")
 _STAGES = flags.DEFINE_list("stages", ["train", "delay_study", "cost_model", "schedule"], "Stages to run.")
 
 SCALES = {
+    "smoke": dict(
+        train=dict(config="fc_digits", arg="smoke"),
+        delay_study=dict(nets=["fc_digits"], seeds=1, mitigate_nets=[], simulate_nets=[], arg="smoke",
+                         settings=["none", "1f1b"]),
+        cost_model=dict(quick=True),
+        schedule=dict(nets=["fc_small"], processors=[2], arrays=[[32, 32]], dataflows=["ws"],
+                      gantt_net="fc_small", gantt_processors=2),
+    ),
     "quick": dict(
         train=dict(config="fc_digits"),
         delay_study=dict(nets=["fc_digits", "deep_digits"], seeds=2, mitigate_nets=["deep_digits"],
@@ -88,7 +97,7 @@ def stage_train(params):
     def run(d):
         from spikepipe_jax import train
         from spikepipe_jax.train.delay_study import load_config
-        config = load_config(params["config"])
+        config = load_config(params["config"], params.get("arg", ""))
         summary = train.train_and_evaluate(config, os.path.join(d, "run"),
                                            log=lambda m: _log("  " + m) if "test_accuracy" in m else None)
         with open(os.path.join(d, "run", "metrics.jsonl")) as f:
@@ -108,7 +117,6 @@ def stage_delay_study(params):
     def run(d):
         from spikepipe_jax.report import write_delay_study
         from spikepipe_jax.train import delay_study as ds
-        all_settings = ds.BASE_SETTINGS + ds.MITIGATION_SETTINGS + ds.SIMULATOR_SETTINGS
 
         def settings_for(net):
             s = list(ds.BASE_SETTINGS)
@@ -118,9 +126,8 @@ def stage_delay_study(params):
                 s += ds.SIMULATOR_SETTINGS
             return [x for x in s if not params["settings"] or x.name in params["settings"]]
 
-        del all_settings
         records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
-                               log=lambda m: _log("  " + m))
+                               config_arg=params.get("arg", ""), log=lambda m: _log("  " + m))
         write_delay_study(records, d)
         return dict(summary=ds.summarize(records))
     return run
