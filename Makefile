@@ -15,8 +15,10 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The quick-scale study on the bundled digits: trains the default network (prints its final test
+# accuracy), the delay study, the cost model and the schedule study; writes runs/demo/REPORT.md.
 demo: venv
-	$(PY) -m scripts.train --config=configs/fc_digits.py --workdir=runs/demo
+	$(PY) -m scripts.reproduce --scale=quick --out=runs/demo
 
 test: venv
 	$(PY) -m pytest -q -n 2 tests

@@ -40,7 +40,7 @@ SCALES = {
         train=dict(config="fc_digits"),
         delay_study=dict(nets=["fc_digits", "deep_digits"], seeds=2, mitigate_nets=["deep_digits"],
                          simulate_nets=["deep_digits"],
-                         settings=["none", "1f1b", "2x_1f1b", "fully_pipelined", "1f1b+weight_prediction",
+                         settings=["none", "1f1b", "fully_pipelined", "1f1b+weight_prediction",
                                    "1f1b+lr_scale_sqrt", "1f1b_pipeline_stash", "1f1b_pipeline_no_stash"]),
         cost_model=dict(quick=True),
         schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 4, 8, 16],
@@ -107,6 +107,7 @@ def stage_train(params):
         from spikepipe_jax.report import accuracy_curves_png
         atomic_write_bytes(os.path.join(d, "train_curve.png"), accuracy_curves_png(
             [dict(net=params["config"], setting="no delay", curve=curve)], "Default training run"))
+        _log(f"  {params['config']}: final test accuracy {summary['test_accuracy']:.4f}")
         return dict(config=params["config"], test_accuracy=summary["test_accuracy"], wall_s=summary["wall_s"],
                     steps=summary["step"], epochs=config.train.epochs, num_steps=config.model.num_steps,
                     batch=config.train.batch_size, seed=config.seed, curve=curve)
@@ -217,6 +218,9 @@ def main(argv):
                   wall_s=round(time.time() - t0, 1), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                   f"{platform.system()} {platform.release()}", python=platform.python_version())
     path = write_report(out, results, header)
+    if "train" in results:
+        _log(f"default network {results['train']['config']}: final test accuracy "
+             f"{results['train']['test_accuracy']:.4f}")
     _log(f"report: {os.path.abspath(path)}")
 
 

@@ -90,13 +90,12 @@ def _schedule_section(out: str, r: Mapping) -> list[str]:
     lines = ["## 4. Scheduling pipelined training on P processors\n",
              "Period (cycles per training iteration in steady state) of the SpikePipe modulo list "
              "scheduler vs GPipe, PipeDream 1F1B and ZB-H1 on the same task graph and costs.\n",
-             "Summary:\n"]
-    summary = r["summary"]
-    if isinstance(summary, dict):
-        lines.append(markdown_table([dict(k=k, v=_fmt(v)) for k, v in summary.items()],
-                                    (("k", "quantity", str), ("v", "value", str))))
-    lines += ["\n<details><summary>Full table</summary>\n\n", r["table"], "\n</details>\n",
-              _img(out, "schedule/sweep/speedup_vs_P.png", "speedup vs P")]
+             "Summary rows (mean and max speedups over the cases of each scope), then one row per "
+             "case (x = speedup of SpikePipe; gap = period / lower bound; util = busy fraction of the "
+             "P processors; extra comm % = SpikePipe's bytes crossing processors beyond 1F1B's, as a "
+             "percentage of all bytes training moves):\n",
+             r["table"],
+             _img(out, "schedule/sweep/speedup_vs_P.png", "speedup vs P")]
     g = r["gantt"]
     lines.append(f"\nGantt charts for `{g['net']}` (P = {g['result'].get('processors')}):\n")
     lines.append(_img(out, "schedule/gantt/gantt.png", "Gantt charts"))
