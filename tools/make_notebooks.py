@@ -107,7 +107,7 @@ NB3 = [
 sizes = jnp.array([8, 16, 32, 64, 128, 256])
 # one jitted, vmapped call: conv_medium's second-layer forward GEMM on square arrays, 3 dataflows
 m, k, n = 204800, 300, 64
-cyc = {df: jax.jit(jax.vmap(lambda r: hardware.gemm_cost_unchecked(m, k, n, r, r, df).cycles))(sizes)
+cyc = {df: jax.jit(jax.vmap(lambda r: hardware.gemm_cycles(m, k, n, r, r, df)))(sizes)
        for df in ("os", "ws", "is")}
 for df, c in cyc.items():
     plt.loglog(sizes, c, "o-", label=df)
@@ -119,14 +119,16 @@ tasks = hardware.training_tasks_from_config(config, rows=32, cols=32, dataflow="
 for t in tasks:
     print(f"{t['name']:4s} cycles {t['cycles']:>12,}  GEMM {t['gemm']}")'''),
     new_code_cell('''from spikepipe_jax import schedule as sch
+from spikepipe_jax.schedule import study
 from spikepipe_jax.schedule.gantt import plot_gantt
 P = 4
-graph = sch.graph_from_tasks(tasks, delays=sch.layerpipe_delays(len(config.model.layers) and 3), split_backward=True)
-spikepipe = sch.spikepipe_schedule(graph, processors=P)
-sch.validate(spikepipe)
-print("lower bound", sch.lower_bound(graph, P), "SpikePipe period", spikepipe.period)
-print("gradient delays of this schedule:", sch.delays_for(spikepipe))
-plot_gantt({"spikepipe": spikepipe}, "/tmp/gantt_nb.png", title=f"conv_medium, P={P}")
+result, schedules = study.compare_training(tasks, P, cols=32, dataflow="ws")
+print("lower bound on the period:", f"{result['lower_bound']:,} cycles")
+for name, entry in result["methods"].items():
+    sch.validate(schedules[name])  # the independent validator accepts every schedule
+    print(f"{name:18s} period {entry['period']:>12,}  delays {entry['delays']}")
+plot_gantt({k: schedules[k] for k in ("spikepipe", "pipedream_1f1b")}, "/tmp/gantt_nb.png",
+           title=f"conv_medium, 32x32 ws, P={P}", label_tasks=False)
 from IPython.display import Image
 Image("/tmp/gantt_nb.png")'''),
 ]
