@@ -43,6 +43,13 @@ def test_summary_degradation_and_remaining_fraction():
     assert rows["1f1b"]["vs_plain_1f1b"] is None
 
 
+def test_curve_gap_between_buffer_model_and_simulator():
+    mk = lambda curve, sim: dict(curve=list(enumerate(curve)), simulate=sim)
+    buffer = [mk([0.5, 0.7, 0.8], "none"), mk([0.3, 0.7, 0.9], "none")]   # mean 0.4, 0.7, 0.85
+    sim = [mk([0.5, 0.6, 0.85], "stash")]
+    assert ds.curve_gap_pts(buffer, sim) == pytest.approx(100 * (0.1 + 0.1 + 0.0) / 3)
+
+
 def test_unknown_network_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no configs/nope.py"):
         ds.run_study(["nope"], lambda n: [ds.Setting("none")], [0], str(tmp_path))

@@ -17,6 +17,7 @@ COLUMNS = (
     ("std", "std", lambda v: f"{100 * v:.2f}"),
     ("degradation_pts", "degradation (pts)", fmt_float(2)),
     ("vs_plain_1f1b", "degradation / plain 1F1B's", fmt_float(2)),
+    ("curve_gap_vs_buffer_pts", "curve gap to buffer model (pts)", fmt_float(2)),
 )
 
 

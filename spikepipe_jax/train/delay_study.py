@@ -143,8 +143,26 @@ def summarize(records: Sequence[dict]) -> list[dict]:
         if ref_name and base is not None and (net, ref_name) in means:
             ref_degr = 100.0 * (base - means[(net, ref_name)])
             remaining = None if ref_degr <= 0 else degr / ref_degr
+        gap = None
+        if runs[0]["simulate"] != "none" and (net, "1f1b") in by_key:
+            gap = curve_gap_pts(by_key[(net, "1f1b")], runs)
         rows.append(dict(net=net, setting=setting, delays=runs[0]["delays"], seeds=len(runs),
                          mean=float(accs.mean()), std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-                         degradation_pts=degr, vs_plain_1f1b=remaining,
+                         degradation_pts=degr, vs_plain_1f1b=remaining, curve_gap_vs_buffer_pts=gap,
                          wall_s=float(np.sum([r["wall_s"] for r in runs]))))
     return rows
+
+
+def _mean_curve(runs: Sequence[dict]) -> np.ndarray:
+    curves = [[a for _, a in r["curve"]] for r in runs if r["curve"]]
+    n = min(len(c) for c in curves)
+    return np.mean([c[:n] for c in curves], axis=0)
+
+
+def curve_gap_pts(buffer_runs: Sequence[dict], sim_runs: Sequence[dict]) -> Optional[float]:
+    """Mean over epochs of |seed-mean test accuracy of the buffer model − of the simulator|, in points."""
+    if not all(r["curve"] for r in list(buffer_runs) + list(sim_runs)):
+        return None
+    a, b = _mean_curve(buffer_runs), _mean_curve(sim_runs)
+    n = min(len(a), len(b))
+    return float(100.0 * np.mean(np.abs(a[:n] - b[:n])))
