@@ -81,22 +81,10 @@ def _stage(out, name, params, fn, force):
     return result
 
 
-def _script(name, *args):
-    """Runs ``python -m scripts.<name> args`` (scripts own their absl flags), streaming progress."""
-    import subprocess
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-m", f"scripts.{name}", *args], cwd=here,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise ValueError(f"scripts.{name} {' '.join(args)} failed: {tail[0]}")
-    return proc
-
-
 def stage_train(params):
     def run(d):
         from spikepipe_jax import train
-        from spikepipe_jax.train.delay_study import load_config
+        from spikepipe_jax.experiments import load_config
         config = load_config(params["config"], params.get("arg", ""))
         summary = train.train_and_evaluate(config, os.path.join(d, "run"),
                                            log=lambda m: _log("  " + m) if "test_accuracy" in m else None)
@@ -138,8 +126,8 @@ def stage_cost_model(params):
     def run(d):
         import numpy as np
 
-        from spikepipe_jax import hardware
-        from spikepipe_jax.train.delay_study import load_config
+        from spikepipe_jax import experiments, hardware
+        from spikepipe_jax.experiments import load_config
         # SCALE-Sim agreement on the reference data shipped in tests/data
         agreement = []
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,8 +152,7 @@ def stage_cost_model(params):
             config = load_config(net)
             tasks[net] = hardware.training_tasks_from_config(config)
         t = time.time()
-        _script("sweep_cost_model", f"--out={d}", "--quick" if params["quick"] else "--noquick",
-                "--networks=fc_small,conv_medium,vgg_large")
+        experiments.write_cost_sweep(d, quick=params["quick"], networks=["fc_small", "conv_medium", "vgg_large"])
         return dict(agreement=agreement, tasks=tasks, sweep_seconds=round(time.time() - t, 1),
                     rows_128_ws=dict(rows=128, cols=128, dataflow="ws"), np_version=np.__version__)
     return run
@@ -176,19 +163,16 @@ _CONV_KEYS = ("ifmap_h", "ifmap_w", "filt_h", "filt_w", "channels", "num_filt", 
 
 def stage_schedule(params):
     def run(d):
-        _script("schedule", "--sweep", f"--out={os.path.join(d, 'sweep')}",
-                "--sweep_nets=" + ",".join(params["nets"]),
-                "--sweep_processors=" + ",".join(map(str, params["processors"])),
-                "--sweep_arrays=" + ",".join(f"{r}x{c}" for r, c in params["arrays"]),
-                "--sweep_dataflows=" + ",".join(params["dataflows"]))
-        _script("schedule", f"--config=configs/{params['gantt_net']}.py", f"--out={os.path.join(d, 'gantt')}",
-                f"--processors={params['gantt_processors']}")
+        from spikepipe_jax import experiments
+        from spikepipe_jax.experiments import load_config
+        summary = experiments.schedule_sweep(os.path.join(d, "sweep"), nets=params["nets"],
+                                             processors=params["processors"],
+                                             arrays=[tuple(a) for a in params["arrays"]],
+                                             dataflows=params["dataflows"])
+        one = experiments.schedule_one(os.path.join(d, "gantt"), config=load_config(params["gantt_net"]),
+                                       processors=params["gantt_processors"])
         with open(os.path.join(d, "sweep", "sweep.md")) as f:
             table = f.read()
-        with open(os.path.join(d, "sweep", "sweep_summary.json")) as f:
-            summary = json.load(f)["summary"]
-        with open(os.path.join(d, "gantt", "schedules.json")) as f:
-            one = json.load(f)
         return dict(summary=summary, table=table, gantt=dict(net=params["gantt_net"], result={
             k: v for k, v in one.items() if k != "graph"}))
     return run

@@ -109,9 +109,9 @@ def test_best_dataflow_table_is_argmin():
 
 
 def test_script_writes_csv_and_figures(tmp_path):
-    from scripts import sweep_cost_model
+    from spikepipe_jax import experiments
 
-    paths = sweep_cost_model.run(str(tmp_path), quick=True, networks=["fc_small", "conv_medium"])
+    paths = experiments.write_cost_sweep(str(tmp_path), quick=True, networks=["fc_small", "conv_medium"])
     rows = list(csv.DictReader(io.StringIO(pathlib.Path(paths["csv"]).read_text())))
     assert tuple(rows[0]) == sweep.CSV_COLUMNS
     assert len(rows) == (2 * 3 + 3 * 3) * 4 * 3

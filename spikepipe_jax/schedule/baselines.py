@@ -21,8 +21,9 @@ and run a stage's tasks on its processor:
 * :func:`zb_h1_schedule` (zero bubble, Qi et al., ICLR 2024, schedule ZB-H1): synchronous with
   micro-batches like GPipe, but the backward is split into B (activation gradient, on the
   critical path) and W (weight gradient, deferred to fill bubbles), LayerPipe's split.  Each
-  stage greedily runs B first, then F while fewer than S-s micro-batches hold activations (the
-  memory of 1F1B, as ZB-H1), then W.  Period = makespan.
+  stage greedily runs B first, then F while fewer than S-s micro-batches are between their F
+  and B (1F1B's in-flight limit, as ZB-H1), then W.  Period = makespan; with uniform stages and
+  m >= S this reproduces ZB-H1's :math:`m(t_F + t_B + t_W) + (S-1)(t_F + t_B - t_W)`.
 
 Micro-batch costs: ``micro_graph_fn(m)`` gives the training graph for a micro-batch of B/m
 samples (the study calls the cost model at that batch); by default every duration and byte
@@ -214,7 +215,7 @@ def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], t
     nxt = [0] * nst
     n_f = [0] * nst  # forwards started (in micro-batch order)
     nb = [0] * nst  # backwards done (in order)
-    n_w = [0] * nst  # weight gradients done (in order; ZB memory)
+    n_w = [0] * nst  # weight gradients done (in order)
 
     def ready(op) -> int | None:
         kind, s, j = op
@@ -249,7 +250,7 @@ def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], t
                 for kind, prio, j in (("B", 0, nb[s]), ("F", 1, n_f[s]), ("W", 2, n_w[s])):
                     if j >= m:
                         continue
-                    if kind == "F" and n_f[s] - n_w[s] >= nst - s:
+                    if kind == "F" and n_f[s] - nb[s] >= nst - s:
                         continue
                     op = (kind, s, j)
                     r = ready(op)

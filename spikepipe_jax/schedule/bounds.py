@@ -5,10 +5,13 @@ r"""Lower bounds on the iteration period of a task graph on P processors.
   .. math:: T_\infty = \max_{\text{cycles } C} \frac{\sum_{v \in C} t_v}{\sum_{e \in C} d_e},
 
   the time of the slowest loop per delay.  No schedule, on any number of processors, can start
-  iterations faster.  Computed exactly (a ``Fraction``) as a maximum cycle ratio with Howard's
-  policy iteration (Cochet-Terrasson, Cohen, Gaubert, McGettrick & Quadrat, 1998; Dasdan, ACM
-  TODAES 2004, who found it the fastest in practice) on each strongly connected component, in
-  exact rational arithmetic, so no loop enumeration.
+  iterations faster.  Computed exactly (a ``Fraction``) as a maximum cycle ratio, without loop
+  enumeration, on each strongly connected component: Howard's policy iteration
+  (Cochet-Terrasson, Cohen, Gaubert, McGettrick & Quadrat, 1998; Dasdan, ACM TODAES 2004, who
+  found it the fastest in practice) in floating point finds a critical cycle, whose ratio is then
+  taken exactly and certified by an exact Bellman-Ford test (no cycle has positive weight
+  ``b*t_v - a*d_e`` for the ratio a/b); should the test fail, Howard runs again in rational
+  arithmetic (and Lawler's parametric search backs that up).
 * **Resource bound** :math:`\sum_v t_v / P`: P processors do all the work once per period.
 * **Longest task** :math:`\max_v t_v`: a task runs on one processor within one period (only
   where tasks are not split).
@@ -71,17 +74,29 @@ def _sccs(n: int, succ: list[list[int]]) -> list[list[int]]:
     return out
 
 
-def _howard(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tuple[Fraction, list[int]]:
-    """Maximum cycle ratio sum(w)/sum(t) of one strongly connected component.
+def _howard(nodes: list[int], out: dict[int, list[tuple[int, int, int]]],
+            exact: bool = True) -> tuple[Any, list[tuple[int, tuple[int, int, int]]]]:
+    """Maximum cycle ratio sum(w)/sum(t) of one strongly connected component (Howard).
 
-    ``out[v]`` lists ``(w, t, dst)`` edges inside the component; every node has one.  Returns the
-    ratio and one critical cycle (node list).
+    ``out[v]`` lists ``(w, t, dst)`` edges inside the component; every node has one.  Returns
+    the ratio (a ``Fraction`` if ``exact``, else a float found with a relative tolerance of 1e-9)
+    and one critical cycle as ``[(node, edge)]``.
     """
+    tol = 0.0 if exact else 1e-9
+
+    def ratio(a: int, b: int):
+        return Fraction(a, b) if exact else a / b
+
+    def gt(a, b) -> bool:
+        return a > b + tol * max(1.0, abs(b)) if tol else a > b
+
+    zero = Fraction(0) if exact else 0.0
     policy = {v: max(out[v], key=lambda e: e[0]) for v in nodes}
-    while True:
+    x_prev: dict[int, Any] = {}
+    for _ in range(20 * len(nodes) + 100):
         # Value determination: each node follows its policy edge to a cycle.
-        eta: dict[int, Fraction] = {}
-        x: dict[int, Fraction] = {}
+        eta: dict[int, Any] = {}
+        x: dict[int, Any] = {}
         cyc_of: dict[int, list[int]] = {}
         for start in nodes:
             if start in eta:
@@ -98,9 +113,13 @@ def _howard(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tup
                 st = sum(policy[u][1] for u in cyc)
                 if st == 0:
                     raise ValueError("cycle with zero delays")  # prevented by TaskGraph
-                r = Fraction(sw, st)
+                r = ratio(sw, st)
+                # A fixed head per cycle keeping its previous bias: without this the biases of
+                # an unchanged cycle can shift between rounds and the policy cycle.
+                k = cyc.index(min(cyc))
+                cyc = cyc[k:] + cyc[:k]
                 head = cyc[0]
-                eta[head], x[head] = r, Fraction(0)
+                eta[head], x[head] = r, x_prev.get(head, zero)
                 cyc_of[head] = cyc
                 for u in reversed(cyc[1:]):
                     w, t, d = policy[u]
@@ -116,23 +135,105 @@ def _howard(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tup
         for u in nodes:
             best = eta[u]
             for e in out[u]:
-                if eta[e[2]] > best:
+                if gt(eta[e[2]], best):
                     best, policy[u] = eta[e[2]], e
                     changed = True
         if changed:
+            x_prev = x
             continue
         for u in nodes:
             best = x[u]
             for e in out[u]:
                 w, t, d = e
-                if eta[d] == eta[u]:
+                if not gt(eta[d], eta[u]) and not gt(eta[u], eta[d]):
                     val = w - eta[u] * t + x[d]
-                    if val > best:
+                    if gt(val, best):
                         best, policy[u] = val, e
                         changed = True
         if not changed:
             top = max(nodes, key=lambda v: eta[v])
-            return eta[top], cyc_of[top]
+            return eta[top], [(u, policy[u]) for u in cyc_of[top]]
+        x_prev = x
+    raise _NoConvergence
+
+
+class _NoConvergence(Exception):
+    pass
+
+
+def _positive_cycle(nodes: list[int], out: dict[int, list[tuple[int, int, int]]], lam: Fraction) -> bool:
+    """True if some cycle has ratio > lam (Bellman-Ford on integer weights b*w - a*t)."""
+    a, b = lam.numerator, lam.denominator
+    dist = {v: 0 for v in nodes}
+    for _ in range(len(nodes) + 1):
+        changed = False
+        for u in nodes:
+            du = dist[u]
+            for w, t, d in out[u]:
+                val = du + b * w - a * t
+                if val > dist[d]:
+                    dist[d] = val
+                    changed = True
+        if not changed:
+            return False
+    return True
+
+
+def _component_ratio(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tuple[Fraction, list[int]]:
+    """Exact maximum cycle ratio of a component: fast float Howard, its critical cycle's ratio
+    computed exactly, then checked exactly (no cycle above it), else the exact methods."""
+    try:
+        _, cyc = _howard(nodes, out, exact=False)
+        r = Fraction(sum(e[0] for _, e in cyc), sum(e[1] for _, e in cyc))
+        if not _positive_cycle(nodes, out, r):
+            return r, [u for u, _ in cyc]
+    except _NoConvergence:
+        pass
+    try:
+        r, cyc = _howard(nodes, out, exact=True)
+        return r, [u for u, _ in cyc]
+    except _NoConvergence:
+        return _parametric(nodes, out)
+
+
+def _parametric(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tuple[Fraction, list[int]]:
+    """Maximum cycle ratio by repeated positive-cycle search (Lawler's test, exact).
+
+    With the current ratio lam = a/b, Bellman-Ford looks for a cycle of positive weight
+    ``b*w - a*t``; each one found has a larger ratio and becomes lam; none: lam is the maximum.
+    """
+    lam, best_cyc = Fraction(-1), []
+    while True:
+        a, b = lam.numerator, lam.denominator
+        dist = {v: 0 for v in nodes}
+        parent: dict[int, int] = {}
+        hit = None
+        for _ in range(len(nodes) + 1):
+            hit = None
+            for u in nodes:
+                for w, t, d in out[u]:
+                    val = dist[u] + b * w - a * t
+                    if val > dist[d]:
+                        dist[d], parent[d] = val, u
+                        hit = d
+            if hit is None:
+                break
+        if hit is None:
+            return lam, best_cyc
+        v = hit
+        for _ in range(len(nodes)):
+            v = parent[v]
+        cyc, u = [v], parent[v]
+        while u != v:
+            cyc.append(u)
+            u = parent[u]
+        cyc.reverse()
+        sw = st = 0
+        for i, u in enumerate(cyc):
+            nxt = cyc[(i + 1) % len(cyc)]
+            w, t, _ = max((e for e in out[u] if e[2] == nxt), key=lambda e: b * e[0] - a * e[1])
+            sw, st = sw + w, st + t
+        lam, best_cyc = Fraction(sw, st), cyc
 
 
 def max_cycle_ratio(g: TaskGraph) -> tuple[Fraction, list[str]]:
@@ -159,7 +260,7 @@ def max_cycle_ratio(g: TaskGraph) -> tuple[Fraction, list[str]]:
         nodes = comps[ci]
         if len(nodes) == 1 and nodes[0] not in out:
             continue
-        r, cyc = _howard(nodes, out)
+        r, cyc = _component_ratio(nodes, out)
         if r > best or not best_cyc:
             best, best_cyc = r, cyc
     return best, [g.tasks[v].name for v in best_cyc]

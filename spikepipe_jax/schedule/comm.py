@@ -45,9 +45,9 @@ class CommModel:
     link_latency_cycles: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.link_bytes_per_cycle, (int, float)) or isinstance(self.link_bytes_per_cycle, bool) \
-                or not math.isfinite(self.link_bytes_per_cycle) or self.link_bytes_per_cycle < 0:
-            raise ValueError(f"link_bytes_per_cycle must be a finite number >= 0, got {self.link_bytes_per_cycle!r}")
+        bw = self.link_bytes_per_cycle
+        if not isinstance(bw, (int, float)) or isinstance(bw, bool) or not math.isfinite(bw) or bw < 0:
+            raise ValueError(f"link_bytes_per_cycle must be a finite number >= 0, got {bw!r}")
         if isinstance(self.link_latency_cycles, bool) or not isinstance(self.link_latency_cycles, int) \
                 or self.link_latency_cycles < 0:
             raise ValueError(f"link_latency_cycles must be an integer >= 0, got {self.link_latency_cycles!r}")

@@ -140,7 +140,8 @@ def one_f_one_b_timeline(stages: Sequence[int], num_iterations: int, *, forward_
     return fs, ue
 
 
-def fully_pipelined_timeline(stages: Sequence[int], num_iterations: int) -> tuple[list[list[float]], list[list[float]]]:
+def fully_pipelined_timeline(stages: Sequence[int], num_iterations: int,
+                             ) -> tuple[list[list[float]], list[list[float]]]:
     """Simulated clocked LayerPipe pipeline: per-layer forward starts and update ends.
 
     One iteration enters per period (length 1).  Data crossing a stage boundary waits in a
@@ -183,7 +184,8 @@ def fully_pipelined_timeline(stages: Sequence[int], num_iterations: int) -> tupl
     return fs, ue
 
 
-def schedule_timeline(schedule: Schedule, num_iterations: int | None = None) -> tuple[list[list[float]], list[list[float]]]:
+def schedule_timeline(schedule: Schedule, num_iterations: int | None = None,
+                      ) -> tuple[list[list[float]], list[list[float]]]:
     """Per-layer forward starts and update ends of a periodic schedule, unrolled.
 
     Layer l's forward of iteration i starts at the earliest start of its F tasks (pieces,

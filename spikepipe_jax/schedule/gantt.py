@@ -60,7 +60,9 @@ def plot_gantt(schedules: Mapping[str, Schedule], path: str, *, title: str = "",
     axes[-1, 0].set_xlabel("cycle within the period (label: task+iteration offset)")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    else:
+        fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return path
@@ -68,10 +70,12 @@ def plot_gantt(schedules: Mapping[str, Schedule], path: str, *, title: str = "",
 
 def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str] = ("pipedream_1f1b", "gpipe"),
                   method: str = "spikepipe") -> str:
-    """Speedup of ``method`` over each baseline vs P, one panel per network.
+    """Speedup of ``method`` (``spikepipe`` or ``spikepipe_nosplit``) over each baseline vs P,
+    one panel per network.
 
-    ``rows`` are sweep rows (``study.sweep``); lines average over dataflows per array size.
+    ``rows`` are sweep rows (``study.summary_row``); lines average over dataflows per array.
     """
+    prefix = "speedup_nosplit" if method == "spikepipe_nosplit" else "speedup"
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -86,10 +90,9 @@ def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str
         for ai, arr in enumerate(arrays):
             for b in baselines:
                 pts: dict[int, list[float]] = {}
+                key = f"{prefix}_vs_{b}"
                 for r in rows:
-                    key = f"speedup_vs_{b}"
-                    if r["net"] == net and r["array"] == arr and r.get(key) is not None \
-                            and r.get("method_variant", method) == method:
+                    if r["net"] == net and r["array"] == arr and r.get(key) is not None:
                         pts.setdefault(r["processors"], []).append(r[key])
                 if not pts:
                     continue

@@ -458,7 +458,7 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
       split_backward: split ``B_l`` into ``BL_l`` (LIF backward, ``vector_cycles``) and ``BG_l``
         (input-gradient GEMM, the rest of ``cycles``).
       split: ``{task name: pieces}``: split F, W, BL (and BG) tasks by output channels into that
-        many pieces named ``"<name>.<j>"`` (see :func:`split_task_graph` notes below).
+        many pieces named ``"<name>.<j>"`` (see "Splitting" below).
       float_bits, spike_bits: bits of a float and of a spike, used only where the task bytes do
         not determine an edge's tensor (the last layer's spikes).
       cols, dataflow: array columns and dataflow, for the duration of GEMM pieces (see below).
@@ -482,7 +482,7 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
     ``bytes_out(F) = s + m + masks`` and ``bytes_in(B) = 2 m + masks`` with
     ``m = s * float_bits / spike_bits``.
 
-    Splitting a task into k pieces (SpikePipe's option for a GEMM longer than the period): pieces
+    Splitting: a task cut into k pieces (SpikePipe's option for a GEMM longer than the period): pieces
     own a contiguous block of the output channels.  ``F_l``, ``BL_l`` and ``W_l`` split layer l's
     channels, ``BG_l`` splits layer l-1's (its output is the gradient of layer l-1).  A piece
     computes the GEMM ``(m, k, n_j)`` with ``n_j`` its share of the output columns n, costed by

@@ -36,15 +36,22 @@ Adam, Chandy & Dickson, CACM 1974):
    processors' reservation tables, and the integer offsets :math:`k_v` solve the difference
    constraints :math:`k_v - k_u \ge \lceil (p_u + t_u + c_{uv} - p_v) / II \rceil - d_{uv}` by
    longest paths (between components they always have a solution).  Near-perfect packing when
-   loops are few; the list phase is tried first when most tasks are on loops (training graphs).
+   loops are few; when over 90 % of the tasks are on loops (training graphs) only the list phase
+   is used.
 6. II is searched upward from :math:`II_{min}` (growing steps, then bisection to 0.25 %); the
    sequential schedule on one processor with II = sum of durations always exists.
+7. At the period found, when edges carry bytes: the list phase is run again choosing
+   processors by bytes moved first, and a local search moves single tasks next to their
+   neighbours while every constraint still holds; whichever moves fewer bytes is kept.
 
-Splitting (:func:`spikepipe_schedule` with ``split_fn``): if the best period is above the
-resource bound because single tasks are too long, tasks longer than the target period are split
-into pieces (by output channels, ``graph.graph_from_tasks(split=...)``, which adds the
-communication of broadcasting the inputs and gathering the outputs) and the graph is scheduled
-again; the split with the smallest period (then fewest bytes moved) is kept.
+:func:`spikepipe_schedule` (the method called ``spikepipe`` in the study) runs this with three
+processor policies and keeps the smallest period, preferring the fewest bytes moved among
+periods within 1 % of it: free placement (above), the standard pipeline's contiguous layer
+stages (so it is never slower than that placement on the same graph), and layer affinity (a
+layer's tasks kept together where the period allows).  Splitting (with ``split_fn``): if the
+period is above the resource bound because single tasks are too long, tasks longer than the
+target are split into pieces (by output channels, ``graph.graph_from_tasks(split=...)``, which
+adds the communication of broadcasting inputs and gathering outputs) and scheduled again.
 """
 
 from __future__ import annotations
@@ -72,12 +79,14 @@ class _Prep:
         self.zindeg = [0] * n
         self.zsucc: list[list[int]] = [[] for _ in range(n)]
         self.edges = []
+        self.out_tagged: list[list[tuple[int, str, int]]] = [[] for _ in range(n)]
         for e in g.edges:
             u, v = g.index[e.src], g.index[e.dst]
             tr = comm.transfer_cycles(e.bytes) if u != v else 0
             self.edges.append((u, v, e.distance, tr))
             if u == v:
                 continue
+            self.out_tagged[u].append((v, e.tag, e.bytes))
             self.preds[v].append((u, e.distance, tr, e.bytes))
             self.succs[u].append((v, e.distance, tr, e.bytes))
             if e.distance == 0:
@@ -200,7 +209,7 @@ class _MRT:
 
 def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
                 fixed: Sequence[int] | None = None, k_least: int = 3, k_most: int = 0,
-                budget_ratio: int = 4, subset: Sequence[int] | None = None,
+                k_near: int = 12, budget_ratio: int = 4, subset: Sequence[int] | None = None,
                 comm_first: bool = False) -> tuple[list[int], list[int]] | None:
     """Iterative modulo list scheduling at period ii; (times, processors) or None.
 
@@ -223,11 +232,19 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
     heapq.heapify(heap)
     left = len(heap)
     budget = budget_ratio * left + 10
+    lorder = [(0, p) for p in range(procs)]  # (load, processor), sorted
+
+    def add_load(p: int, delta: int) -> None:
+        if delta:
+            old = mrt[p].load - delta
+            del lorder[bisect.bisect_left(lorder, (old, p))]
+            bisect.insort(lorder, (mrt[p].load, p))
 
     def unschedule(u: int) -> None:
         nonlocal left
         placed[u] = False
         mrt[proc[u]].remove(u, dur[u])
+        add_load(proc[u], -dur[u])
         left += 1
         heapq.heappush(heap, (comp[u], -h[u], rank[u], u))
 
@@ -249,16 +266,21 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
         if fixed is not None:
             cands = [fixed[v]]
         else:
-            cset = {p for _, p, _, _ in pin}
-            cset.update(p for _, p, _, _ in sin)
-            fits = [p for p in range(procs) if mrt[p].load + dv <= ii]
-            if len(fits) > k_least + k_most:
-                cset.update(heapq.nsmallest(k_least, fits, key=lambda p: mrt[p].load))
-                cset.update(heapq.nlargest(k_most, fits, key=lambda p: mrt[p].load))
+            near: dict[int, int] = {}
+            for _, q, _, b in pin:
+                near[q] = near.get(q, 0) + b + 1
+            for _, q, _, b in sin:
+                near[q] = near.get(q, 0) + b + 1
+            if len(near) > k_near:
+                cset = set(heapq.nlargest(k_near, near, key=near.__getitem__))
             else:
-                cset.update(fits)
+                cset = set(near)
+            nfit = bisect.bisect_right(lorder, (ii - dv, procs))  # lorder[:nfit] have room
+            cset.update(p for _, p in lorder[:min(k_least, nfit)])
+            if k_most:
+                cset.update(p for _, p in lorder[max(0, nfit - k_most):nfit])
             if not cset:
-                cset = set(heapq.nsmallest(max(1, k_least + k_most), range(procs), key=lambda p: mrt[p].load))
+                cset = {p for _, p in lorder[:max(1, k_least + k_most)]}
             cands = sorted(cset)
         best = loose = None
         los = {}
@@ -309,6 +331,7 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
             unschedule(u)
         t[v], proc[v], placed[v], last[v] = start, p, True, start
         mrt[p].insert(start, dv, v)
+        add_load(p, dv)
         left -= 1
         end = start + dv
         for s, d, tr, b in succs[v]:
@@ -372,19 +395,38 @@ def _affinity_assign(prep: _Prep, procs: int, ii: int) -> list[int] | None:
 
 
 def _reduce_comm(prep: _Prep, procs: int, ii: int, t: list[int], proc: list[int],
-                 moved: Callable[[Sequence[int]], int], passes: int = 3) -> tuple[list[int], list[int]]:
+                 passes: int = 3) -> tuple[list[int], list[int]]:
     """Local search at a fixed period: move single tasks next to their neighbours.
 
     Each task, heaviest traffic first, is tried on the processors of its neighbours, in the
     earliest slot that keeps every edge (all tasks are placed, so both predecessors and
     successors bound the window) and the reservation tables valid; the move is kept if the
-    bytes communicated (``moved``) drop.
+    bytes communicated (``comm.bytes_communicated``, evaluated on the sources it changes) drop.
     """
     n, dur, preds, succs = prep.n, prep.dur, prep.preds, prep.succs
+    out_e = prep.out_tagged
     mrt = [_MRT(ii) for _ in range(procs)]
     for v in range(n):
         mrt[proc[v]].insert(t[v], dur[v], v)
-    best = moved(proc)
+
+    def contrib(u: int) -> int:
+        """Bytes sent by task u (multicast per tag and destination processor)."""
+        pu = proc[u]
+        groups: dict[tuple[str, int], int] = {}
+        tot = 0
+        for w, tag, b in out_e[u]:
+            q = proc[w]
+            if q == pu:
+                continue
+            if tag:
+                key = (tag, q)
+                if b > groups.get(key, -1):
+                    groups[key] = b
+            else:
+                tot += b
+        return tot + sum(groups.values())
+
+    srcs = [sorted({v} | {u for u, *_ in preds[v]}) for v in range(n)]
     weight = [sum(b for *_, b in preds[v]) + sum(b for *_, b in succs[v]) for v in range(n)]
     order = sorted(range(n), key=lambda v: -weight[v])
     for _ in range(passes):
@@ -395,26 +437,31 @@ def _reduce_comm(prep: _Prep, procs: int, ii: int, t: list[int], proc: list[int]
             if not cands:
                 continue
             old_p, old_t = proc[v], t[v]
+            before = sum(contrib(u) for u in srcs[v])
             mrt[old_p].remove(v, dur[v])
             done = False
             for p in sorted(cands):
-                lo, hi = -10 ** 18, 10 ** 18
+                lo, hi = None, None
                 for u, d, tr, _ in preds[v]:
-                    lo = max(lo, t[u] + dur[u] - d * ii + (tr if proc[u] != p else 0))
+                    x = t[u] + dur[u] - d * ii + (tr if proc[u] != p else 0)
+                    lo = x if lo is None or x > lo else lo
                 for s_, d, tr, _ in succs[v]:
-                    hi = min(hi, t[s_] + d * ii - dur[v] - (tr if proc[s_] != p else 0))
-                if lo == -10 ** 18:
-                    lo = hi - ii + 1 if hi < 10 ** 18 else 0
+                    x = t[s_] + d * ii - dur[v] - (tr if proc[s_] != p else 0)
+                    hi = x if hi is None or x < hi else hi
+                if lo is None:
+                    lo = 0 if hi is None else hi - ii + 1
+                if hi is None:
+                    hi = lo + ii - 1
                 start = mrt[p].earliest(lo, min(hi, lo + ii - 1), dur[v])
                 if start is None:
                     continue
-                proc[v], t[v] = p, start
-                b = moved(proc)
-                if b < best:
-                    best, done, improved = b, True, True
+                proc[v] = p
+                if sum(contrib(u) for u in srcs[v]) < before:
+                    t[v] = start
                     mrt[p].insert(start, dur[v], v)
+                    done = improved = True
                     break
-                proc[v], t[v] = old_p, old_t
+                proc[v] = old_p
             if not done:
                 mrt[old_p].insert(old_t, dur[v], v)
         if not improved:
@@ -574,8 +621,8 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
       min_period: start the search here instead of the lower bound.
       method: name recorded in the schedule.
       phases: which phases to try at each period, in order (``"list"``, ``"list_comm"``,
-        ``"hybrid"``); default: the list phase first when most tasks are on loops, else the
-        hybrid phase first.
+        ``"hybrid"``, ``"affinity"``); default: only the list phase when over 90 % of the
+        tasks are on loops, else the hybrid phase first, then the list phase.
       prefer_fewer_bytes: at the period found, also run the list phase that picks processors by
         bytes moved first (then finish time) and keep whichever moves fewer bytes.
 
@@ -609,7 +656,9 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
 
     if phases is None:
         loop_share = sum(prep.in_loop) / max(1, prep.n)
-        phases = ("list", "hybrid") if loop_share > 0.5 else ("hybrid", "list")
+        # the hybrid phase list-schedules only the loop tasks and packs the rest; when nearly
+        # every task is on a loop it is the list phase again
+        phases = ("list",) if loop_share > 0.9 else ("hybrid", "list")
     heights: dict[int, list[int]] = {}
 
     def run(ph: str, ii: int):
@@ -651,7 +700,7 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
             alt = run("list_comm", ii) if phase != "list_comm" else None
             if alt is not None and moved(alt[1]) < moved(proc):
                 phase, (times, proc) = "list_comm", alt
-            times, proc = _reduce_comm(prep, processors, ii, list(times), list(proc), moved)
+            times, proc = _reduce_comm(prep, processors, ii, list(times), list(proc))
     names = [t.name for t in g.tasks]
     return normalize(g, processors, ii, dict(zip(names, proc)), dict(zip(names, times)),
                      method=method, comm=comm, info={"phase": phase, "lower_bound": lb})
@@ -670,7 +719,8 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
                        split_fn: Callable[[Mapping[str, int]], TaskGraph] | None = None,
                        split_targets: Sequence[float] = (1.0, 0.5),
                        unsplit: Schedule | None = None, comm_tolerance: float = 0.01) -> Schedule:
-    """The proposed scheduler: :func:`modulo_schedule`, plus task splitting when it pays.
+    """The proposed scheduler: :func:`modulo_schedule` under three processor policies, plus
+    task splitting when it pays (module docstring).
 
     Args:
       g: task graph (for training: built with the pipelined delays, e.g. LayerPipe2's).
@@ -681,19 +731,21 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         no splitting (JSON graphs).
       split_targets: piece-size targets tried, as fractions of the resource bound.
       unsplit: the schedule of ``g`` without splits, if already computed.
-      comm_tolerance: among candidate schedules (free placement or layer affinity, with or
-        without splits) whose periods are within this fraction of the smallest, the one that
-        moves the fewest bytes wins.
+      comm_tolerance: among candidate schedules (free placement, layer affinity, or the
+        standard pipeline's contiguous stages, each with or without splits) whose periods are
+        within this fraction of the smallest, the one that moves the fewest bytes wins.
 
     Returns:
       the best valid schedule; ``info["split"]`` gives the pieces per split task.
     """
     def both(graph: TaskGraph, **info) -> Schedule:
-        free = modulo_schedule(graph, processors, comm=comm)
-        if not any(e.bytes for e in graph.edges):
-            return _with_info(free, **info)
-        aff = modulo_schedule(graph, processors, comm=comm, phases=("affinity",))
-        return _with_info(_pick([free, aff], comm_tolerance), **info)
+        cands = [modulo_schedule(graph, processors, comm=comm)]
+        part = _stage_assignment(graph, processors)
+        if part is not None:  # the standard pipeline's placement is one of the candidates
+            cands.append(modulo_schedule(graph, processors, comm=comm, fixed=part, phases=("list",)))
+        if any(e.bytes for e in graph.edges):
+            cands.append(modulo_schedule(graph, processors, comm=comm, phases=("affinity",)))
+        return _with_info(_pick(cands, comm_tolerance), **info)
 
     best = _with_info(unsplit, split={}) if unsplit is not None else both(g, split={})
     if split_fn is None:
@@ -710,6 +762,19 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         seen.add(key)
         best = _pick([best, both(split_fn(plan), split=plan)], comm_tolerance)
     return best
+
+
+def _stage_assignment(g: TaskGraph, processors: int) -> dict[str, int] | None:
+    """Every task on the processor of its layer's stage, for the contiguous layer partition
+    that minimises the largest stage load (as standard pipelining); None without layers."""
+    from spikepipe_jax.schedule.baselines import partition_min_max  # (baselines imports us)
+    if any(t.layer < 0 for t in g.tasks) or not g.tasks:
+        return None
+    costs = [0] * g.num_layers
+    for t in g.tasks:
+        costs[t.layer] += t.duration
+    part = partition_min_max(costs, min(processors, len(costs)))
+    return {t.name: part[t.layer] for t in g.tasks}
 
 
 def _pick(cands: Sequence[Schedule], tol: float) -> Schedule:

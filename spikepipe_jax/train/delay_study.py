@@ -11,7 +11,6 @@ are made by :mod:`spikepipe_jax.report`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from spikepipe_jax.experiments import load_config
 from spikepipe_jax.train import loop, pipeline
 
 
@@ -56,15 +56,6 @@ SIMULATOR_SETTINGS = (
     Setting("1f1b_pipeline_stash", delays="1f1b", simulate="stash"),
     Setting("1f1b_pipeline_no_stash", delays="1f1b", simulate="no_stash"),
 )
-
-
-def load_config(net: str, arg: str = ""):
-    """``configs/<net>.py:get_config(arg)``."""
-    try:
-        module = importlib.import_module(f"configs.{net}")
-    except ModuleNotFoundError:
-        raise ValueError(f"unknown network config {net!r}: no configs/{net}.py") from None
-    return module.get_config(arg)
 
 
 def _finished(workdir: str, config) -> Optional[dict]:

@@ -1,0 +1,166 @@
+"""Experiment runners that join configs, the cost model and the scheduler, and write results.
+
+Scripts (``scripts/sweep_cost_model.py``, ``scripts/schedule.py``, ``scripts/reproduce.py``) and
+tests call these; they are library functions so that no script imports another script (absl
+flags are global). Outputs are written atomically (:mod:`spikepipe_jax.io`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+
+from absl import logging
+
+
+def load_config(net: str, arg: str = ""):
+    """``configs/<net>.py:get_config(arg)`` with a clear error for an unknown name."""
+    try:
+        module = importlib.import_module(f"configs.{net}")
+    except ModuleNotFoundError:
+        raise ValueError(f"unknown network config {net!r}: no configs/{net}.py") from None
+    return module.get_config(arg)
+
+
+def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes: int = 0) -> dict:
+    """Runs the sweep and writes its outputs into ``out``; returns ``{name: path}``."""
+    import matplotlib.pyplot as plt
+
+    from spikepipe_jax import spec
+    from spikepipe_jax.hardware import sweep
+    from spikepipe_jax.io import atomic_save_figure, atomic_write_text
+
+    os.makedirs(out, exist_ok=True)
+    nets = {}
+    for name in networks:
+        config = load_config(name)
+        nets[name] = spec.parse_spec(config.model.layers, config.model.input_shape)
+    grid = sweep.default_grid(quick)
+    result = sweep.sweep(nets, grid, vector_lanes=vector_lanes)
+    ref = sweep.reference_point(grid)
+    paths = {"csv": os.path.join(out, "cost_model_sweep.csv"),
+             "grid": os.path.join(out, "grid.json")}
+    atomic_write_text(paths["csv"], sweep.format_csv(result))
+    atomic_write_text(paths["grid"], json.dumps(dict(grid._asdict(), networks=networks,
+                                               vector_lanes=vector_lanes, plots=ref), indent=1))
+    for name, plot in (("task_cycles", sweep.plot_task_cycles),
+                       ("best_dataflow", sweep.plot_best_dataflow),
+                       ("utilization", sweep.plot_utilization)):
+        fig = plot(result, ref)
+        paths[name] = os.path.join(out, f"{name}.png")
+        atomic_save_figure(paths[name], fig, dpi=110)
+        plt.close(fig)
+    logging.info("%d rows; wrote %s", len(result["cycles"]), ", ".join(paths.values()))
+    return paths
+
+
+
+def _tasks_fn(net_or_config, rows, cols, dataflow, batch=None):
+    from spikepipe_jax.hardware import mapping
+    config = net_or_config
+    if isinstance(net_or_config, str):
+        config = load_config(net_or_config)
+    kw = dict(rows=rows, cols=cols, dataflow=dataflow)
+    if batch is not None:
+        kw["batch"] = batch
+    return mapping.training_tasks_from_config(config, **kw)
+
+
+def _gemm_cycles(m, k, n, rows, cols, dataflow):
+    from spikepipe_jax.hardware import systolic
+    return int(systolic.gemm_cost_exact(m, k, n, rows, cols, dataflow).cycles)
+
+
+
+def schedule_one(out: str, *, config=None, graph_path: str | None = None, processors: int = 4,
+            rows: int | None = None, cols: int | None = None, dataflow: str | None = None,
+            link_bytes_per_cycle: float = 64.0, link_latency: int = 0, split: bool = True,
+            gantt: bool = True) -> dict:
+    """Schedules one network (``config``) or one JSON graph; writes schedules.json (+ Gantt)."""
+    from spikepipe_jax.io import atomic_write_json
+    from spikepipe_jax.schedule import CommModel, graph_from_json, study
+    from spikepipe_jax.schedule.gantt import plot_gantt
+
+    comm = CommModel(link_bytes_per_cycle, link_latency)
+    if (config is None) == (graph_path is None):
+        raise ValueError("give exactly one of --config and --graph")
+    if graph_path is not None:
+        with open(graph_path) as f:
+            try:
+                obj = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{graph_path}: not valid JSON ({err})") from err
+        result, scheds = study.compare_graph(graph_from_json(obj), processors, comm=comm)
+        title = f"{os.path.basename(graph_path)}, P={processors}"
+    else:
+        hw = config.hardware
+        rows, cols, dataflow = rows or hw.rows, cols or hw.cols, dataflow or hw.dataflow
+        tasks = _tasks_fn(config, rows, cols, dataflow)
+        bsz = config.train.batch_size
+
+        def micro(m):
+            return _tasks_fn(config, rows, cols, dataflow, batch=bsz // m) if bsz % m == 0 else None
+
+        def gemm(m, k, n):
+            return _gemm_cycles(m, k, n, rows, cols, dataflow)
+
+        result, scheds = study.compare_training(tasks, processors, comm=comm, cols=cols,
+                                                dataflow=dataflow, micro_tasks_fn=micro,
+                                                gemm_cycles_fn=gemm, split=split)
+        result.update(array={"rows": rows, "cols": cols, "dataflow": dataflow},
+                      batch=bsz, num_steps=config.model.num_steps)
+        title = f"{rows}x{cols} {dataflow}, B={bsz}, T={config.model.num_steps}, P={processors}"
+    os.makedirs(out, exist_ok=True)
+    atomic_write_json(os.path.join(out, "schedules.json"), result)
+    if gantt:
+        plot_gantt(scheds, os.path.join(out, "gantt.png"), title=title,
+                   label_tasks=max(len(s.placements) for s in scheds.values()) <= 400)
+    for name, e in result["methods"].items():
+        logging.info("%-18s period %12s  bytes %14s  delays %s", name, f"{e['period']:,}",
+                     f"{e['bytes_communicated']:,}", e["delays"])
+    logging.info("lower bound %s; wrote %s", f"{result['lower_bound']:,}", out)
+    return result
+
+
+def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_per_cycle: float = 64.0,
+              link_latency: int = 0, split: bool = True) -> dict:
+    """The study's table: writes sweep.csv, sweep.md, sweep_summary.json and the speedup plots."""
+    from spikepipe_jax.io import atomic_write_json, atomic_write_text
+    from spikepipe_jax.schedule import CommModel, study
+    from spikepipe_jax.schedule.gantt import plot_speedups
+
+    comm = CommModel(link_bytes_per_cycle, link_latency)
+    t0 = time.time()
+
+    def batch_of(net):
+        return load_config(net).train.batch_size
+
+    rows = study.sweep(_tasks_fn, nets, processors, arrays, dataflows, comm=comm, batch_of=batch_of,
+                       gemm_cycles_fn=_gemm_cycles, split=split, progress=logging.info)
+    summary = study.summarize(rows)
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "sweep.csv"), study.to_csv(rows))
+    atomic_write_text(os.path.join(out, "sweep.md"), study.to_markdown(rows, summary))
+    atomic_write_json(os.path.join(out, "sweep_summary.json"),
+                      {"summary": summary, "comm": comm.to_json(), "nets": list(nets),
+                       "processors": list(processors), "arrays": [f"{r}x{c}" for r, c in arrays],
+                       "dataflows": list(dataflows), "seconds": round(time.time() - t0, 1)})
+    plot_speedups(rows, os.path.join(out, "speedup_vs_P.png"))
+    plot_speedups(rows, os.path.join(out, "speedup_nosplit_vs_P.png"), method="spikepipe_nosplit")
+    logging.info("%d cases in %.1f s; wrote %s", len(rows), time.time() - t0, out)
+    return summary
+
+
+def parse_arrays(items):
+    out = []
+    for a in items:
+        try:
+            r, c = (int(x) for x in a.lower().split("x"))
+        except ValueError as err:
+            raise ValueError(f"array must look like 128x128, got {a!r}") from err
+        out.append((r, c))
+    return out
+
+

@@ -1,0 +1,90 @@
+"""scripts/schedule.py entry points: JSON graph, one network, a tiny sweep, bad input."""
+
+import importlib
+import json
+import os
+
+import pytest
+
+from spikepipe_jax.schedule import (CommModel, graph_from_json, graph_to_json, lower_bound,
+                                    placements_from_json, random_graph, schedule_violations)
+from spikepipe_jax import experiments as script
+
+
+def _check_methods(result):
+    top = graph_from_json(result["graph"])
+    comm = CommModel(**result["comm"])
+    for name, entry in result["methods"].items():
+        g = graph_from_json(entry["graph"]) if "graph" in entry else top
+        pls = placements_from_json(entry["placements"])
+        assert schedule_violations(g, pls, entry["period"], result["processors"], comm) == [], name
+        assert isinstance(entry["period"], int) and all(isinstance(p.start, int) for p in pls)
+
+
+def test_graph_json(tmp_path):
+    g = random_graph(3, 30, back_edges=5)
+    obj = graph_to_json(g)
+    for e in obj["edges"]:  # "distance" defaults to 0
+        if e["distance"] == 0:
+            del e["distance"]
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(obj))
+    res = script.schedule_one(str(tmp_path / "out"), graph_path=str(path), processors=3)
+    saved = json.loads((tmp_path / "out" / "schedules.json").read_text())
+    assert saved["methods"].keys() == {"spikepipe"}  # baselines do not apply to this graph
+    assert saved["lower_bound"] == lower_bound(g, 3) == res["lower_bound"]
+    assert saved["lower_bound"] <= saved["methods"]["spikepipe"]["period"] <= 1.1 * saved["lower_bound"]
+    _check_methods(saved)
+    assert os.path.getsize(tmp_path / "out" / "gantt.png") > 1000
+
+
+def test_training_graph_json_gets_baselines(tmp_path):
+    from spikepipe_jax.schedule import graph_from_tasks, toy_training_tasks
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(graph_to_json(graph_from_tasks(toy_training_tasks(4, seed=2)))))
+    res = script.schedule_one(str(tmp_path / "out"), graph_path=str(path), processors=3, gantt=False)
+    m = res["methods"]
+    assert set(m) == {"spikepipe", "spikepipe_layerpipe", "pipedream_1f1b", "gpipe", "zb_h1"}
+    # unpipelined graph as given: one iteration per loop, the whole iteration is the bound
+    assert m["spikepipe"]["period"] == res["lower_bound"] and m["spikepipe"]["delays"] == [0] * 4
+    assert m["spikepipe_layerpipe"]["period"] <= m["pipedream_1f1b"]["period"] < m["spikepipe"]["period"]
+    _check_methods(res)
+
+
+def test_one_network(tmp_path):
+    config = importlib.import_module("configs.fc_small").get_config("smoke")
+    res = script.schedule_one(str(tmp_path), config=config, processors=2, rows=32, cols=32, dataflow="ws",
+                         gantt=False)
+    assert set(res["methods"]) == {"spikepipe", "spikepipe_nosplit", "pipedream_1f1b", "gpipe", "zb_h1"}
+    _check_methods(json.loads((tmp_path / "schedules.json").read_text()))
+    for entry in res["methods"].values():
+        assert len(entry["delays"]) == 2
+    assert res["methods"]["gpipe"]["delays"] == [0, 0]
+    assert res["methods"]["spikepipe"]["period"] <= res["methods"]["pipedream_1f1b"]["period"]
+
+
+def test_tiny_sweep(tmp_path):
+    summary = script.schedule_sweep(str(tmp_path), nets=["fc_small"], processors=[2, 3], arrays=[(32, 32)],
+                               dataflows=["ws"])
+    rows = (tmp_path / "sweep.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("net,array")
+    md = (tmp_path / "sweep.md").read_text()
+    assert "| fc_small |" in md and "x 1F1B" in md
+    s = summary["fc_small"]
+    assert s["cases"] == 2 and s["speedup_vs_pipedream_1f1b"]["mean"] > 1.0
+    assert s["speedup_vs_gpipe"]["max"] >= s["speedup_vs_gpipe"]["mean"]
+    assert os.path.getsize(tmp_path / "speedup_vs_P.png") > 1000
+
+
+def test_bad_input(tmp_path):
+    path = tmp_path / "cycle.json"
+    path.write_text(json.dumps({"tasks": [{"name": "a", "duration": 1}, {"name": "b", "duration": 2}],
+                                "edges": [{"src": "a", "dst": "b"}, {"src": "b", "dst": "a"}]}))
+    with pytest.raises(ValueError, match="zero delays"):
+        script.schedule_one(str(tmp_path / "o"), graph_path=str(path), processors=2)
+    path.write_text(json.dumps({"tasks": [{"name": "a", "duration": 1}], "edges": []}))
+    with pytest.raises(ValueError, match="processors"):
+        script.schedule_one(str(tmp_path / "o"), graph_path=str(path), processors=0)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        script.schedule_one(str(tmp_path / "o"), graph_path=str(path), processors=2)
