@@ -12,10 +12,12 @@ the LIF recurrence is sequential in time.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from spikepipe_jax.spec import LayerInfo, Pool
 
@@ -37,13 +39,192 @@ def init_layer(key: jax.Array, info: LayerInfo, dtype=jnp.float32, gain: float =
     return {"w": w, "b": b}
 
 
-def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo) -> jax.Array:
+CONV_IMPLS = ("auto", "xla", "im2col")
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """``"auto"`` -> ``"im2col"`` on CPU (measured fastest there), ``"xla"`` on other backends."""
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}")
+    if conv_impl == "auto":
+        return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
+
+
+def _conv_xla(x: jax.Array, w: jax.Array, stride: int, padding: int) -> jax.Array:
+    """``lax.conv_general_dilated`` in NHWC/HWIO."""
+    return jax.lax.conv_general_dilated(
+        x, w, window_strides=(stride, stride), padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _patch_indices(h: int, w: int, c: int, k: int, stride: int) -> np.ndarray:
+    """Flat indices into one ``[h, w, c]`` sample of the patch matrix: ``[Ho*Wo, k*k*c]``."""
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    i = np.arange(ho).reshape(ho, 1, 1, 1, 1) * stride + np.arange(k).reshape(1, 1, k, 1, 1)
+    j = np.arange(wo).reshape(1, wo, 1, 1, 1) * stride + np.arange(k).reshape(1, 1, 1, k, 1)
+    idx = (i * w + j) * c + np.arange(c).reshape(1, 1, 1, 1, c)  # [ho, wo, a, b, c]
+    return idx.reshape(ho * wo, k * k * c).astype(np.int32)
+
+
+def _width_patches(xr: jax.Array, p: int, stride: int, nw: int) -> jax.Array:
+    """``[N, R, W, C] -> [N, R, nw, p*C]``: the ``p`` strided width taps side by side."""
+    n, r, _, c = xr.shape
+    taps = [jax.lax.slice(xr, (0, 0, v, 0), (n, r, v + stride * (nw - 1) + 1, c), (1, 1, stride, 1))
+            for v in range(p)]
+    return taps[0] if p == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _block_weights(w: jax.Array, block: int, stride: int = 1) -> jax.Array:
+    """HWIO ``w`` -> ``[p*p*C, b*b*F]`` weights of a ``b x b`` output block, ``p = (b-1)s + k``.
+
+    ``Wb[(u, v, c), (i, j, f)] = w[u - s*i, v - s*j, c, f]`` where that tap exists, else 0.
+    """
+    k, _, c, f = w.shape
+    if block == 1:
+        return w.reshape(k * k * c, f)
+    p = (block - 1) * stride + k
+    wb = jnp.zeros((p, p, c, block, block, f), w.dtype)
+    for i in range(block):
+        for j in range(block):
+            wb = wb.at[stride * i:stride * i + k, stride * j:stride * j + k, :, i, j, :].set(w)
+    return wb.reshape(p * p * c, block * block * f)
+
+
+def _unblock_weight_grad(dwb: jax.Array, k: int, c: int, f: int, block: int, stride: int = 1) -> jax.Array:
+    """Transpose of :func:`_block_weights`: sums the ``b*b`` shifted copies back onto ``w``."""
+    if block == 1:
+        return dwb.reshape(k, k, c, f)
+    p = (block - 1) * stride + k
+    dwb = dwb.reshape(p, p, c, block, block, f)
+    return sum(dwb[stride * i:stride * i + k, stride * j:stride * j + k, :, i, j, :]
+               for i in range(block) for j in range(block))
+
+
+def _im2col_geometry(x_shape, k: int, stride: int, padding: int, block: int):
+    """Output size and the bottom/right zero padding that makes the output a whole number of blocks."""
+    _, h, wd, _ = x_shape
+    ho, wo = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+    nbh, nbw = -(-ho // block), -(-wo // block)
+    extra_h = (nbh * block - 1) * stride + k - (h + 2 * padding)  # >= 0 only matters for block > 1
+    extra_w = (nbw * block - 1) * stride + k - (wd + 2 * padding)
+    return ho, wo, nbh, nbw, max(extra_h, 0), max(extra_w, 0)
+
+
+def _im2col_fwd(x, w, stride, padding, block):
+    k, c, f = w.shape[0], w.shape[2], w.shape[3]
+    n = x.shape[0]
+    _, _, nbh, nbw, eh, ew = _im2col_geometry(x.shape, k, stride, padding, block)
+    # Materialise x first: XLA would otherwise fuse x's producer (e.g. the rate encoder's
+    # hash) into the gather and recompute it for each of the ~p*p/(b*b) patches that read it.
+    xp = jax.lax.optimization_barrier(x)
+    if padding or eh or ew:
+        xp = jnp.pad(xp, ((0, 0), (padding, padding + eh), (padding, padding + ew), (0, 0)))
+    _, hp, wp, _ = xp.shape
+    pk = (block - 1) * stride + k  # patch side: a b x b block of outputs sees pk x pk inputs
+    idx = _patch_indices(hp, wp, c, pk, block * stride)
+    cols = jnp.take(xp.reshape(n, hp * wp * c), idx, axis=1, mode="clip")  # gather: one fused pass
+    cols = cols.reshape(n * nbh * nbw, pk * pk * c)
+    wb = _block_weights(w, block, stride)
+    y = (cols @ wb).reshape(n, nbh, nbw, block * block, f)
+    return y, (cols, wb, x.shape, xp.shape)
+
+
+def _im2col_bwd(stride, padding, block, res, dy):
+    cols, wb, x_shape, xp_shape = res
+    n, nbh, nbw, _, f = dy.shape
+    c = x_shape[3]
+    pk = math.isqrt(wb.shape[0] // c)
+    k = pk - (block - 1) * stride
+    dyb = dy.reshape(n * nbh * nbw, block * block * f)
+    dw = _unblock_weight_grad(cols.T @ dyb, k, c, f, block, stride)
+    # dx = col2im(dyb @ wb^T), one patch row u at a time: the [M, p*C] slice of the patch
+    # gradient is folded back along the width (the transpose of its strided slices: pads and
+    # adds that XLA fuses) and added into the input rows u, u + b*s, ...; a scatter-add (the
+    # transpose of the gather) is ~5x slower on XLA:CPU, and one [M, p*p*C] GEMM + col2im is
+    # ~1.5x slower.
+    _, hp, wp, _ = xp_shape
+    bs = block * stride
+    wb_rows = wb.reshape(pk, pk * c, block * block * f)
+    dxp = None
+    for u in range(pk):
+        dcu = (dyb @ wb_rows[u].T).reshape(n, nbh, nbw, pk * c)
+        _, vjp = jax.vjp(lambda xr: _width_patches(xr, pk, bs, nbw), jnp.zeros((n, nbh, wp, c), dy.dtype))
+        (ru,) = vjp(dcu)  # [n, nbh, wp, c]: gradient of input rows u + bs * I
+        ru = jax.lax.pad(ru, jnp.zeros((), ru.dtype),
+                         ((0, 0, 0), (u, hp - u - (bs * (nbh - 1) + 1), bs - 1), (0, 0, 0), (0, 0, 0)))
+        dxp = ru if dxp is None else dxp + ru
+    return dxp[:, padding:padding + x_shape[1], padding:padding + x_shape[2], :], dw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_im2col_blocks(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int) -> jax.Array:
+    r"""Convolution as GEMMs over explicitly gathered patches, output in block layout.
+
+    Returns ``[N, nbh, nbw, b*b, F]``: output pixel ``(b*I + i, b*J + j)`` at
+    ``[:, I, J, b*i + j]`` (blocks past ``Ho``, ``Wo`` hold the convolution of the zero
+    padding added to complete them). See :func:`_conv_im2col` for the maths.
+    """
+    return _im2col_fwd(x, w, stride, padding, block)[0]
+
+
+_conv_im2col_blocks.defvjp(_im2col_fwd, _im2col_bwd)
+
+
+def _conv_im2col(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int = 1) -> jax.Array:
+    r"""The same convolution as GEMMs over explicitly gathered patches (im2col).
+
+    With :math:`x_p` the zero-padded input, the patch matrix has one row per output pixel
+    :math:`(n, i, j)` and one column per kernel tap and input channel :math:`(a, b, c)`:
+
+    .. math:: P[(n,i,j), (a,b,c)] = x_p[n, s i + a, s j + b, c], \qquad
+              y = P \, W, \quad W = \mathrm{reshape}(w, [k^2 C, F]),
+
+    so the column order matches the HWIO weight layout. The gradients are GEMMs too
+    (custom VJP): :math:`\partial W = P^\top \partial y` and
+    :math:`\partial P = \partial y \, W^\top`, scattered back onto :math:`x_p` (col2im) as
+    the transpose of the strided slices that build :math:`P`. ``P`` itself is built with one
+    gather (XLA:CPU fuses it into a single pass; the concatenation of slices costs ~3x more)
+    and kept for the weight gradient: ``N*Ho*Wo*k*k*C`` floats.
+
+    ``block = b > 1`` computes a ``b x b`` block of output pixels per GEMM row: the patch
+    grows to :math:`p = (b-1)s + k` per side and the weights to the block-Toeplitz matrix
+    :math:`W_b[(u,v,c),(i,j,f)] = w[u - s i, v - s j, c, f]` (zero outside the kernel), so
+    ``P`` has :math:`b^2` times fewer rows and :math:`p^2/(b^2 k^2)` of the elements, at
+    :math:`p^2/k^2` times the multiply-adds. That pays off where the layer is memory-bound
+    (few input channels: ``conv_medium``'s first conv), not for convs with many channels.
+    """
+    k, f = w.shape[0], w.shape[3]
+    n = x.shape[0]
+    ho, wo, nbh, nbw, _, _ = _im2col_geometry(x.shape, k, stride, padding, block)
+    y = _conv_im2col_blocks(x, w, stride, padding, block)
+    if block == 1:
+        return y.reshape(n, ho, wo, f)
+    y = y.reshape(n, nbh, nbw, block, block, f).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, nbh * block, nbw * block, f)[:, :ho, :wo]
+
+
+def _im2col_block(info: LayerInfo) -> int:
+    """Output block side for :func:`_conv_im2col`: 2 where the patch is short (``k*k*C < 64``).
+
+    Measured on XLA:CPU (``benchmarks/README.md``): ``conv_medium``'s first conv (5x5x1)
+    trains 1.3x faster with 2x2 blocks; its second (5x5x12) 1.1x slower.
+    """
+    return 2 if info.kernel * info.kernel * info.in_shape[-1] < 64 else 1
+
+
+def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, *,
+             conv_impl: str = "xla") -> jax.Array:
     """The synaptic op of one weight layer (before pooling).
 
     Args:
       layer_params: ``{"w", "b"}`` of the layer.
       x: ``[N, *info.in_shape]`` (dense inputs may also be ``[N, ...]`` of any trailing shape).
       info: the layer's resolved spec.
+      conv_impl: how a conv layer is computed: ``"xla"`` (``lax.conv_general_dilated``, the
+        default here), ``"im2col"`` (patch matrix + one GEMM, :func:`_conv_im2col`) or
+        ``"auto"`` (im2col on CPU, xla elsewhere). All give the same values up to float
+        rounding; dense layers ignore it.
 
     Returns:
       ``[N, *info.op_shape]``.
@@ -51,11 +232,9 @@ def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo) 
     w, b = layer_params["w"], layer_params["b"]
     if info.kind == "dense":
         return x.reshape(x.shape[0], -1) @ w + b
-    p = info.padding
-    y = jax.lax.conv_general_dilated(
-        x, w, window_strides=(info.stride, info.stride), padding=((p, p), (p, p)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + b
+    if resolve_conv_impl(conv_impl) == "im2col":
+        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info)) + b
+    return _conv_xla(x, w, info.stride, info.padding) + b
 
 
 def pool(x: jax.Array, spec: Pool) -> jax.Array:
@@ -69,9 +248,35 @@ def pool(x: jax.Array, spec: Pool) -> jax.Array:
     return x.mean(axis=(2, 4))
 
 
-def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo) -> jax.Array:
-    """Op followed by the layer's pooling: ``[N, *in_shape] -> [N, *out_shape]``."""
-    y = apply_op(layer_params, x, info)
-    for p in info.pools:
+def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, *,
+                  conv_impl: str = "xla") -> jax.Array:
+    """Op followed by the layer's pooling: ``[N, *in_shape] -> [N, *out_shape]``.
+
+    With the im2col conv, the conv's bias is added after its first pool (one pass over the
+    pooled instead of the full output, forward and backward): ``max(y + b) == max(y) + b``
+    exactly (rounding is monotonic) and ``mean(y + b) == mean(y) + b`` up to rounding, so
+    the values are those of :func:`pool` on :func:`apply_op`'s output and so are the
+    gradients, except that max-pool ties are decided on ``y`` rather than on ``y + b`` (two
+    values closer than an ulp of ``b`` tie only in the latter). With ``b x b`` output blocks
+    and a first pool of window ``b`` over a whole number of blocks, that pool is taken over
+    the block axis of :func:`_conv_im2col_blocks` directly (the same window elements),
+    without transposing the output and its gradient to and from NHWC.
+    """
+    pools = info.pools
+    if info.kind == "conv" and pools and resolve_conv_impl(conv_impl) == "im2col":
+        w, b = layer_params["w"], layer_params["b"]
+        block = _im2col_block(info)
+        ho, wo = info.op_shape[0], info.op_shape[1]
+        if block > 1 and pools[0].window == block and ho % block == 0 and wo % block == 0:
+            yb = _conv_im2col_blocks(x, w, info.stride, info.padding, block)  # [N, I, J, b*b, F]
+            y = yb.max(axis=3) if pools[0].kind == "maxpool" else yb.mean(axis=3)
+        else:
+            y = pool(_conv_im2col(x, w, info.stride, info.padding, block), pools[0])
+        y = y + b
+        for p in pools[1:]:
+            y = pool(y, p)
+        return y
+    y = apply_op(layer_params, x, info, conv_impl=conv_impl)
+    for p in pools:
         y = pool(y, p)
     return y

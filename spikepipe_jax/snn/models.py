@@ -17,6 +17,7 @@ and is the same task decomposition the hardware cost model uses.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -40,6 +41,7 @@ class ModelDef(NamedTuple):
     learn_beta: bool
     remat: bool
     init_gain: float = 1.0
+    conv_impl: str = "auto"  # conv layers: "auto" | "xla" | "im2col" (layers.apply_op)
 
     @property
     def num_layers(self) -> int:
@@ -58,11 +60,14 @@ def model_from_config(model_cfg: Any) -> ModelDef:
     if not 0.0 <= float(model_cfg.beta) <= 1.0:
         raise ValueError(f"model.beta must be in [0, 1], got {model_cfg.beta!r}")
     surrogate_lib.make_surrogate(model_cfg.surrogate, model_cfg.surrogate_scale)  # validates the name
+    conv_impl = model_cfg.get("conv_impl", "auto")
+    if conv_impl not in layers.CONV_IMPLS:
+        raise ValueError(f"unknown model.conv_impl {conv_impl!r}; expected one of {layers.CONV_IMPLS}")
     return ModelDef(infos=infos, beta=float(model_cfg.beta), threshold=float(model_cfg.threshold),
                     reset=model_cfg.reset, surrogate=model_cfg.surrogate,
                     surrogate_scale=float(model_cfg.surrogate_scale), readout=model_cfg.readout,
                     learn_beta=bool(model_cfg.learn_beta), remat=bool(model_cfg.remat),
-                    init_gain=float(model_cfg.get("init_gain", 1.0)))
+                    init_gain=float(model_cfg.get("init_gain", 1.0)), conv_impl=conv_impl)
 
 
 def init_params(key: jax.Array, model: ModelDef) -> dict[str, dict[str, jax.Array]]:
@@ -87,10 +92,12 @@ class Output(NamedTuple):
 def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``.
 
-    ``synapse(layer_params, x, info)`` replaces :func:`layers.apply_synapse` when given (the
-    pipeline simulator uses it to run backward passes with other weight versions).
+    ``synapse(layer_params, x, info)`` replaces :func:`layers.apply_synapse` (with
+    ``conv_impl=model.conv_impl``) when given (the pipeline simulator uses it to run backward
+    passes with other weight versions).
     """
-    synapse = layers.apply_synapse if synapse is None else synapse
+    if synapse is None:
+        synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl)
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     counts = []

@@ -46,20 +46,21 @@ class PipeSimState(NamedTuple):
     history: dict  # layer name -> pytree of [d_l + 1, ...] weight versions (slot = version mod (d_l+1))
 
 
-def _mixed_synapse(info):
+def _mixed_synapse(info, conv_impl: str = "xla"):
     """``y = synapse(w_fwd, x)``; ``dx`` through ``w_bwd``; ``dw`` w.r.t. ``w_fwd``."""
+    synapse = functools.partial(layers.apply_synapse, info=info, conv_impl=conv_impl)
 
     @jax.custom_vjp
     def op(p_fwd, p_bwd, x):
-        return layers.apply_synapse(p_fwd, x, info)
+        return synapse(p_fwd, x)
 
     def fwd(p_fwd, p_bwd, x):
         return op(p_fwd, p_bwd, x), (p_fwd, p_bwd, x)
 
     def bwd(res, g):
         p_fwd, p_bwd, x = res
-        _, vjp_w = jax.vjp(lambda p: layers.apply_synapse(p, x, info), p_fwd)
-        _, vjp_x = jax.vjp(lambda xx: layers.apply_synapse(p_bwd, xx, info), x)
+        _, vjp_w = jax.vjp(lambda p: synapse(p, x), p_fwd)
+        _, vjp_x = jax.vjp(lambda xx: synapse(p_bwd, xx), x)
         (dp,) = vjp_w(g)
         (dx,) = vjp_x(g)
         return dp, jax.tree.map(jnp.zeros_like, p_bwd), dx
@@ -94,7 +95,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
     delays = [int(d) for d in delays]
     if len(delays) != len(names):
         raise ValueError(f"{len(delays)} delays for {len(names)} layers")
-    ops = {info.name: _mixed_synapse(info) for info in model.infos}
+    ops = {info.name: _mixed_synapse(info, model.conv_impl) for info in model.infos}
 
     def train_step(state, x, y, key):
         k = state.step

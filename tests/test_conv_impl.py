@@ -1,0 +1,148 @@
+"""The im2col convolution (``conv_impl="im2col"``) against ``lax.conv`` and a NumPy im2col."""
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spikepipe_jax import snn, spec
+from spikepipe_jax.snn import layers
+
+# (H, W, C, F, k, stride, padding): odd sizes, stride 1 and 2, padding 0, 1 and 2.
+GEOMETRIES = [(7, 9, 3, 5, 3, 1, 0), (7, 9, 3, 5, 3, 2, 1), (8, 6, 2, 4, 4, 2, 2), (5, 5, 1, 2, 5, 1, 0),
+              (6, 7, 2, 3, 1, 2, 0), (11, 10, 2, 3, 5, 1, 1), (9, 9, 1, 4, 3, 1, 1)]
+
+
+def _conv_info(h, w, c, f, k, s, p, pools=()):
+    layers_spec = [dict(kind="conv", features=f, kernel=k, stride=s, padding=p)]
+    layers_spec += [dict(kind=kind, window=win) for kind, win in pools]
+    layers_spec += [dict(kind="dense", features=2)]
+    return spec.parse_spec(layers_spec, (h, w, c))[0]
+
+
+def _numpy_conv(x, w, s, p):
+    """Direct loops over output pixels and taps (float64): the independent reference."""
+    x = np.pad(x.astype(np.float64), ((0, 0), (p, p), (p, p), (0, 0)))
+    k = w.shape[0]
+    ho, wo = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
+    y = np.zeros((x.shape[0], ho, wo, w.shape[3]))
+    for a in range(k):
+        for b in range(k):
+            y += np.einsum("nijc,cf->nijf", x[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s, :], w[a, b])
+    return y
+
+
+def _value_and_vjp(conv):
+    @jax.jit
+    def f(x, w, dy):
+        y, vjp = jax.vjp(conv, x, w)
+        return (y, *vjp(dy))
+    return f
+
+
+@pytest.mark.parametrize("geom,blocks", [(g, (1, 2, 3) if i < 4 else (1, 2)) for i, g in enumerate(GEOMETRIES)])
+def test_values_and_gradients_equal_lax_conv(geom, blocks):
+    h, w, c, f, k, s, p = geom
+    rng = np.random.default_rng(sum(geom))
+    x = rng.normal(size=(3, h, w, c)).astype(np.float32)
+    wt = rng.normal(size=(k, k, c, f)).astype(np.float32)
+    y_ref = layers._conv_xla(jnp.asarray(x), jnp.asarray(wt), s, p)
+    dy = rng.normal(size=y_ref.shape).astype(np.float32)
+    _, gx_ref, gw_ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
+    np.testing.assert_allclose(np.asarray(y_ref), _numpy_conv(x, wt, s, p), rtol=1e-5, atol=1e-4)
+    for block in blocks:
+        y, gx, gw = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, block))(x, wt, dy)
+        assert y.shape == y_ref.shape, block
+        np.testing.assert_allclose(np.asarray(y), _numpy_conv(x, wt, s, p), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(gx), np.asarray(gx_ref), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(gw), np.asarray(gw_ref), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES[:4])
+def test_apply_op_public_switch(geom):
+    h, w, c, f, k, s, p = geom
+    info = _conv_info(h, w, c, f, k, s, p)
+    params = layers.init_layer(jax.random.key(1), info)
+    x = jax.random.normal(jax.random.key(2), (2, h, w, c))
+    ref = layers.apply_op(params, x, info)  # default: lax.conv
+    for impl in ("im2col", "auto", "xla"):
+        out = jax.jit(lambda prm, xx: layers.apply_op(prm, xx, info, conv_impl=impl))(params, x)
+        assert out.shape == (2, *info.op_shape)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_indices_match_numpy_im2col():
+    h, w, c, k, s = 6, 7, 2, 3, 2
+    x = np.arange(h * w * c).reshape(h, w, c)
+    ho, wo = (h - k) // s + 1, (w - k) // s + 1
+    expect = np.stack([x[s * i:s * i + k, s * j:s * j + k, :].reshape(-1)
+                       for i in range(ho) for j in range(wo)])
+    np.testing.assert_array_equal(x.reshape(-1)[layers._patch_indices(h, w, c, k, s)], expect)
+
+
+@pytest.mark.parametrize("pools,shape,conv", [
+    ((("maxpool", 2),), (12, 12, 1), (4, 5, 1, 0)),            # 2x2 blocks, pool fused on the block axis
+    ((("avgpool", 2), ("maxpool", 2)), (8, 8, 2), (3, 3, 1, 1)),  # blocks + a second pool
+    ((("maxpool", 2),), (12, 12, 12), (5, 5, 1, 0)),           # no blocks (k*k*C >= 64): pool, then bias
+    ((("maxpool", 3),), (11, 11, 1), (2, 3, 1, 0)),            # blocks of 2 but a window of 3
+])
+def test_apply_synapse_with_pools_equals_xla(pools, shape, conv):
+    f, k, s, p = conv
+    info = _conv_info(*shape, f, k, s, p, pools)
+    params = layers.init_layer(jax.random.key(3), info)
+    params["b"] = params["b"] + 0.3
+    # Binary inputs, as in an SNN: many exact ties inside the max-pool windows.
+    x = (jax.random.uniform(jax.random.key(4), (3, *shape)) < 0.3).astype(jnp.float32)
+
+    def run(impl):
+        return lambda prm, xx: layers.apply_synapse(prm, xx, info, conv_impl=impl)
+
+    g = jax.random.normal(jax.random.key(5), (3, *info.out_shape))
+    ref = _value_and_vjp(run("xla"))(params, x, g)
+    out = _value_and_vjp(run("im2col"))(params, x, g)
+    assert out[0].shape == (3, *info.out_shape)
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(ref[0]), rtol=1e-5, atol=1e-5)
+    for a, b in zip(out[1:], ref[1:]):  # d params, d x
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
+
+
+def test_block_choice_and_impl_resolution():
+    small = _conv_info(12, 12, 1, 4, 5, 1, 0)
+    wide = _conv_info(12, 12, 12, 4, 5, 1, 0)
+    assert layers._im2col_block(small) == 2 and layers._im2col_block(wide) == 1
+    assert layers.resolve_conv_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "xla")
+    assert layers.resolve_conv_impl("xla") == "xla"
+    with pytest.raises(ValueError, match="'winograd'"):
+        layers.resolve_conv_impl("winograd")
+
+
+def test_model_config_switch_and_whole_network_agreement():
+    c = importlib.import_module("configs.conv_digits").get_config("smoke")
+    assert c.model.conv_impl == "auto"
+    models = {}
+    for impl in ("xla", "im2col"):
+        c.model.conv_impl = impl
+        models[impl] = snn.model_from_config(c.model)
+        assert models[impl].conv_impl == impl
+    params = snn.init_params(jax.random.key(0), models["xla"])
+    x = snn.encode("rate", jax.random.uniform(jax.random.key(1), (3, *c.model.input_shape)), 3,
+                   jax.random.key(2))
+
+    def loss(prm, model):
+        out = snn.apply(prm, model, x)
+        return jnp.sum(out.out_mem ** 2), out
+
+    vg = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, out_x), g_x = vg(params, models["xla"])
+    (_, out_i), g_i = vg(params, models["im2col"])
+    np.testing.assert_allclose(np.asarray(out_i.out_mem), np.asarray(out_x.out_mem), rtol=1e-4, atol=1e-5)
+    for u, v in zip(jax.tree.leaves(g_i), jax.tree.leaves(g_x)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-3, atol=1e-4)
+    c.model.conv_impl = "fft"
+    with pytest.raises(ValueError, match="model.conv_impl 'fft'"):
+        snn.model_from_config(c.model)
+    # A ModelDef built by hand (without the field) keeps working and picks "auto".
+    assert models["xla"]._replace(conv_impl="auto").conv_impl == "auto"
+    assert snn.ModelDef._field_defaults["conv_impl"] == "auto"
