@@ -29,7 +29,7 @@ from typing import Sequence
 
 import spikepipe_jax.schedule.bounds as _bounds
 from spikepipe_jax.schedule.comm import CommModel
-from spikepipe_jax.schedule.graph import TaskGraph, topological_order
+from spikepipe_jax.schedule.graph import TaskGraph, relax_longest, topological_order
 from spikepipe_jax.schedule.listsched import modulo_schedule
 from spikepipe_jax.schedule.validate import Schedule, normalize
 
@@ -43,30 +43,15 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _positive_cycle(nodes: Sequence[int], cons: Sequence[tuple[int, int, int]]) -> bool:
-    """Bellman-Ford (longest paths) on a small constraint set: True if a positive cycle."""
-    k = {v: 0 for v in nodes}
-    for _ in range(len(nodes) + 1):
-        changed = False
-        for u, v, w in cons:
-            if k[u] + w > k[v]:
-                k[v] = k[u] + w
-                changed = True
-        if not changed:
-            return False
-    return True
+    """True if the constraints among ``nodes`` have a positive cycle (longest paths diverge)."""
+    return relax_longest(max(nodes) + 1, cons) is None
 
 
 def _longest(n: int, cons: Sequence[tuple[int, int, int]]) -> list[int]:
-    k = [0] * n
-    for _ in range(n + 1):
-        changed = False
-        for u, v, w in cons:
-            if k[u] + w > k[v]:
-                k[v] = k[u] + w
-                changed = True
-        if not changed:
-            return k
-    raise AssertionError("positive cycle in a feasible assignment")
+    k = relax_longest(n, cons)
+    if k is None:
+        raise AssertionError("positive cycle in a feasible assignment")
+    return k
 
 
 def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),

@@ -219,6 +219,26 @@ def _zero_distance_cycle(g: TaskGraph) -> list[str]:
     return [g.tasks[w].name for w in reversed(cyc)]
 
 
+def relax_longest(n: int, cons: Sequence[tuple[int, int, int]], max_passes: int | None = None
+                  ) -> list[int] | None:
+    """Longest-path potentials ``k`` (from 0) with ``k[v] >= k[u] + w`` for each ``(u, v, w)``.
+
+    Bellman-Ford relaxation over nodes ``0..n-1``; returns None when it has not converged after
+    ``min(n + 1, max_passes)`` passes, i.e. (without a pass limit) when there is a positive cycle.
+    """
+    k = [0] * n
+    passes = n + 1 if max_passes is None else min(n + 1, max_passes)
+    for _ in range(passes):
+        changed = False
+        for u, v, w in cons:
+            if k[u] + w > k[v]:
+                k[v] = k[u] + w
+                changed = True
+        if not changed:
+            return k
+    return None
+
+
 def topological_order(g: TaskGraph) -> list[int]:
     """Task indices in a topological order of the distance-0 edges (stable: by index)."""
     import heapq

@@ -63,7 +63,7 @@ from typing import Callable, Mapping, Sequence
 
 import spikepipe_jax.schedule.bounds as _bounds
 from spikepipe_jax.schedule.comm import CommModel, bytes_communicated
-from spikepipe_jax.schedule.graph import TaskGraph, topological_order
+from spikepipe_jax.schedule.graph import TaskGraph, relax_longest, topological_order
 from spikepipe_jax.schedule.validate import Schedule, normalize
 
 
@@ -484,16 +484,7 @@ def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
         cons.append((u, v, w))
     order = prep.rank
     cons.sort(key=lambda c: (prep.comp[c[0]], order[c[0]]))
-    k = [0] * n
-    for _ in range(min(n + 1, max_passes)):
-        changed = False
-        for u, v, w in cons:
-            if k[u] + w > k[v]:
-                k[v] = k[u] + w
-                changed = True
-        if not changed:
-            return k
-    return None
+    return relax_longest(n, cons, max_passes)
 
 
 def _hybrid_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
