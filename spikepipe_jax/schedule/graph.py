@@ -181,16 +181,22 @@ def make_graph(tasks: Sequence[Task], edges: Sequence[Edge]) -> TaskGraph:
     return TaskGraph(tuple(tasks), tuple(edges))
 
 
-def _zero_distance_cycle(g: TaskGraph) -> list[str]:
-    """A cycle of distance-0 edges as a list of names, or [] (Kahn's algorithm)."""
-    n = len(g.tasks)
-    succ: list[list[int]] = [[] for _ in range(n)]
-    indeg = [0] * n
+def _zero_distance_adjacency(g: TaskGraph) -> tuple[list[list[int]], list[int]]:
+    """Successor lists and in-degrees of the distance-0 edges, by task index."""
+    succ: list[list[int]] = [[] for _ in g.tasks]
+    indeg = [0] * len(g.tasks)
     for e in g.edges:
         if e.distance == 0:
             u, v = g.index[e.src], g.index[e.dst]
             succ[u].append(v)
             indeg[v] += 1
+    return succ, indeg
+
+
+def _zero_distance_cycle(g: TaskGraph) -> list[str]:
+    """A cycle of distance-0 edges as a list of names, or [] (Kahn's algorithm)."""
+    n = len(g.tasks)
+    succ, indeg = _zero_distance_adjacency(g)
     stack = [v for v in range(n) if indeg[v] == 0]
     seen = 0
     while stack:
@@ -243,13 +249,7 @@ def topological_order(g: TaskGraph) -> list[int]:
     """Task indices in a topological order of the distance-0 edges (stable: by index)."""
     import heapq
     n = len(g.tasks)
-    succ: list[list[int]] = [[] for _ in range(n)]
-    indeg = [0] * n
-    for e in g.edges:
-        if e.distance == 0:
-            u, v = g.index[e.src], g.index[e.dst]
-            succ[u].append(v)
-            indeg[v] += 1
+    succ, indeg = _zero_distance_adjacency(g)
     heap = [v for v in range(n) if indeg[v] == 0]
     heapq.heapify(heap)
     out = []
