@@ -91,12 +91,56 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
     if mem0 is None:
         mem0 = jnp.zeros(currents.shape[1:], currents.dtype)
 
-    def body(mem, current):
-        mem, spk = lif_step(mem, current, beta=beta, threshold=threshold, reset=reset,
-                            surrogate=surrogate, reset_grad=reset_grad)
-        return mem, (spk, mem)
+    def scan(currents, beta, mem0):
+        def body(mem, current):
+            mem, spk = lif_step(mem, current, beta=beta, threshold=threshold, reset=reset,
+                                surrogate=surrogate, reset_grad=reset_grad)
+            return mem, (spk, mem)
 
-    if remat:
-        body = jax.checkpoint(body)
-    _, (spk, mem) = jax.lax.scan(body, mem0, currents)
-    return spk, mem
+        _, (spk, mem) = jax.lax.scan(jax.checkpoint(body) if remat else body, mem0, currents)
+        return spk, mem
+
+    if (reset in ("subtract", "none") and not reset_grad and not remat and jnp.ndim(beta) == 0
+            and isinstance(threshold, (int, float))):
+        spike_fn = surrogate if surrogate is not None else surrogate_lib.arctan()
+        return _linear_backward_scan(scan, spike_fn, float(threshold))(currents, jnp.asarray(beta), mem0)
+    return scan(currents, beta, mem0)
+
+
+def _linear_backward_scan(scan, spike_fn, threshold):
+    r"""``lif_scan`` with its BPTT as one matrix product instead of a reverse-time loop.
+
+    With a detached reset and a scalar decay, the membrane recursion is linear in the past
+    membrane, :math:`\partial U_t / \partial U_{t-1} = \beta` (subtract / none), so the adjoint
+    :math:`\delta_t = \bar U_t + \bar S_t\,\sigma'(U_t-\theta) + \beta\,\delta_{t+1}` is a
+    discounted reverse cumulative sum, :math:`\delta = M \ell` with :math:`M_{ts} = \beta^{s-t}`
+    for :math:`s \ge t`: a ``[T, T] x [T, B·N]`` GEMM instead of T dependent elementwise steps.
+    Then :math:`\partial L/\partial I_t = \delta_t`, :math:`\partial L/\partial\beta = \sum_t \delta_t
+    U_{t-1}` (through the clip to [0, 1]) and :math:`\partial L/\partial U_{-1} = \beta\,\delta_0`.
+    Same values as differentiating the scan (tested against snnTorch and a NumPy BPTT).
+    """
+
+    @jax.custom_vjp
+    def run(currents, beta, mem0):
+        return scan(currents, beta, mem0)
+
+    def fwd(currents, beta, mem0):
+        spk, mem = scan(currents, beta, mem0)
+        return (spk, mem), (mem, beta, mem0)
+
+    def bwd(res, cotangents):
+        mem, beta, mem0 = res
+        g_spk, g_mem = cotangents
+        dsurr = jax.jvp(spike_fn, (mem - threshold,), (jnp.ones_like(mem),))[1]
+        local = g_mem + g_spk * dsurr  # [T, ...]
+        b, clip_vjp = jax.vjp(lambda x: jnp.clip(x.astype(mem.dtype), 0.0, 1.0), beta)
+        t = jnp.arange(mem.shape[0])
+        lag = t[None, :] - t[:, None]  # [T, T]: s - t
+        m = jnp.where(lag >= 0, b ** jnp.maximum(lag, 0).astype(mem.dtype), 0.0)
+        delta = (m @ local.reshape(mem.shape[0], -1)).reshape(mem.shape)
+        prev = jnp.concatenate([mem0[None], mem[:-1]], axis=0)  # U_{t-1}
+        (d_beta,) = clip_vjp(jnp.sum(delta * prev).astype(mem.dtype))
+        return delta, d_beta.astype(beta.dtype), b * delta[0]
+
+    run.defvjp(fwd, bwd)
+    return run
