@@ -14,7 +14,6 @@ the cycle counts agree; otherwise the reason it was skipped.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -74,12 +73,8 @@ UseRamulatorTrace: False
 
 
 def _networks():
-    from spikepipe_jax import spec
-    nets = {}
-    for name in NETWORKS:
-        c = importlib.import_module(f"configs.{name}").get_config()
-        nets[name] = spec.parse_spec(c.model.layers, c.model.input_shape)
-    return nets
+    from spikepipe_jax.experiments import network_specs
+    return network_specs(NETWORKS)
 
 
 def bench_model(repeats: int, step: int) -> dict:

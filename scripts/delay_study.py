@@ -7,7 +7,6 @@
 Writes OUT/delay_study.{json,md,csv} and OUT/delay_study.png; re-running skips finished runs.
 """
 
-import os
 import sys
 
 from absl import app, flags

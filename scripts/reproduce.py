@@ -59,8 +59,11 @@ SCALES = {
 }
 
 
-def _log(msg, t0=[time.time()]):  # noqa: B006 (a start time, not state that changes)
-    print(f"[{time.time() - t0[0]:7.1f}s] {msg}", flush=True)
+_START = time.time()  # the script's start, for elapsed times in progress lines
+
+
+def _log(msg):
+    print(f"[{time.time() - _START:7.1f}s] {msg}", flush=True)
 
 
 def _stage(out, name, params, fn, force):
@@ -88,9 +91,7 @@ def stage_train(params):
         config = load_config(params["config"], params.get("arg", ""))
         summary = train.train_and_evaluate(config, os.path.join(d, "run"),
                                            log=lambda m: _log("  " + m) if "test_accuracy" in m else None)
-        with open(os.path.join(d, "run", "metrics.jsonl")) as f:
-            recs = [json.loads(l) for l in f if l.strip()]
-        curve = [(r["epoch"], r["test_accuracy"]) for r in recs if "test_accuracy" in r and not r.get("final")]
+        curve = train.eval_curve(os.path.join(d, "run"))
         from spikepipe_jax.io import atomic_write_bytes
         from spikepipe_jax.report import accuracy_curves_png
         atomic_write_bytes(os.path.join(d, "train_curve.png"), accuracy_curves_png(

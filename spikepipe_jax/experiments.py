@@ -24,19 +24,25 @@ def load_config(net: str, arg: str = ""):
     return module.get_config(arg)
 
 
+def network_specs(names) -> dict:
+    """``{name: parse_spec(...)}`` for network configs ``configs/<name>.py``."""
+    from spikepipe_jax import spec
+    out = {}
+    for name in names:
+        config = load_config(name)
+        out[name] = spec.parse_spec(config.model.layers, config.model.input_shape)
+    return out
+
+
 def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes: int = 0) -> dict:
     """Runs the sweep and writes its outputs into ``out``; returns ``{name: path}``."""
     import matplotlib.pyplot as plt
 
-    from spikepipe_jax import spec
     from spikepipe_jax.hardware import sweep
     from spikepipe_jax.io import atomic_save_figure, atomic_write_text
 
     os.makedirs(out, exist_ok=True)
-    nets = {}
-    for name in networks:
-        config = load_config(name)
-        nets[name] = spec.parse_spec(config.model.layers, config.model.input_shape)
+    nets = network_specs(networks)
     grid = sweep.default_grid(quick)
     result = sweep.sweep(nets, grid, vector_lanes=vector_lanes)
     ref = sweep.reference_point(grid)
@@ -54,7 +60,6 @@ def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes
         plt.close(fig)
     logging.info("%d rows; wrote %s", len(result["cycles"]), ", ".join(paths.values()))
     return paths
-
 
 
 def _tasks_fn(net_or_config, rows, cols, dataflow, batch=None):

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 
-from spikepipe_jax import spec
 from spikepipe_jax.hardware import mapping, sweep, systolic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -19,11 +18,8 @@ NETS = ("fc_small", "conv_medium", "vgg_large")
 
 
 def _nets():
-    out = {}
-    for name in NETS:
-        c = importlib.import_module(f"configs.{name}").get_config()
-        out[name] = spec.parse_spec(c.model.layers, c.model.input_shape)
-    return out
+    from spikepipe_jax.experiments import network_specs
+    return network_specs(NETS)
 
 
 def test_quick_sweep_equals_training_tasks_row_by_row():

@@ -146,7 +146,7 @@ def micro_batch_graph(g: TaskGraph, m: int) -> TaskGraph:
         tasks.append(Task(name=f"U{l}", duration=0, layer=l, kind="U"))
     edges = []
     for e in g.edges:
-        s, d = g.task(e.src), g.task(e.dst)
+        s = g.task(e.src)
         if s.kind == "W" and e.distance >= 1:
             if e.src == e.dst:
                 continue

@@ -1,10 +1,11 @@
 """Training: losses, optimiser chain with gradient delays, train/eval steps, loop, checkpoints."""
 
-from spikepipe_jax.train.checkpoint import atomic_write_json, atomic_write_text, restore, save
+from spikepipe_jax.train.checkpoint import restore, save
 from spikepipe_jax.train.losses import LOSSES, compute_loss, per_example_loss
-from spikepipe_jax.train.loop import (TrainState, evaluate, make_base_optimizer, make_eval_step,
-                                      make_train_step, train_and_evaluate, validate_config)
-from spikepipe_jax.train.pipeline import make_optimizer, resolve_delays
+from spikepipe_jax.train.loop import (TrainState, config_json, evaluate, make_eval_step, make_train_step,
+                                      read_metrics, step_metrics, eval_curve, train_and_evaluate,
+                                      validate_config)
+from spikepipe_jax.train.pipeline import make_base_optimizer, make_optimizer, resolve_delays
 from spikepipe_jax.train.delays import (POSITIONS, DelayedGradientsState, broadcast_delays,
                                         delayed_gradients, layer_delays, make_delayed_optimizer,
                                         make_training_optimizer, validate_delays)

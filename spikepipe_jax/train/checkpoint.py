@@ -7,7 +7,7 @@ from typing import Any
 import flax.serialization
 import jax
 
-from spikepipe_jax.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401 (re-export)
+from spikepipe_jax.io import atomic_write_bytes
 
 
 def save(path: str, state: Any) -> None:

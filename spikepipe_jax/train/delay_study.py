@@ -64,17 +64,10 @@ def _finished(workdir: str, config) -> Optional[dict]:
     if not (os.path.exists(mpath) and os.path.exists(cpath)):
         return None
     with open(cpath) as f:
-        if json.load(f) != json.loads(json.dumps(config.to_dict(), sort_keys=True, default=list)):
+        if json.load(f) != loop.config_json(config):
             return None
-    with open(mpath) as f:
-        recs = [json.loads(l) for l in f if l.strip()]
+    recs = loop.read_metrics(workdir)
     return recs[-1] if recs and recs[-1].get("final") else None
-
-
-def _curve(workdir: str) -> list[tuple[int, float]]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        recs = [json.loads(l) for l in f if l.strip()]
-    return [(r["epoch"], r["test_accuracy"]) for r in recs if "test_accuracy" in r and not r.get("final")]
 
 
 def run_study(nets: Sequence[str], settings_for: Callable[[str], Sequence[Setting]], seeds: Sequence[int],
@@ -110,7 +103,7 @@ def run_study(nets: Sequence[str], settings_for: Callable[[str], Sequence[Settin
         records.append(dict(net=net, setting=setting.name, seed=seed, delays=delays,
                             mitigation=setting.mitigation, simulate=setting.simulate,
                             test_accuracy=float(summary["test_accuracy"]), wall_s=float(summary["wall_s"]),
-                            curve=_curve(workdir)))
+                            curve=loop.eval_curve(workdir)))
         log(f"[{i + 1}/{len(plan)} {time.perf_counter() - t0:6.1f}s] {net:12s} {setting.name:26s} seed {seed} "
             f"test_accuracy {summary['test_accuracy']:.4f} ({status})")
     return records

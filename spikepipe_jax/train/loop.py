@@ -19,7 +19,6 @@ all-reduce (``jax.sharding``; no pmap).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -35,40 +34,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spikepipe_jax import data as data_lib
 from spikepipe_jax import snn
+from spikepipe_jax.io import atomic_write_json, atomic_write_text
 from spikepipe_jax.train import checkpoint, losses
 from spikepipe_jax.train import pipeline as pipeline_lib
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
-
+from spikepipe_jax.train.pipeline import make_base_optimizer
 
 class TrainState(NamedTuple):
     params: Any
     opt_state: Any
     step: jax.Array  # int32 scalar: optimiser steps taken
-
-
-def make_base_optimizer(train_cfg, total_steps: Optional[int] = None) -> optax.GradientTransformation:
-    """The plain optimiser from ``config.train`` (no delays); ``total_steps`` for LR schedules."""
-    lr = float(train_cfg.learning_rate)
-    if not lr > 0:
-        raise ValueError(f"train.learning_rate must be positive, got {train_cfg.learning_rate!r}")
-    schedule = train_cfg.get("lr_schedule", "constant")
-    if schedule == "cosine":
-        if total_steps is None:
-            raise ValueError("a cosine learning-rate schedule needs the total number of steps")
-        lr = optax.cosine_decay_schedule(lr, max(1, total_steps), alpha=0.05)
-    elif schedule != "constant":
-        raise ValueError(f"unknown train.lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
-    name = train_cfg.optimizer
-    if name == "adam":
-        return optax.adam(lr)
-    if name == "adamw":
-        return optax.adamw(lr, weight_decay=float(train_cfg.weight_decay))
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "momentum":
-        return optax.sgd(lr, momentum=0.9)
-    raise ValueError(f"unknown train.optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
 def validate_config(config) -> snn.ModelDef:
@@ -96,6 +70,35 @@ def validate_config(config) -> snn.ModelDef:
     return model
 
 
+def config_json(config) -> dict:
+    """The config as the plain JSON object written to ``workdir/config.json``."""
+    return json.loads(json.dumps(config.to_dict(), sort_keys=True, default=list))
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The records of ``workdir/metrics.jsonl`` (a line cut by a kill is skipped)."""
+    recs = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return recs
+
+
+def eval_curve(workdir: str) -> list[tuple[int, float]]:
+    """``(epoch, test_accuracy)`` of each end-of-epoch evaluation of a run."""
+    return [(r["epoch"], r["test_accuracy"]) for r in read_metrics(workdir)
+            if "test_accuracy" in r and not r.get("final")]
+
+
+def step_metrics(loss, out, y, grads) -> dict:
+    """Metrics every train step returns: loss, batch accuracy, all gradients finite."""
+    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(out.logits, -1) == y),
+            "finite": jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))}
+
+
 def _time_major(x: jax.Array, encoding: str, num_steps: int, key: jax.Array, temporal: bool) -> jax.Array:
     if temporal:  # event frames [B, T, ...] -> [T, B, ...]
         return jnp.swapaxes(x, 0, 1)
@@ -120,10 +123,7 @@ def make_train_step(model: snn.ModelDef, tx: optax.GradientTransformation, *, lo
         (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(grad_params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        acc = jnp.mean(jnp.argmax(out.logits, -1) == y)
-        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        metrics = {"loss": loss, "accuracy": acc, "finite": finite}
-        return TrainState(params, opt_state, state.step + 1), metrics
+        return TrainState(params, opt_state, state.step + 1), step_metrics(loss, out, y, grads)
 
     return train_step
 
@@ -158,15 +158,9 @@ class _Metrics:
         self.path = path
         kept = []
         if os.path.exists(path):
-            with open(path) as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a kill
-                    if rec.get("step", 0) <= resume_step and not rec.get("final"):
-                        kept.append(line if line.endswith("\n") else line + "\n")
-        checkpoint.atomic_write_text(path, "".join(kept))
+            kept = [json.dumps(r, sort_keys=True) + "\n" for r in read_metrics(os.path.dirname(path))
+                    if r.get("step", 0) <= resume_step and not r.get("final")]
+        atomic_write_text(path, "".join(kept))
 
     def write(self, rec: dict) -> None:
         with open(self.path, "a") as f:
@@ -213,18 +207,18 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
 
     ckpt_path = os.path.join(workdir, "checkpoint.msgpack")
     config_path = os.path.join(workdir, "config.json")
-    config_json = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=list))
+    config_dict = config_json(config)
     if os.path.exists(ckpt_path) and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        if saved != config_json:
-            changed = sorted(_diff_keys(saved, config_json))
+        if saved != config_dict:
+            changed = sorted(_diff_keys(saved, config_dict))
             raise ValueError(f"workdir {workdir} holds a checkpoint of a run with another config "
                              f"(differs in {', '.join(changed[:5])}); use a new --workdir to start afresh")
 
     # --- everything validated: now touch the workdir.
     os.makedirs(workdir, exist_ok=True)
-    checkpoint.atomic_write_json(config_path, config_json)
+    atomic_write_json(config_path, config_dict)
 
     devices = jax.local_devices()
     mesh = Mesh(np.array(devices), ("data",))

@@ -13,11 +13,36 @@ uses, so a schedule's speed and its gradient delays come from one place.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import optax
 
 NAMED_DELAYS = ("none", "1f1b", "fully_pipelined")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+
+
+def make_base_optimizer(train_cfg, total_steps: Optional[int] = None) -> optax.GradientTransformation:
+    """The plain optimiser from ``config.train`` (no delays); ``total_steps`` for LR schedules."""
+    lr = float(train_cfg.learning_rate)
+    if not lr > 0:
+        raise ValueError(f"train.learning_rate must be positive, got {train_cfg.learning_rate!r}")
+    schedule = train_cfg.get("lr_schedule", "constant")
+    if schedule == "cosine":
+        if total_steps is None:
+            raise ValueError("a cosine learning-rate schedule needs the total number of steps")
+        lr = optax.cosine_decay_schedule(lr, max(1, total_steps), alpha=0.05)
+    elif schedule != "constant":
+        raise ValueError(f"unknown train.lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
+    name = train_cfg.optimizer
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=float(train_cfg.weight_decay))
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "momentum":
+        return optax.sgd(lr, momentum=0.9)
+    raise ValueError(f"unknown train.optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
 def resolve_delays(pipeline_cfg, num_layers: int) -> list[int]:
@@ -47,14 +72,14 @@ def resolve_delays(pipeline_cfg, num_layers: int) -> list[int]:
     return [int(d) * scale for d in delays]
 
 
-def make_optimizer(config, model, total_steps: Optional[int] = None) -> tuple[optax.GradientTransformation, Optional[Callable]]:
+def make_optimizer(config, model, total_steps: Optional[int] = None
+                   ) -> tuple[optax.GradientTransformation, Optional[Callable]]:
     """The training optimiser: base optimiser + per-layer gradient delays + mitigation.
 
     Returns ``(tx, params_for_gradient)``; ``params_for_gradient(params, opt_state)`` gives the
     parameters at which the train step evaluates the gradient (None: the current parameters).
     """
-    from spikepipe_jax.train import loop
-    base = loop.make_base_optimizer(config.train, total_steps)
+    base = make_base_optimizer(config.train, total_steps)
     delays = resolve_delays(config.pipeline, model.num_layers)
     mitigation = config.pipeline.get("mitigation", "none")
     if not any(delays) and mitigation == "none":

@@ -90,7 +90,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
     if mode not in MODES:
         raise ValueError(f"unknown pipeline simulation mode {mode!r}; expected one of {MODES}")
     from spikepipe_jax import snn
-    from spikepipe_jax.train.loop import TrainState
+    from spikepipe_jax.train.loop import TrainState, step_metrics
     names = [info.name for info in model.infos]
     delays = [int(d) for d in delays]
     if len(delays) != len(names):
@@ -117,9 +117,6 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
         for n, d in zip(names, delays):
             slot = (k + 1) % (d + 1)
             history[n] = jax.tree.map(lambda h, w: h.at[slot].set(w), sim.history[n], params[n])
-        acc = jnp.mean(jnp.argmax(out.logits, -1) == y)
-        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        return (TrainState(params, PipeSimState(opt_state, history), k + 1),
-                {"loss": loss, "accuracy": acc, "finite": finite})
+        return TrainState(params, PipeSimState(opt_state, history), k + 1), step_metrics(loss, out, y, grads)
 
     return train_step
