@@ -146,3 +146,85 @@ def test_model_config_switch_and_whole_network_agreement():
     # A ModelDef built by hand (without the field) keeps working and picks "auto".
     assert models["xla"]._replace(conv_impl="auto").conv_impl == "auto"
     assert snn.ModelDef._field_defaults["conv_impl"] == "auto"
+
+
+def _numpy_maxpool_first(x, w):
+    """PyTorch ``MaxPool2d`` (stride = window) forward and its input gradient for an all-ones
+    upstream gradient, with PyTorch's CPU rule: scan each window row by row, move the argmax
+    only on a strictly greater value."""
+    n, h, wd, c = x.shape
+    ho, wo = h // w, wd // w
+    y = np.zeros((n, ho, wo, c), x.dtype)
+    grad = np.zeros_like(x)
+    for b in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                for ch in range(c):
+                    best, at = -np.inf, None
+                    for a in range(w):
+                        for d in range(w):
+                            v = x[b, i * w + a, j * w + d, ch]
+                            if at is None or v > best:
+                                best, at = v, (i * w + a, j * w + d)
+                    y[b, i, j, ch] = best
+                    grad[b, at[0], at[1], ch] += 1.0
+    return y, grad
+
+
+@pytest.mark.parametrize("window,shape", [(2, (3, 6, 8, 2)), (3, (2, 7, 9, 3)), (2, (2, 5, 5, 1))])
+def test_maxpool_gradient_goes_to_first_maximum(window, shape):
+    rng = np.random.default_rng(window)
+    # Few distinct values: most windows hold ties (as conv outputs on binary spikes do).
+    x = rng.integers(0, 3, size=shape).astype(np.float32)
+    y_ref, g_ref = _numpy_maxpool_first(x, window)
+    pool = lambda v: layers.pool(v, spec.Pool("maxpool", window))  # noqa: E731
+    y, vjp = jax.vjp(pool, jnp.asarray(x))
+    (g,) = vjp(jnp.ones_like(y))
+    np.testing.assert_array_equal(np.asarray(y), y_ref)
+    np.testing.assert_array_equal(np.asarray(g), g_ref)
+    # Every window passes its whole gradient to exactly one element, the same as without ties.
+    assert float(g.sum()) == y.size
+    # Upstream gradients are routed to the chosen element, not just counted.
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    (g2,) = jax.jit(lambda d: jax.vjp(pool, jnp.asarray(x))[1](d))(dy)
+    up = np.zeros_like(x)
+    up[:, :y.shape[1] * window, :y.shape[2] * window] = np.repeat(np.repeat(dy, window, 1), window, 2)
+    np.testing.assert_array_equal(np.asarray(g2), g_ref * up)
+
+
+def test_max_first_block_axis_and_nan():
+    x = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0], [jnp.nan, 1.0, 2.0, 0.5]])
+    y, vjp = jax.vjp(lambda v: layers.max_first(v, (1,)), x)
+    (g,) = vjp(jnp.asarray([10.0, 20.0, 30.0]))
+    np.testing.assert_array_equal(np.asarray(y)[:2], [3.0, 0.0])
+    assert np.isnan(np.asarray(y)[2])
+    np.testing.assert_array_equal(np.asarray(g), [[0, 10, 0, 0], [20, 0, 0, 0], [0, 0, 0, 30]])
+    with pytest.raises(ValueError, match="window of 256"):
+        layers.max_first(jnp.zeros((2, 256)), (1,))
+
+
+@pytest.mark.parametrize("conv_impl", ["xla", "im2col"])
+def test_fused_bias_equals_bias_in_synapse(conv_impl):
+    """``snn.apply``'s default (bias added inside the LIF loop) against a synapse that adds the
+    bias itself, on a net with conv + pools and dense layers: outputs and all gradients."""
+    c = importlib.import_module("configs.conv_digits").get_config("smoke")
+    c.model.conv_impl = conv_impl
+    model = snn.model_from_config(c.model)
+    params = snn.init_params(jax.random.key(0), model)
+    params = jax.tree.map(lambda p: p + 0.05, params)  # non-trivial biases
+    x = snn.encode("rate", jax.random.uniform(jax.random.key(1), (3, *c.model.input_shape)), 4,
+                   jax.random.key(2))
+    with_bias = lambda p, xx, info: layers.apply_synapse(p, xx, info, conv_impl=conv_impl)  # noqa: E731
+
+    def loss(prm, synapse):
+        out = snn.apply(prm, model, x, synapse=synapse)
+        return jnp.sum(out.out_mem ** 2) + jnp.sum(out.logits), out
+
+    vg = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (l_f, out_f), g_f = vg(params, None)
+    (l_s, out_s), g_s = vg(params, with_bias)
+    np.testing.assert_allclose(np.asarray(out_f.out_mem), np.asarray(out_s.out_mem), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(l_f), float(l_s), rtol=1e-5)
+    for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(g_f), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-5, err_msg=str(path))
+    assert float(jnp.abs(g_f["layer_0"]["b"]).sum()) > 0.0

@@ -183,3 +183,36 @@ def test_matrix_bptt_equals_scan_bptt(reset, beta):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
     if beta > 1.0:
         assert float(fast[1]) == 0.0  # clipped: no gradient, as snnTorch's clamp
+
+
+@pytest.mark.parametrize("reset,remat", [("subtract", False), ("none", False), ("zero", False),
+                                         ("subtract", True)])
+@pytest.mark.parametrize("bias_shape", [(5,), (1, 5), ()])
+def test_bias_inside_loop_equals_bias_added_to_currents(reset, remat, bias_shape):
+    """``lif_scan(c, bias=b)`` == ``lif_scan(c + b)``: values and gradients w.r.t. currents, bias,
+    beta (the matrix-BPTT path for subtract/none, the plain scan for zero and remat)."""
+    rng = np.random.default_rng(7)
+    cur = jnp.asarray(rng.normal(0.3, 0.9, (10, 3, 5)).astype(np.float32))
+    bias = jnp.asarray(rng.normal(0.2, 0.5, bias_shape).astype(np.float32))
+    g_spk = jnp.asarray(rng.normal(size=cur.shape).astype(np.float32))
+    g_mem = jnp.asarray(rng.normal(size=cur.shape).astype(np.float32))
+
+    def loss(c, b, beta, fused):
+        kw = dict(beta=beta, reset=reset, surrogate=snn.fast_sigmoid(), remat=remat)
+        spk, mem = snn.lif_scan(c, bias=b, **kw) if fused else snn.lif_scan(c + b, **kw)
+        return jnp.sum(spk * g_spk) + jnp.sum(mem * g_mem), (spk, mem)
+
+    vg = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+    (_, (s_f, m_f)), g_f = vg(cur, bias, jnp.float32(0.85), True)
+    (_, (s_r, m_r)), g_r = vg(cur, bias, jnp.float32(0.85), False)
+    np.testing.assert_array_equal(np.asarray(s_f), np.asarray(s_r))
+    np.testing.assert_allclose(np.asarray(m_f), np.asarray(m_r), rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_f, g_r):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+    assert float(jnp.abs(g_f[1]).sum()) > 0.0
+
+
+def test_bias_of_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match=r"bias of shape \(4,\)"):
+        snn.lif_scan(jnp.ones((3, 2, 5)), beta=0.9, bias=jnp.ones((4,)))

@@ -229,54 +229,116 @@ def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, 
     Returns:
       ``[N, *info.op_shape]``.
     """
-    w, b = layer_params["w"], layer_params["b"]
+    return _apply_weights(layer_params["w"], x, info, conv_impl) + layer_params["b"]
+
+
+def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str) -> jax.Array:
+    """:func:`apply_op` without the bias."""
     if info.kind == "dense":
-        return x.reshape(x.shape[0], -1) @ w + b
+        return x.reshape(x.shape[0], -1) @ w
     if resolve_conv_impl(conv_impl) == "im2col":
-        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info)) + b
-    return _conv_xla(x, w, info.stride, info.padding) + b
+        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info))
+    return _conv_xla(x, w, info.stride, info.padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_first(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """``x.max(axis=axes)`` whose gradient goes to the *first* maximum of each window.
+
+    The window's elements are ordered row-major over ``axes``; among equal maxima the first
+    one gets the whole gradient, as in PyTorch's ``MaxPool2d`` (and so snnTorch), which
+    scans a window row by row and moves its argmax only on a strictly greater value. (The
+    gradient of ``jnp.max`` instead splits ties evenly, which is both different from the
+    reference frameworks and slower: it keeps a float mask of the input's size.) The
+    forward pass keeps only the argmax, as ``uint8`` (windows of at most 255 elements).
+    With a NaN in a window the max is NaN and the gradient goes to the window's last element.
+    """
+    return _max_first_fwd(x, axes)[0]
+
+
+def _window_slices(x: jax.Array, axes: tuple[int, ...]):
+    """The elements of each window as separate arrays (``x`` indexed at each window offset)."""
+    sizes = [x.shape[a] for a in axes]
+    for offsets in np.ndindex(*sizes):
+        index = [slice(None)] * x.ndim
+        for a, o in zip(axes, offsets):
+            index[a] = o
+        yield x[tuple(index)]
+
+
+def _max_first_fwd(x, axes):
+    size = math.prod(x.shape[a] for a in axes)
+    if size > 255:
+        raise ValueError(f"max_first: window of {size} elements (at most 255)")
+    parts = list(_window_slices(x, axes))
+    m = functools.reduce(jnp.maximum, parts)
+    idx = jnp.full(m.shape, size - 1, jnp.uint8)
+    for k in range(size - 2, -1, -1):
+        idx = jnp.where(parts[k] == m, jnp.uint8(k), idx)
+    return m, (idx, x.shape)
+
+
+def _max_first_bwd(axes, res, g):
+    idx, shape = res
+    keep = [1 if a in axes else s for a, s in enumerate(shape)]
+    window = np.arange(math.prod(shape[a] for a in axes), dtype=np.uint8).reshape(
+        [shape[a] if a in axes else 1 for a in range(len(shape))])
+    idx = idx.reshape(keep)
+    return (jnp.where(window == idx, g.reshape(keep), jnp.zeros((), g.dtype)),)
+
+
+max_first.defvjp(_max_first_fwd, _max_first_bwd)
 
 
 def pool(x: jax.Array, spec: Pool) -> jax.Array:
-    """Max or average pooling over H, W of ``[N, H, W, C]`` with stride = window, floor sizes."""
+    """Max or average pooling over H, W of ``[N, H, W, C]`` with stride = window, floor sizes.
+
+    Max pooling sends each window's gradient to its first maximum (:func:`max_first`).
+    """
     w = spec.window
     n, h, wd, c = x.shape
     ho, wo = h // w, wd // w
     x = x[:, : ho * w, : wo * w, :].reshape(n, ho, w, wo, w, c)
     if spec.kind == "maxpool":
-        return x.max(axis=(2, 4))
+        return max_first(x, (2, 4))
     return x.mean(axis=(2, 4))
 
 
 def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, *,
-                  conv_impl: str = "xla") -> jax.Array:
+                  conv_impl: str = "xla", bias: bool = True) -> jax.Array:
     """Op followed by the layer's pooling: ``[N, *in_shape] -> [N, *out_shape]``.
 
-    With the im2col conv, the conv's bias is added after its first pool (one pass over the
-    pooled instead of the full output, forward and backward): ``max(y + b) == max(y) + b``
-    exactly (rounding is monotonic) and ``mean(y + b) == mean(y) + b`` up to rounding, so
-    the values are those of :func:`pool` on :func:`apply_op`'s output and so are the
-    gradients, except that max-pool ties are decided on ``y`` rather than on ``y + b`` (two
-    values closer than an ulp of ``b`` tie only in the latter). With ``b x b`` output blocks
-    and a first pool of window ``b`` over a whole number of blocks, that pool is taken over
-    the block axis of :func:`_conv_im2col_blocks` directly (the same window elements),
-    without transposing the output and its gradient to and from NHWC.
+    ``bias=False`` leaves the bias out; the caller adds it to the pooled output
+    (:func:`spikepipe_jax.snn.models.apply` passes it to ``lif_scan(bias=...)``, which adds it
+    inside the time loop instead of in a pass of its own). Pooling commutes with the bias:
+    ``max(y + b) == max(y) + b`` exactly (rounding is monotonic) and ``mean(y + b) ==
+    mean(y) + b`` up to rounding, so the values are those of :func:`pool` on
+    :func:`apply_op`'s output and so are the gradients, except that max-pool ties are decided
+    on ``y`` rather than on ``y + b`` (two values closer than an ulp of ``b`` tie only in the
+    latter). For the same reason the im2col conv always adds its bias after its first pool
+    (one pass over the pooled instead of the full output, forward and backward). With
+    ``b x b`` output blocks and a first pool of window ``b`` over a whole number of blocks,
+    that pool is taken over the block axis of :func:`_conv_im2col_blocks` directly (the same
+    window elements), without transposing the output and its gradient to and from NHWC.
     """
     pools = info.pools
+    w, b = layer_params["w"], layer_params["b"]
     if info.kind == "conv" and pools and resolve_conv_impl(conv_impl) == "im2col":
-        w, b = layer_params["w"], layer_params["b"]
         block = _im2col_block(info)
         ho, wo = info.op_shape[0], info.op_shape[1]
         if block > 1 and pools[0].window == block and ho % block == 0 and wo % block == 0:
             yb = _conv_im2col_blocks(x, w, info.stride, info.padding, block)  # [N, I, J, b*b, F]
-            y = yb.max(axis=3) if pools[0].kind == "maxpool" else yb.mean(axis=3)
+            y = max_first(yb, (3,)) if pools[0].kind == "maxpool" else yb.mean(axis=3)
         else:
             y = pool(_conv_im2col(x, w, info.stride, info.padding, block), pools[0])
-        y = y + b
+        if bias:
+            y = y + b
         for p in pools[1:]:
             y = pool(y, p)
         return y
-    y = apply_op(layer_params, x, info, conv_impl=conv_impl)
+    y = _apply_weights(w, x, info, conv_impl)
+    if bias:
+        y = y + b
     for p in pools:
         y = pool(y, p)
     return y

@@ -92,12 +92,14 @@ class Output(NamedTuple):
 def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``.
 
-    ``synapse(layer_params, x, info)`` replaces :func:`layers.apply_synapse` (with
-    ``conv_impl=model.conv_impl``) when given (the pipeline simulator uses it to run backward
-    passes with other weight versions).
+    ``synapse(layer_params, x, info)`` replaces :func:`layers.apply_synapse` when given (the
+    pipeline simulator uses it to run backward passes with other weight versions); it then
+    adds the bias itself. By default the synapse is ``apply_synapse(conv_impl=model.conv_impl,
+    bias=False)`` and each layer's bias is added inside its LIF loop (``lif_scan(bias=...)``).
     """
+    fused_bias = synapse is None  # bias added inside the LIF loop (one pass fewer per layer)
     if synapse is None:
-        synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl)
+        synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False)
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     counts = []
@@ -110,7 +112,7 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
         spk, mem = neurons.lif_scan(
             cur, beta=beta, threshold=model.threshold,
             reset="none" if membrane_readout else model.reset,
-            surrogate=spike_fn, remat=model.remat)
+            surrogate=spike_fn, remat=model.remat, bias=p["b"] if fused_bias else None)
         if info.is_output:
             if membrane_readout:
                 return Output(mem.mean(0), jnp.zeros_like(mem), mem, tuple(counts))

@@ -36,6 +36,12 @@ def _check_reset(reset: str) -> None:
         raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
 
 
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(shape[::-1], target[::-1]))
+
+
 def lif_step(mem: jax.Array, current: jax.Array, *, beta, threshold=1.0, reset: str = "subtract",
              surrogate: Optional[surrogate_lib.SpikeFn] = None, reset_grad: bool = False
              ) -> tuple[jax.Array, jax.Array]:
@@ -73,7 +79,8 @@ def lif_step(mem: jax.Array, current: jax.Array, *, beta, threshold=1.0, reset: 
 
 def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract",
              mem0: Optional[jax.Array] = None, surrogate: Optional[surrogate_lib.SpikeFn] = None,
-             reset_grad: bool = False, remat: bool = False) -> tuple[jax.Array, jax.Array]:
+             reset_grad: bool = False, remat: bool = False, bias: Optional[jax.Array] = None
+             ) -> tuple[jax.Array, jax.Array]:
     """Runs :func:`lif_step` over the leading time axis with ``jax.lax.scan``.
 
     Args:
@@ -81,6 +88,10 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
       beta, threshold, reset, surrogate, reset_grad: as in :func:`lif_step`.
       mem0: initial membrane ``[...]`` (default zeros, as snnTorch's ``init_leaky``).
       remat: wrap the step in ``jax.checkpoint`` (recompute in the backward pass; memory for long T).
+      bias: optional array broadcastable to ``currents.shape[1:]`` (e.g. a layer's ``[F]``
+        bias), added to every step's current inside the loop: the same values as
+        ``lif_scan(currents + bias)`` without a separate pass over ``[T, ...]`` (XLA does
+        not fuse an add into a while loop's input); differentiable like ``currents``.
 
     Returns:
       ``(spk, mem)``, both ``[T, ...]``.
@@ -90,10 +101,15 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
         raise ValueError(f"currents must have a leading time axis of length >= 1, got shape {currents.shape}")
     if mem0 is None:
         mem0 = jnp.zeros(currents.shape[1:], currents.dtype)
+    if bias is None:
+        bias = jnp.zeros((), currents.dtype)
+    elif not _broadcasts_to(jnp.shape(bias), currents.shape[1:]):
+        raise ValueError(f"bias of shape {jnp.shape(bias)} does not broadcast to one step's "
+                         f"currents {currents.shape[1:]}")
 
-    def scan(currents, beta, mem0):
+    def scan(currents, beta, mem0, bias):
         def body(mem, current):
-            mem, spk = lif_step(mem, current, beta=beta, threshold=threshold, reset=reset,
+            mem, spk = lif_step(mem, current + bias, beta=beta, threshold=threshold, reset=reset,
                                 surrogate=surrogate, reset_grad=reset_grad)
             return mem, (spk, mem)
 
@@ -103,8 +119,9 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
     if (reset in ("subtract", "none") and not reset_grad and not remat and jnp.ndim(beta) == 0
             and isinstance(threshold, (int, float))):
         spike_fn = surrogate if surrogate is not None else surrogate_lib.arctan()
-        return _linear_backward_scan(scan, spike_fn, float(threshold))(currents, jnp.asarray(beta), mem0)
-    return scan(currents, beta, mem0)
+        return _linear_backward_scan(scan, spike_fn, float(threshold))(
+            currents, jnp.asarray(beta), mem0, jnp.asarray(bias, currents.dtype))
+    return scan(currents, beta, mem0, bias)
 
 
 def _linear_backward_scan(scan, spike_fn, threshold):
@@ -116,20 +133,21 @@ def _linear_backward_scan(scan, spike_fn, threshold):
     discounted reverse cumulative sum, :math:`\delta = M \ell` with :math:`M_{ts} = \beta^{s-t}`
     for :math:`s \ge t`: a ``[T, T] x [T, B·N]`` GEMM instead of T dependent elementwise steps.
     Then :math:`\partial L/\partial I_t = \delta_t`, :math:`\partial L/\partial\beta = \sum_t \delta_t
-    U_{t-1}` (through the clip to [0, 1]) and :math:`\partial L/\partial U_{-1} = \beta\,\delta_0`.
+    U_{t-1}` (through the clip to [0, 1]), :math:`\partial L/\partial U_{-1} = \beta\,\delta_0` and
+    :math:`\partial L/\partial b = \sum_t \delta_t` (summed over the axes ``b`` was broadcast along).
     Same values as differentiating the scan (tested against snnTorch and a NumPy BPTT).
     """
 
     @jax.custom_vjp
-    def run(currents, beta, mem0):
-        return scan(currents, beta, mem0)
+    def run(currents, beta, mem0, bias):
+        return scan(currents, beta, mem0, bias)
 
-    def fwd(currents, beta, mem0):
-        spk, mem = scan(currents, beta, mem0)
-        return (spk, mem), (mem, beta, mem0)
+    def fwd(currents, beta, mem0, bias):
+        spk, mem = scan(currents, beta, mem0, bias)
+        return (spk, mem), (mem, beta, mem0, bias)
 
     def bwd(res, cotangents):
-        mem, beta, mem0 = res
+        mem, beta, mem0, bias = res
         g_spk, g_mem = cotangents
         dsurr = jax.jvp(spike_fn, (mem - threshold,), (jnp.ones_like(mem),))[1]
         local = g_mem + g_spk * dsurr  # [T, ...]
@@ -140,7 +158,11 @@ def _linear_backward_scan(scan, spike_fn, threshold):
         delta = (m @ local.reshape(mem.shape[0], -1)).reshape(mem.shape)
         prev = jnp.concatenate([mem0[None], mem[:-1]], axis=0)  # U_{t-1}
         (d_beta,) = clip_vjp(jnp.sum(delta * prev).astype(mem.dtype))
-        return delta, d_beta.astype(beta.dtype), b * delta[0]
+        # d bias: delta summed over time and the axes the bias was broadcast along
+        lead = delta.ndim - bias.ndim
+        axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(bias.shape) if s == 1)
+        d_bias = jnp.sum(delta, axis=axes, keepdims=False).reshape(bias.shape) if bias.ndim else jnp.sum(delta)
+        return delta, d_beta.astype(beta.dtype), b * delta[0], d_bias.astype(bias.dtype)
 
     run.defvjp(fwd, bwd)
     return run
