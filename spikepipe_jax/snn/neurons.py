@@ -118,14 +118,27 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
 
     if (reset in ("subtract", "none") and not reset_grad and not remat and jnp.ndim(beta) == 0
             and isinstance(threshold, (int, float))):
+        # The loop emits only the membranes; the spikes are one elementwise pass after it (the
+        # same values; through the surrogate, the same gradients): a loop step is then one
+        # fused kernel plus one copy instead of three kernels (fc_small: 3.2 -> 2.0 ms).
+        def mem_scan(currents, beta, mem0, bias):
+            def body(mem, current):
+                mem, _ = lif_step(mem, current + bias, beta=beta, threshold=threshold, reset=reset,
+                                  surrogate=surrogate)
+                return mem, mem
+
+            return jax.lax.scan(body, mem0, currents)[1]
+
         spike_fn = surrogate if surrogate is not None else surrogate_lib.arctan()
-        return _linear_backward_scan(scan, spike_fn, float(threshold))(
-            currents, jnp.asarray(beta), mem0, jnp.asarray(bias, currents.dtype))
+        mem = _linear_backward_scan(mem_scan)(currents, jnp.asarray(beta), mem0,
+                                              jnp.asarray(bias, currents.dtype))
+        return spike_fn(mem - threshold), mem
     return scan(currents, beta, mem0, bias)
 
 
-def _linear_backward_scan(scan, spike_fn, threshold):
-    r"""``lif_scan`` with its BPTT as one matrix product instead of a reverse-time loop.
+def _linear_backward_scan(mem_scan):
+    r"""The membrane loop of ``lif_scan`` with its BPTT as one matrix product instead of a
+    reverse-time loop (the spikes' surrogate term reaches it through ``\bar U_t``).
 
     With a detached reset and a scalar decay, the membrane recursion is linear in the past
     membrane, :math:`\partial U_t / \partial U_{t-1} = \beta` (subtract / none), so the adjoint
@@ -140,17 +153,14 @@ def _linear_backward_scan(scan, spike_fn, threshold):
 
     @jax.custom_vjp
     def run(currents, beta, mem0, bias):
-        return scan(currents, beta, mem0, bias)
+        return mem_scan(currents, beta, mem0, bias)
 
     def fwd(currents, beta, mem0, bias):
-        spk, mem = scan(currents, beta, mem0, bias)
-        return (spk, mem), (mem, beta, mem0, bias)
+        mem = mem_scan(currents, beta, mem0, bias)
+        return mem, (mem, beta, mem0, bias)
 
-    def bwd(res, cotangents):
-        mem, beta, mem0, bias = res
-        g_spk, g_mem = cotangents
-        dsurr = jax.jvp(spike_fn, (mem - threshold,), (jnp.ones_like(mem),))[1]
-        local = g_mem + g_spk * dsurr  # [T, ...]
+    def bwd(res, local):
+        mem, beta, mem0, bias = res  # local: dL/dU_t from later uses of U_t (incl. S_t = σ(U_t − θ))
         b, clip_vjp = jax.vjp(lambda x: jnp.clip(x.astype(mem.dtype), 0.0, 1.0), beta)
         t = jnp.arange(mem.shape[0])
         lag = t[None, :] - t[:, None]  # [T, T]: s - t
