@@ -245,3 +245,27 @@ def test_narrow_dense_weight_gradient_equals_plain_matmul(n, k, f):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(np.asarray(out[2]), np.asarray(x).T.astype(np.float64) @ np.asarray(dy),
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("geom", [(9, 9, 8, 5, 3, 1, 1), (10, 8, 12, 6, 3, 2, 0)])
+def test_chunked_weight_gradient_equals_lax_conv(geom, monkeypatch):
+    """Long patches (k*k*C >= 64) take the chunked weight gradient (``_wgrad_chunks``); small
+    chunk sizes make it kick in on small inputs here."""
+    # conv_medium: its second conv in 16 chunks of 12,800 rows, its first (K = 36) in one piece
+    assert layers._wgrad_chunks(204800, 300) == 16 and layers._wgrad_chunks(460800, 36) == 1
+    assert layers._wgrad_chunks(1500, 300) == 1  # too small to split
+    monkeypatch.setattr(layers, "_WGRAD_ROWS", 100)
+    monkeypatch.setattr(layers, "_WGRAD_MIN_ROWS", 16)
+    h, w, c, f, k, s, p = geom
+    n = 6
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    g = layers._wgrad_chunks(n * ho * wo, k * k * c)
+    assert g > 1 and (n * ho * wo) % g == 0
+    rng = np.random.default_rng(k * c)
+    x = (rng.random((n, h, w, c)) < 0.3).astype(np.float32)
+    wt = rng.normal(size=(k, k, c, f)).astype(np.float32)
+    dy = rng.normal(size=(n, ho, wo, f)).astype(np.float32)
+    ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
+    out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, 1))(x, wt, dy)
+    for u, v in zip(out, ref):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)

@@ -124,10 +124,50 @@ def _im2col_fwd(x, w, stride, padding, block):
     pk = (block - 1) * stride + k  # patch side: a b x b block of outputs sees pk x pk inputs
     idx = _patch_indices(hp, wp, c, pk, block * stride)
     cols = jnp.take(xp.reshape(n, hp * wp * c), idx, axis=1, mode="clip")  # gather: one fused pass
-    cols = cols.reshape(n * nbh * nbw, pk * pk * c)
+    m, kc = n * nbh * nbw, pk * pk * c
+    g = _wgrad_chunks(m, kc)
+    cols = cols.reshape((g, m // g, kc) if g > 1 else (m, kc))
     wb = _block_weights(w, block, stride)
-    y = (cols @ wb).reshape(n, nbh, nbw, block * block, f)
+    # With a chunked weight gradient the forward GEMM is a batched product over the same
+    # [g, M/g, K] patches: given two shapes of it, XLA wrote the gather out in its own layout
+    # and transposed it once per shape (conv_medium's step 286 -> 580 ms).
+    if g > 1:
+        y = jax.lax.dot_general(cols, jnp.broadcast_to(wb, (g,) + wb.shape), (((2,), (1,)), ((0,), (0,))))
+    else:
+        y = cols @ wb
+    y = y.reshape(n, nbh, nbw, block * block, f)
     return y, (cols, wb, x.shape, xp.shape)
+
+
+_WGRAD_ROWS = 16384     # target rows per chunk of a chunked conv weight gradient
+_WGRAD_MIN_ROWS = 1024  # no chunks smaller than this
+
+
+def _wgrad_chunks(m: int, kc: int) -> int:
+    """Number of row chunks ``g`` of the patch matrix ``[M, K]`` (1 = not chunked).
+
+    The weight gradient ``P^T dY`` contracts over the long ``M = T*B*Ho*Wo`` axis. XLA:CPU
+    gives that single product to Eigen, which ran ``conv_medium``'s second conv (``[204800,
+    300]^T x [204800, 64]``) at 63 ms; as a batch of ``[F, c] x [c, K]`` products over
+    chunks of ``c ~ 16k`` rows, summed, it takes 52-54 ms. Short patches (the first conv,
+    ``K = 36``) are faster in one product (14 vs 17 ms) and are not chunked. ``g`` is the
+    smallest divisor of ``M`` giving chunks of at most ``_WGRAD_ROWS`` rows, if those chunks
+    have at least ``_WGRAD_MIN_ROWS``.
+    """
+    if kc < 64:
+        return 1
+    lo = max(2, -(-m // _WGRAD_ROWS))
+    return next((g for g in range(lo, m // _WGRAD_MIN_ROWS + 1) if m % g == 0), 1)
+
+
+def _patch_weight_grad(cols: jax.Array, dyb: jax.Array) -> jax.Array:
+    """``P^T dY`` ``[K, F]`` from ``cols`` ``[M, K]`` or chunked ``[g, M/g, K]`` and ``dyb``
+    ``[M, F]``."""
+    if cols.ndim == 2:
+        return cols.T @ dyb
+    g, c, kc = cols.shape
+    dwt = jax.lax.dot_general(dyb.reshape(g, c, -1), cols, (((1,), (1,)), ((0,), (0,))))  # [g, F, K]
+    return dwt.sum(axis=0).T
 
 
 def _im2col_bwd(stride, padding, block, res, dy):
@@ -137,7 +177,7 @@ def _im2col_bwd(stride, padding, block, res, dy):
     pk = math.isqrt(wb.shape[0] // c)
     k = pk - (block - 1) * stride
     dyb = dy.reshape(n * nbh * nbw, block * block * f)
-    dw = _unblock_weight_grad(cols.T @ dyb, k, c, f, block, stride)
+    dw = _unblock_weight_grad(_patch_weight_grad(cols, dyb), k, c, f, block, stride)
     # dx = col2im(dyb @ wb^T), one patch row u at a time: the [M, p*C] slice of the patch
     # gradient is folded back along the width (the transpose of its strided slices: pads and
     # adds that XLA fuses) and added into the input rows u, u + b*s, ...; a scatter-add (the
