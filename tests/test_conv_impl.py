@@ -230,23 +230,6 @@ def test_fused_bias_equals_bias_in_synapse(conv_impl):
     assert float(jnp.abs(g_f["layer_0"]["b"]).sum()) > 0.0
 
 
-@pytest.mark.parametrize("n,k,f", [(3200, 100, 10), (200, 30, 7), (256, 40, 33)])
-def test_narrow_dense_weight_gradient_equals_plain_matmul(n, k, f):
-    """Dense layers with few outputs take a chunked weight gradient (``_dense_narrow``); it must
-    equal the plain product's gradients (n=200: not a whole number of chunks; f=33: too wide)."""
-    info = spec.parse_spec([dict(kind="dense", features=f)], (k,))[0]
-    params = layers.init_layer(jax.random.key(0), info)
-    rng = np.random.default_rng(n)
-    x = jnp.asarray((rng.random((n, k)) < 0.4).astype(np.float32))
-    dy = jnp.asarray(rng.normal(size=(n, f)).astype(np.float32))
-    out = _value_and_vjp(lambda xx, w: layers.apply_op({"w": w, "b": params["b"]}, xx, info))(x, params["w"], dy)
-    ref = _value_and_vjp(lambda xx, w: xx @ w + params["b"])(x, params["w"], dy)
-    for a, b in zip(out, ref):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(out[2]), np.asarray(x).T.astype(np.float64) @ np.asarray(dy),
-                               rtol=1e-5, atol=1e-4)
-
-
 @pytest.mark.parametrize("geom", [(9, 9, 8, 5, 3, 1, 1), (10, 8, 12, 6, 3, 2, 0)])
 def test_chunked_weight_gradient_equals_lax_conv(geom, monkeypatch):
     """Long patches (k*k*C >= 64) take the chunked weight gradient (``_wgrad_chunks``); small

@@ -272,48 +272,10 @@ def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, 
     return _apply_weights(layer_params["w"], x, info, conv_impl) + layer_params["b"]
 
 
-_NARROW_FEATURES = 32  # dense layers at most this wide take the chunked weight gradient
-_NARROW_CHUNK = 128    # rows per chunk of that weight gradient
-
-
-@jax.custom_vjp
-def _dense_narrow(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` for a narrow ``w`` ``[K, F]`` (``F <= 32``, e.g. a classifier) whose weight
-    gradient ``x^T dy`` is computed as ``sum_g (dy_g^T x_g)^T`` over chunks of 128 rows.
-    XLA:CPU hands the single ``[K, N] x [N, F]`` product (a contraction over the long,
-    time-folded batch axis) to Eigen, which is slow for so few output columns:
-    ``fc_small``'s ``[3200, 1000] -> 10`` weight gradient takes 1.8 ms that way and 0.8 ms
-    chunked (the same values up to summation order).
-    """
-    return x @ w
-
-
-def _dense_narrow_fwd(x, w):
-    return x @ w, (x, w)
-
-
-def _dense_narrow_bwd(res, dy):
-    x, w = res
-    n, k = x.shape
-    dx = dy @ w.T
-    if n % _NARROW_CHUNK == 0 and n > _NARROW_CHUNK:
-        g = n // _NARROW_CHUNK
-        dwt = jax.lax.dot_general(dy.reshape(g, _NARROW_CHUNK, -1), x.reshape(g, _NARROW_CHUNK, k),
-                                  (((1,), (1,)), ((0,), (0,))))  # [g, F, K]
-        dw = dwt.sum(axis=0).T
-    else:
-        dw = x.T @ dy
-    return dx, dw.astype(w.dtype)
-
-
-_dense_narrow.defvjp(_dense_narrow_fwd, _dense_narrow_bwd)
-
-
 def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str) -> jax.Array:
     """:func:`apply_op` without the bias."""
     if info.kind == "dense":
-        x = x.reshape(x.shape[0], -1)
-        return _dense_narrow(x, w) if w.shape[1] <= _NARROW_FEATURES else x @ w
+        return x.reshape(x.shape[0], -1) @ w
     if resolve_conv_impl(conv_impl) == "im2col":
         return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info))
     return _conv_xla(x, w, info.stride, info.padding)
