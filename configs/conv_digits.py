@@ -1,7 +1,8 @@
 """conv_digits: 1x8x8 -> 16C3(p1) -> MP2 -> 32C3(p1) -> MP2 -> FC10 SNN on the embedded digits.
 
 Command:  python -m scripts.train --config=configs/conv_digits.py --workdir=runs/conv_digits
-Expected: test accuracy about 0.97 in about 10 s on a 2-core CPU (direct coding: the first conv encodes).
+Expected: test accuracy about 0.955 (0.95-0.96 over seeds) in about 5 s on a 2-core CPU (direct coding:
+the first conv encodes).
 """
 from configs import base
 
