@@ -361,8 +361,7 @@ def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerI
     that pool is taken over the block axis of :func:`_conv_im2col_blocks` directly (the same
     window elements), without transposing the output and its gradient to and from NHWC.
     """
-    pools = info.pools
-    w, b = layer_params["w"], layer_params["b"]
+    pools, w = info.pools, layer_params["w"]
     if info.kind == "conv" and pools and resolve_conv_impl(conv_impl) == "im2col":
         block = _im2col_block(info)
         ho, wo = info.op_shape[0], info.op_shape[1]
@@ -371,14 +370,11 @@ def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerI
             y = max_first(yb, (3,)) if pools[0].kind == "maxpool" else yb.mean(axis=3)
         else:
             y = pool(_conv_im2col(x, w, info.stride, info.padding, block), pools[0])
-        if bias:
-            y = y + b
-        for p in pools[1:]:
-            y = pool(y, p)
-        return y
-    y = _apply_weights(w, x, info, conv_impl)
+        pools = pools[1:]
+    else:
+        y = _apply_weights(w, x, info, conv_impl)
     if bias:
-        y = y + b
+        y = y + layer_params["b"]
     for p in pools:
         y = pool(y, p)
     return y
