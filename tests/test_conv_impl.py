@@ -205,8 +205,9 @@ def test_max_first_block_axis_and_nan():
 
 @pytest.mark.parametrize("conv_impl", ["xla", "im2col"])
 def test_fused_bias_equals_bias_in_synapse(conv_impl):
-    """``snn.apply``'s default (bias added inside the LIF loop) against a synapse that adds the
-    bias itself, on a net with conv + pools and dense layers: outputs and all gradients."""
+    """``snn.apply`` (each bias added inside its LIF loop, after the pools) against the same net
+    whose synapse adds the bias before pooling (``apply_synapse(bias=True)``, model biases
+    zeroed), on conv + pools and dense layers: outputs and all gradients, biases included."""
     c = importlib.import_module("configs.conv_digits").get_config("smoke")
     c.model.conv_impl = conv_impl
     model = snn.model_from_config(c.model)
@@ -214,15 +215,21 @@ def test_fused_bias_equals_bias_in_synapse(conv_impl):
     params = jax.tree.map(lambda p: p + 0.05, params)  # non-trivial biases
     x = snn.encode("rate", jax.random.uniform(jax.random.key(1), (3, *c.model.input_shape)), 4,
                    jax.random.key(2))
-    with_bias = lambda p, xx, info: layers.apply_synapse(p, xx, info, conv_impl=conv_impl)  # noqa: E731
 
-    def loss(prm, synapse):
-        out = snn.apply(prm, model, x, synapse=synapse)
+    def loss(prm, bias_in_synapse):
+        if bias_in_synapse:
+            def synapse(p, xx, info):
+                return layers.apply_synapse({"w": p["w"], "b": prm[info.name]["b"]}, xx, info,
+                                            conv_impl=conv_impl, bias=True)
+            zeroed = {n: {**p, "b": jnp.zeros_like(p["b"])} for n, p in prm.items()}
+            out = snn.apply(zeroed, model, x, synapse=synapse)
+        else:
+            out = snn.apply(prm, model, x)
         return jnp.sum(out.out_mem ** 2) + jnp.sum(out.logits), out
 
     vg = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
-    (l_f, out_f), g_f = vg(params, None)
-    (l_s, out_s), g_s = vg(params, with_bias)
+    (l_f, out_f), g_f = vg(params, False)
+    (l_s, out_s), g_s = vg(params, True)
     np.testing.assert_allclose(np.asarray(out_f.out_mem), np.asarray(out_s.out_mem), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(float(l_f), float(l_s), rtol=1e-5)
     for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(g_f), jax.tree.leaves(g_s)):

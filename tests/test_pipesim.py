@@ -41,7 +41,7 @@ def _reference(model, params, batches, delays, mode, lr=0.05):
             wb = jax.lax.stop_gradient(bwd[info.name]["w"])
             flat = xx.reshape(xx.shape[0], -1)
             return (flat @ wb + jax.lax.stop_gradient(flat) @ p["w"]
-                    - jax.lax.stop_gradient(flat @ wb) + p["b"])
+                    - jax.lax.stop_gradient(flat @ wb))  # bias: added by snn.apply
         return _loss(model, fwd, x, y, synapse)
 
     grad = jax.jit(jax.grad(loss))

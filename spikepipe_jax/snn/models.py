@@ -86,23 +86,21 @@ class Output(NamedTuple):
     logits: jax.Array        # [B, classes]
     out_spikes: jax.Array    # [T, B, classes] (zeros for membrane readout)
     out_mem: jax.Array       # [T, B, classes]
-    spike_counts: tuple      # per hidden layer: total spikes [B] (for rates / diagnostics)
 
 
 def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``.
 
-    ``synapse(layer_params, x, info)`` replaces :func:`layers.apply_synapse` when given (the
-    pipeline simulator uses it to run backward passes with other weight versions); it then
-    adds the bias itself. By default the synapse is ``apply_synapse(conv_impl=model.conv_impl,
-    bias=False)`` and each layer's bias is added inside its LIF loop (``lif_scan(bias=...)``).
+    A layer's synapse gives its op and pools *without* the bias, which is added inside the
+    layer's LIF loop (``lif_scan(bias=...)``: no pass of its own over ``[T, B, ...]``; pooling
+    commutes with it, see :func:`layers.apply_synapse`). The synapse is
+    ``apply_synapse(conv_impl=model.conv_impl, bias=False)`` unless ``synapse(layer_params, x,
+    info)`` is given (the pipeline simulator runs backward passes with other weight versions).
     """
-    fused_bias = synapse is None  # bias added inside the LIF loop (one pass fewer per layer)
     if synapse is None:
         synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False)
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
-    counts = []
     for info in model.infos:
         p = params[info.name]
         cur = synapse(p, x.reshape((t * b,) + x.shape[2:]), info)
@@ -112,12 +110,11 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
         spk, mem = neurons.lif_scan(
             cur, beta=beta, threshold=model.threshold,
             reset="none" if membrane_readout else model.reset,
-            surrogate=spike_fn, remat=model.remat, bias=p["b"] if fused_bias else None)
+            surrogate=spike_fn, remat=model.remat, bias=p["b"])
         if info.is_output:
             if membrane_readout:
-                return Output(mem.mean(0), jnp.zeros_like(mem), mem, tuple(counts))
-            return Output(spk.sum(0), spk, mem, tuple(counts))
-        counts.append(spk.reshape(t, b, -1).sum(axis=(0, 2)))
+                return Output(mem.mean(0), jnp.zeros_like(mem), mem)
+            return Output(spk.sum(0), spk, mem)
         x = spk
     raise AssertionError("unreachable: spec has an output layer")
 

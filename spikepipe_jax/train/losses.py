@@ -21,7 +21,7 @@ LOSSES = ("ce_count", "ce_mem", "mse_count")
 def per_example_loss(name: str, out: Output, labels: jax.Array, num_classes: int) -> jax.Array:
     """Loss of each example, ``[B]``. ``labels`` int ``[B]``."""
     if name == "ce_count":
-        return optax.softmax_cross_entropy_with_integer_labels(out.out_spikes.sum(0), labels)
+        return optax.softmax_cross_entropy_with_integer_labels(out.logits, labels)
     if name == "ce_mem":
         per_step = optax.softmax_cross_entropy_with_integer_labels(
             out.out_mem, jnp.broadcast_to(labels, out.out_mem.shape[:2]))
@@ -30,7 +30,7 @@ def per_example_loss(name: str, out: Output, labels: jax.Array, num_classes: int
         t = out.out_spikes.shape[0]
         onehot = jax.nn.one_hot(labels, num_classes, dtype=out.out_spikes.dtype)
         target = (0.8 * onehot + 0.2 * (1.0 - onehot)) * t
-        return jnp.mean((out.out_spikes.sum(0) - target) ** 2, axis=-1) / t
+        return jnp.mean((out.logits - target) ** 2, axis=-1) / t
     raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
 
 

@@ -47,8 +47,9 @@ class PipeSimState(NamedTuple):
 
 
 def _mixed_synapse(info, conv_impl: str = "xla"):
-    """``y = synapse(w_fwd, x)``; ``dx`` through ``w_bwd``; ``dw`` w.r.t. ``w_fwd``."""
-    synapse = functools.partial(layers.apply_synapse, info=info, conv_impl=conv_impl)
+    """``y = synapse(w_fwd, x)``; ``dx`` through ``w_bwd``; ``dw`` w.r.t. ``w_fwd`` (no bias:
+    ``snn.apply`` adds it in the LIF loop)."""
+    synapse = functools.partial(layers.apply_synapse, info=info, conv_impl=conv_impl, bias=False)
 
     @jax.custom_vjp
     def op(p_fwd, p_bwd, x):
@@ -105,8 +106,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
         xt = encode_fn(x, jax.random.fold_in(key, k))
 
         def loss_fn(fwd_params):
-            synapse = lambda p, xx, info: ops[info.name](
-                {"w": p["w"], "b": p["b"]}, {"w": bwd[info.name]["w"], "b": bwd[info.name]["b"]}, xx)
+            synapse = lambda p, xx, info: ops[info.name]({"w": p["w"]}, {"w": bwd[info.name]["w"]}, xx)
             out = snn.apply(fwd_params, model, xt, synapse=synapse)
             return loss_fn_from_output(out, y), out
 
