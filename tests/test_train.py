@@ -155,3 +155,14 @@ def test_resume_refuses_a_workdir_of_another_config(tmp_path):
     c.train.learning_rate = 0.5
     with pytest.raises(ValueError, match="another config.*train.learning_rate"):
         train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
+
+
+def test_output_layer_must_match_the_number_of_classes(tmp_path):
+    c = _cfg("fc_digits")
+    layers = [dict(l) for l in c.model.layers]
+    layers[-1]["features"] = 7
+    c.model.layers = layers
+    wd = tmp_path / "wd"
+    with pytest.raises(ValueError, match="7 units but dataset 'digits' has 10 classes"):
+        train.train_and_evaluate(c, str(wd), log=lambda s: None)
+    assert not wd.exists()

@@ -34,8 +34,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spikepipe_jax import data as data_lib
 from spikepipe_jax import snn
+from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
-from spikepipe_jax.train import checkpoint, losses
+from spikepipe_jax.train import checkpoint, losses, pipesim
 from spikepipe_jax.train import pipeline as pipeline_lib
 from spikepipe_jax.train.pipeline import make_base_optimizer
 
@@ -63,8 +64,8 @@ def validate_config(config) -> snn.ModelDef:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} local devices")
     pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
     simulate = config.pipeline.get("simulate", "none")
-    if simulate not in ("none", "stash", "no_stash"):
-        raise ValueError(f"unknown pipeline.simulate {simulate!r}; expected 'none', 'stash' or 'no_stash'")
+    if simulate not in ("none",) + pipesim.MODES:
+        raise ValueError(f"unknown pipeline.simulate {simulate!r}; expected one of {('none',) + pipesim.MODES}")
     if simulate != "none" and config.pipeline.get("mitigation", "none") != "none":
         raise ValueError("pipeline.simulate runs the plain pipeline; set pipeline.mitigation='none'")
     return model
@@ -173,7 +174,7 @@ def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> t
     n = len(x)
     n_dev = data_sharding.mesh.size
     batch_size = max(n_dev, batch_size - batch_size % n_dev)
-    correct = total_loss = 0.0
+    sums = []
     for i, start in enumerate(range(0, n, batch_size)):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         m = len(xb)
@@ -183,10 +184,10 @@ def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> t
             xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
             mask[m:] = 0
-        c, l = eval_fn(params, *jax.device_put((xb, yb, mask), data_sharding), jax.random.fold_in(key, i))
-        correct += float(c)
-        total_loss += float(l)
-    return correct / n, total_loss / n
+        sums.append(eval_fn(params, *jax.device_put((xb, yb, mask), data_sharding), jax.random.fold_in(key, i)))
+    # one transfer at the end: a float() per batch would wait for each batch before the next
+    sums = jax.device_get(sums)
+    return sum(float(c) for c, _ in sums) / n, sum(float(l) for _, l in sums) / n
 
 
 def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = logging.info) -> dict:
@@ -198,6 +199,10 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     dataset = data_lib.load_dataset(config.data.name, config.data.dir, num_steps=config.model.num_steps,
                                     max_train=config.data.max_train, max_test=config.data.max_test)
     snn.check_input_shape(model, dataset.input_shape)
+    if spec_lib.num_classes(model.infos) != dataset.num_classes:
+        raise ValueError(f"the network's output layer has {spec_lib.num_classes(model.infos)} units but "
+                         f"dataset {config.data.name!r} has {dataset.num_classes} classes "
+                         f"(model.layers: last features)")
     t_cfg = config.train
     num_steps = int(config.model.num_steps)
     steps_per_epoch = len(dataset.train_x) // t_cfg.batch_size
@@ -237,7 +242,6 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
         state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
         step_fn = make_train_step(model, tx, params_for_gradient=params_for_gradient, **common)
     else:  # faithful pipeline simulation (per-layer weight versions) instead of the buffer model
-        from spikepipe_jax.train import pipesim
         tx = make_base_optimizer(t_cfg, total_steps)
         delays = pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
         state = TrainState(params, pipesim.init_state(params, tx.init(params), delays,
