@@ -151,8 +151,6 @@ def micro_batch_graph(g: TaskGraph, m: int) -> TaskGraph:
             if e.src == e.dst:
                 continue
             edges.extend(Edge(f"U{s.layer}", f"{e.dst}@{k}", 1, e.bytes, e.tag) for k in range(m))
-        elif e.distance == 0:
-            edges.extend(Edge(f"{e.src}@{j}", f"{e.dst}@{j}", 0, e.bytes, e.tag) for j in range(m))
         else:
             edges.extend(Edge(f"{e.src}@{j}", f"{e.dst}@{j}", e.distance, e.bytes, e.tag) for j in range(m))
     for t in g.tasks:

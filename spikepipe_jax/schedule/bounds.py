@@ -282,25 +282,9 @@ def _check_p(processors: Any) -> None:
         raise ValueError(f"processors must be a positive integer, got {processors!r}")
 
 
-def lower_bound(g: TaskGraph, processors: int, *, splittable: bool = False) -> int:
-    """Integer lower bound on the period: ``ceil(max(T_inf, sum/P, longest task))``.
-
-    With ``splittable=True`` the longest-task term is dropped (tasks may be split); the iteration
-    bound is then computed with every splittable task shortened to 1/P of its duration (a piece
-    can be no shorter), so the result stays a valid bound for schedules of split graphs.
-    """
-    _check_p(processors)
-    parts = [Fraction(g.total_duration, processors)]
-    if splittable:
-        from spikepipe_jax.schedule.graph import Task, TaskGraph as TG
-        tasks = tuple(Task(t.name, (t.duration // processors) if t.split_extent > 1 else t.duration)
-                      for t in g.tasks)
-        parts.append(iteration_bound(TG(tasks, g.edges)))
-        parts.append(Fraction(max((t.duration for t in g.tasks if t.split_extent <= 1), default=0)))
-    else:
-        parts.append(iteration_bound(g))
-        parts.append(Fraction(max((t.duration for t in g.tasks), default=0)))
-    return max(1, math.ceil(max(parts)))
+def lower_bound(g: TaskGraph, processors: int) -> int:
+    """Integer lower bound on the period: ``ceil(max(T_inf, sum/P, longest task))``."""
+    return period_bounds(g, processors)["lower_bound"]
 
 
 def period_bounds(g: TaskGraph, processors: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from spikepipe_jax.schedule.graph import TaskGraph
 
@@ -89,15 +89,4 @@ def training_bytes(g: TaskGraph) -> int:
     return max(1, tot)
 
 
-def processor_map(placements: Iterable) -> dict[str, int]:
-    """``{task: processor}`` from placements (objects or dicts)."""
-    out = {}
-    for p in placements:
-        if isinstance(p, Mapping):
-            out[p["task"]] = int(p["processor"])
-        else:
-            out[p.task] = int(p.processor)
-    return out
-
-
-__all__ = ["CommModel", "bytes_communicated", "training_bytes", "processor_map"]
+__all__ = ["CommModel", "bytes_communicated", "training_bytes"]

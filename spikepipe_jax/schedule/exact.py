@@ -77,7 +77,7 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
     if n > max_tasks:
         raise ValueError(f"exact search is limited to {max_tasks} tasks, the graph has {n}")
     heur = modulo_schedule(g, processors, comm=comm, method="list")
-    lb = _bounds.lower_bound(g, processors)
+    lb = heur.info["lower_bound"]  # bounds.lower_bound(g, processors): no fixed / min_period
     dur = [t.duration for t in g.tasks]
     edges = []
     for e in g.edges:

@@ -306,7 +306,7 @@ def _list_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
                 key = (moved, start + dv, mrt[p].load, p) if comm_first else (start + dv, moved, mrt[p].load, p)
                 if best is None or key < best[0]:
                     best = (key, p, start)
-            elif best is None:
+            elif best is None and hi < lo + ii - 1:  # else the same window failed just now
                 start = mrt[p].earliest(lo, lo + ii - 1, dv)
                 if start is not None:
                     key = (start + dv, moved, mrt[p].load, p)
@@ -601,7 +601,7 @@ def _search(lb: int, ub: int, attempt: Callable[[int], object | None], rel_tol: 
 def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                     fixed: Mapping[str, int] | None = None, min_period: int | None = None,
                     method: str = "spikepipe", phases: Sequence[str] | None = None,
-                    prefer_fewer_bytes: bool = True) -> Schedule:
+                    prefer_fewer_bytes: bool = True, lower_bound: int | None = None) -> Schedule:
     """Smallest-period schedule found by the list / hybrid phases (module docstring), no splits.
 
     Args:
@@ -616,6 +616,8 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
         tasks are on loops, else the hybrid phase first, then the list phase.
       prefer_fewer_bytes: at the period found, also run the list phase that picks processors by
         bytes moved first (then finish time) and keep whichever moves fewer bytes.
+      lower_bound: ``bounds.lower_bound(g, processors)`` if the caller already has it (it is
+        computed otherwise).
 
     Returns:
       a valid :class:`Schedule` (``info["phase"]`` says which phase produced it).
@@ -634,7 +636,7 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
         fx = [int(fixed[t.name]) for t in g.tasks]
         if any(not 0 <= p < processors for p in fx):
             raise ValueError(f"fixed assignment uses a processor outside [0, {processors})")
-    lb = _bounds.lower_bound(g, processors)
+    lb = _bounds.lower_bound(g, processors) if lower_bound is None else lower_bound
     if fx is not None:
         loads = [0] * processors
         for v, p in enumerate(fx):
@@ -675,6 +677,7 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
                 return ph, r
         return None
 
+    names = [t.name for t in g.tasks]
     found = _search(lb, ub, attempt)
     if found is None:
         if fx is not None and len(set(fx)) > 1:
@@ -682,17 +685,14 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
         ii, (phase, (times, proc)) = seq_ii, ("sequential", (seq_t, seq_p))
     else:
         ii, (phase, (times, proc)) = found
-        if prefer_fewer_bytes and fx is None and any(b for _, _, _, b in sum(prep.preds, [])):
+        if prefer_fewer_bytes and fx is None and any(e.bytes for e in g.edges if e.src != e.dst):
             # same period, fewer bytes: the communication-first list phase, then local moves
-            names0 = [t.name for t in g.tasks]
-
             def moved(pr):
-                return bytes_communicated(g, dict(zip(names0, pr)))
+                return bytes_communicated(g, dict(zip(names, pr)))
             alt = run("list_comm", ii) if phase != "list_comm" else None
             if alt is not None and moved(alt[1]) < moved(proc):
                 phase, (times, proc) = "list_comm", alt
             times, proc = _reduce_comm(prep, processors, ii, list(times), list(proc))
-    names = [t.name for t in g.tasks]
     return normalize(g, processors, ii, dict(zip(names, proc)), dict(zip(names, times)),
                      method=method, comm=comm, info={"phase": phase, "lower_bound": lb})
 
@@ -730,12 +730,15 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
       the best valid schedule; ``info["split"]`` gives the pieces per split task.
     """
     def both(graph: TaskGraph, **info) -> Schedule:
-        cands = [modulo_schedule(graph, processors, comm=comm)]
+        lb = _bounds.lower_bound(graph, processors)
+        cands = [modulo_schedule(graph, processors, comm=comm, lower_bound=lb)]
         part = _stage_assignment(graph, processors)
         if part is not None:  # the standard pipeline's placement is one of the candidates
-            cands.append(modulo_schedule(graph, processors, comm=comm, fixed=part, phases=("list",)))
+            cands.append(modulo_schedule(graph, processors, comm=comm, fixed=part, phases=("list",),
+                                         lower_bound=lb))
         if any(e.bytes for e in graph.edges):
-            cands.append(modulo_schedule(graph, processors, comm=comm, phases=("affinity",)))
+            cands.append(modulo_schedule(graph, processors, comm=comm, phases=("affinity",),
+                                         lower_bound=lb))
         return _with_info(_pick(cands, comm_tolerance), **info)
 
     best = _with_info(unsplit, split={}) if unsplit is not None else both(g, split={})
@@ -758,12 +761,10 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
 def _stage_assignment(g: TaskGraph, processors: int) -> dict[str, int] | None:
     """Every task on the processor of its layer's stage, for the contiguous layer partition
     that minimises the largest stage load (as standard pipelining); None without layers."""
-    from spikepipe_jax.schedule.baselines import partition_min_max  # (baselines imports us)
+    from spikepipe_jax.schedule.baselines import _layer_costs, partition_min_max  # (baselines imports us)
     if any(t.layer < 0 for t in g.tasks) or not g.tasks:
         return None
-    costs = [0] * g.num_layers
-    for t in g.tasks:
-        costs[t.layer] += t.duration
+    costs = _layer_costs(g)
     part = partition_min_max(costs, min(processors, len(costs)))
     return {t.name: part[t.layer] for t in g.tasks}
 

@@ -119,8 +119,7 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
             raise ValueError(f"unknown method {name!r}; expected some of {METHODS}")
         validate(s)
         scheds[name] = s
-    total = sum(int(t.get("bytes_in", 0)) + int(t.get("bytes_out", 0)) + int(t.get("bytes_weights", 0))
-                for t in tasks) or training_bytes(g_base)
+    total = training_bytes(g_base)  # g_base's tasks carry the input tasks' bytes unchanged
     lb_split = None
     if split:
         lb_split = split_lower_bound(g_sp, processors, split_fn)
