@@ -131,7 +131,8 @@ def bench_scalesim(rows: int = 32, cols: int = 32, df: str = "ws") -> dict:
         for info in infos:
             layers.append(mapping.layer_gemms(info, 1, 1)["F"])
     m, k, n = (np.asarray(x, np.int32) for x in zip(*layers))
-    fn = jax.jit(lambda m, k, n: systolic.gemm_cost_unchecked(m, k, n, rows, cols, 1).cycles)
+    code = systolic.dataflow_code(df)
+    fn = jax.jit(lambda m, k, n: systolic.gemm_cost_unchecked(m, k, n, rows, cols, code).cycles)
     jax.block_until_ready(fn(m, k, n))
     t0 = time.perf_counter()
     ours = np.asarray(jax.block_until_ready(fn(m, k, n)))

@@ -61,16 +61,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from spikepipe_jax.hardware.systolic import dataflow_code, DATAFLOWS, gemm_cost_exact
+from spikepipe_jax.hardware.systolic import DATAFLOWS, _positive, dataflow_code, gemm_cost_exact
 from spikepipe_jax.spec import LayerInfo, parse_spec
-
-TASK_KINDS = ("F", "B", "W")
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _nbytes(count: int, bits: int) -> int:
@@ -140,20 +132,21 @@ def vector_cycles(info: LayerInfo, kind: str, batch: int, num_steps: int, lanes:
 
 
 def _validate(infos, batch, num_steps, rows, cols, dataflow, spike_bits, float_bits,
-              vector_lanes, input_bits) -> tuple[int, int]:
+              vector_lanes, input_bits) -> tuple[int, ...]:
+    """Checks the arguments of :func:`training_tasks`; returns ``(code, lanes, batch, num_steps,
+    rows, cols, spike_bits, float_bits, input_bits)`` as Python ints (``input_bits`` filled in)."""
     if len(infos) == 0:
         raise ValueError("infos is empty: need at least one weight layer")
     for i, info in enumerate(infos):
         if not isinstance(info, LayerInfo):
             raise ValueError(f"infos[{i}] must be a spec.LayerInfo, got {type(info).__name__}")
-    for name, v in (("batch", batch), ("num_steps", num_steps), ("rows", rows), ("cols", cols),
-                    ("spike_bits", spike_bits), ("float_bits", float_bits)):
-        _positive(name, v)
-    if input_bits is not None:
-        _positive("input_bits", input_bits)
+    sizes = [_positive(name, v) for name, v in (
+        ("batch", batch), ("num_steps", num_steps), ("rows", rows), ("cols", cols),
+        ("spike_bits", spike_bits), ("float_bits", float_bits))]
+    in_bits = sizes[4] if input_bits is None else _positive("input_bits", input_bits)
     if isinstance(vector_lanes, bool) or not isinstance(vector_lanes, int) or vector_lanes < 0:
         raise ValueError(f"vector_lanes must be a non-negative integer (0 = cols), got {vector_lanes!r}")
-    return dataflow_code(dataflow), (vector_lanes or cols)
+    return (dataflow_code(dataflow), vector_lanes or sizes[3], *sizes, in_bits)
 
 
 def training_tasks(infos: Sequence[LayerInfo], *, batch: int, num_steps: int, rows: int,
@@ -184,11 +177,11 @@ def training_tasks(infos: Sequence[LayerInfo], *, batch: int, num_steps: int, ro
     Raises:
       ValueError: naming the bad argument (non-positive sizes, unknown dataflow, ...).
     """
-    code, lanes = _validate(infos, batch, num_steps, rows, cols, dataflow, spike_bits,
-                            float_bits, vector_lanes, input_bits)
+    (code, lanes, batch, num_steps, rows, cols, spike_bits, float_bits,
+     in_bits0) = _validate(infos, batch, num_steps, rows, cols, dataflow, spike_bits, float_bits,
+                           vector_lanes, input_bits)
     df = DATAFLOWS[code]
     bt = batch * num_steps
-    in_bits0 = spike_bits if input_bits is None else input_bits
 
     def make(info: LayerInfo, kind: str) -> dict[str, Any]:
         l = info.index

@@ -35,12 +35,11 @@ its last output row, hence one less.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
-from spikepipe_jax.hardware.systolic import DATAFLOWS, dataflow_code
+from spikepipe_jax.hardware.systolic import DATAFLOWS, _positive, dataflow_code
 
 
 class SimResult(NamedTuple):
@@ -231,9 +230,7 @@ def simulate_gemm(a: np.ndarray, b: np.ndarray, rows: int, cols: int,
         raise ValueError(f"need a [M, K] and b [K, N], got shapes {a.shape} and {b.shape}")
     if min(a.shape + b.shape) <= 0:
         raise ValueError(f"empty operand: shapes {a.shape} and {b.shape}")
-    for name, v in (("rows", rows), ("cols", cols)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    rows, cols = _positive("rows", rows), _positive("cols", cols)
     code = dataflow_code(dataflow)
     if DATAFLOWS[code] == "os":
         out, folds, drain, useful, pe_macs = _simulate_os(a, b, rows, cols)
@@ -244,10 +241,3 @@ def simulate_gemm(a: np.ndarray, b: np.ndarray, rows: int, cols: int,
         out = out_t.T
     return SimResult(out=out, cycles=int(sum(folds)), fold_cycles=folds, drain_cycles=int(drain),
                      macs=int(useful), pe_macs=pe_macs)
-
-
-def expected_fold_count(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> int:
-    """Folds the simulator runs (the same tiling as SCALE-Sim), for tests and docs."""
-    code = dataflow_code(dataflow)
-    sr, sc = [(m, n), (k, n), (k, m)][code]
-    return math.ceil(sr / rows) * math.ceil(sc / cols)

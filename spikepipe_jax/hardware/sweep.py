@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 from spikepipe_jax.hardware import mapping
-from spikepipe_jax.hardware.systolic import DATAFLOWS, dataflow_code, gemm_cost_unchecked
+from spikepipe_jax.hardware.systolic import (DATAFLOWS, dataflow_code, gemm_cost,
+                                             gemm_cost_unchecked)
 from spikepipe_jax.spec import LayerInfo
 
 _SIZES = (8, 16, 32, 64, 128, 256)
@@ -96,14 +97,12 @@ def evaluate_grid(m, k, n, rows, cols, dataflows: Sequence[Any]) -> dict[str, np
         raise ValueError("m, k, n must have the same length")
     if len(arrs["rows"]) != len(arrs["cols"]):
         raise ValueError("rows and cols must have the same length")
-    rmin, cmin = int(arrs["rows"].min()), int(arrs["cols"].min())
-    m64, k64, n64 = (arrs[x].astype(np.int64) for x in "mkn")
-    worst = np.maximum(np.maximum(-(-m64 // rmin) * -(-n64 // cmin),     # os folds
-                                  -(-k64 // rmin) * -(-n64 // cmin)),    # ws folds
-                       -(-k64 // rmin) * -(-m64 // cmin))                # is folds
+    codes = np.asarray([dataflow_code(d) for d in dataflows], np.int32)
+    # Folds only grow as R and C shrink: the smallest R and C bound them (exact int64 NumPy).
+    worst = gemm_cost(arrs["m"][:, None], arrs["k"][:, None], arrs["n"][:, None],
+                      arrs["rows"].min(), arrs["cols"].min(), codes[None, :]).folds
     if np.any(worst > 2**31 - 1):
         raise ValueError("too many folds for int32: GEMM sizes too large for these array shapes")
-    codes = np.asarray([dataflow_code(d) for d in dataflows], np.int32)
     folds, fold_cycles, eff, util = jax.device_get(evaluate_grid_device(
         arrs["m"], arrs["k"], arrs["n"], arrs["rows"], arrs["cols"], codes))
     folds, fold_cycles = np.asarray(folds, np.int64), np.asarray(fold_cycles, np.int64)

@@ -123,7 +123,8 @@ def _select(code, os_val, ws_val, is_val, xp):
 
 
 def _cost(m, k, n, rows, cols, code, xp) -> GemmCost:
-    """The closed form, over any array module ``xp`` (numpy or jax.numpy); no validation."""
+    """The closed form, over an array module ``xp`` (numpy, jax.numpy, or :class:`_PyScalar` for
+    Python scalars); no validation."""
     sr = _select(code, m, k, k, xp)
     sc = _select(code, n, n, m, xp)
     t = _select(code, k, m, n, xp)
@@ -138,6 +139,14 @@ def _cost(m, k, n, rows, cols, code, xp) -> GemmCost:
     mapping_eff = (sr / (rows * row_folds)) * (sc / (cols * col_folds))
     compute_util = mapping_eff * (t / util_fold_cycles)
     return GemmCost(cycles, folds, fold_cycles, mapping_eff, compute_util)
+
+
+class _PyScalar:
+    """The part of an array namespace that :func:`_cost` uses, on Python scalars (exact ints)."""
+
+    @staticmethod
+    def where(cond, x, y):
+        return x if cond else y
 
 
 def gemm_cost_unchecked(m, k, n, rows, cols, code) -> GemmCost:
@@ -249,16 +258,7 @@ def gemm_cost_exact(m: int, k: int, n: int, rows: int, cols: int,
     sizes = _check_sizes(m=m, k=k, n=n, rows=rows, cols=cols)
     if any(v.ndim for v in sizes.values()):
         raise ValueError("gemm_cost_exact takes scalars; use gemm_cost for arrays")
-    code = dataflow_code(dataflow)
-    m_, k_, n_, r_, c_ = (int(v) for v in sizes.values())
-    sr, sc, t = [(m_, n_, k_), (k_, n_, m_), (k_, m_, n_)][code]
-    row_folds, col_folds = -(-sr // r_), -(-sc // c_)
-    folds = row_folds * col_folds
-    fold_cycles = r_ + c_ + t - 2 + (0 if code == 0 else r_)
-    util_fold_cycles = fold_cycles if code == 0 else fold_cycles + c_ - 1
-    mapping_eff = (sr / (r_ * row_folds)) * (sc / (c_ * col_folds))
-    return GemmCost(folds * fold_cycles - 1, folds, fold_cycles, mapping_eff,
-                    mapping_eff * t / util_fold_cycles)
+    return _cost(*(int(v) for v in sizes.values()), dataflow_code(dataflow), xp=_PyScalar)
 
 
 def best_dataflow(m: int, k: int, n: int, rows: int, cols: int) -> str:
