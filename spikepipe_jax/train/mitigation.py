@@ -496,7 +496,7 @@ def make_mitigated_optimizer(base_optimizer: optax.GradientTransformation,
     where ``delay_or_dc`` is :func:`delays.delayed_gradients` or, for ``dc_*``,
     :func:`delay_compensated_gradients` (which needs ``position="before"``: it corrects
     gradients, not optimiser updates). The optimiser state is the tuple of those states.
-    ``"none"`` returns exactly :func:`delays.make_delayed_optimizer`.
+    ``"none"`` gives the same chain as :func:`delays.make_delayed_optimizer`.
 
     Args:
       base_optimizer: e.g. ``optax.adam(lr)``.
@@ -536,8 +536,6 @@ def make_mitigated_optimizer(base_optimizer: optax.GradientTransformation,
             momentum=hp.get("dc_momentum", 0.95), eps=hp.get("dc_eps", 1e-7),
             stale_weights="ema" if dc[0] == "dc_asgd_ema" else "stash")
         parts = [front, base_optimizer]
-    elif names == ("none",):
-        return delays_lib.make_delayed_optimizer(base_optimizer, delays, position)
     else:
         delay = delays_lib.delayed_gradients(delays)
         parts = [delay, base_optimizer] if position == "before" else [base_optimizer, delay]

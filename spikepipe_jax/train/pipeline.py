@@ -17,7 +17,6 @@ from typing import Callable, Optional
 
 import optax
 
-NAMED_DELAYS = ("none", "1f1b", "fully_pipelined")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 
 
@@ -53,22 +52,11 @@ def resolve_delays(pipeline_cfg, num_layers: int) -> list[int]:
         raise ValueError(f"pipeline.delay_scale must be a non-negative integer, got {scale!r}")
     if isinstance(spec, str) and spec.replace(",", "").replace(" ", "").isdigit():
         spec = [int(v) for v in spec.split(",")]  # "3,2,1,0" from the command line
-    if isinstance(spec, str):
-        if spec not in NAMED_DELAYS:
-            raise ValueError(f"unknown pipeline.delays {spec!r}; expected one of {NAMED_DELAYS} or a list of ints")
-        if spec == "none":
-            delays = [0] * num_layers
-        else:
-            from spikepipe_jax.schedule import delays_for
-            delays = list(delays_for(spec, num_layers=num_layers))
-    else:
-        delays = list(spec)
-        if len(delays) != num_layers:
-            raise ValueError(f"pipeline.delays has {len(delays)} entries but the network has {num_layers} "
-                             f"weight layers")
-        for i, d in enumerate(delays):
-            if isinstance(d, bool) or not isinstance(d, int) or d < 0:
-                raise ValueError(f"pipeline.delays[{i}] must be a non-negative integer, got {d!r}")
+    from spikepipe_jax.schedule import delays_for
+    try:
+        delays = delays_for(spec, num_layers=num_layers)
+    except ValueError as err:
+        raise ValueError(f"bad pipeline.delays {spec!r} for {num_layers} weight layers: {err}") from err
     return [int(d) * scale for d in delays]
 
 
@@ -85,6 +73,6 @@ def make_optimizer(config, model, total_steps: Optional[int] = None
     if not any(delays) and mitigation == "none":
         return base, None
     from spikepipe_jax.train import delays as delays_lib
-    tree = {info.name: d for info, d in zip(model.infos, delays)}
-    return delays_lib.make_training_optimizer(base, tree, mitigation=mitigation,
+    return delays_lib.make_training_optimizer(base, delays_lib.layer_delays(delays),
+                                              mitigation=mitigation,
                                               position=config.pipeline.delay_position)
