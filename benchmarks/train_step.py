@@ -311,11 +311,13 @@ def make_spyx_step(spec: dict) -> tuple[Callable[[], None], dict]:
     train_step = spyx.optimize.make_train_step(loss_fn)
     xn, yn = _rate_inputs(spec)
     x, y = jnp.asarray(xn), jnp.asarray(yn)
-    box = {"key": jax.random.key(1)}
+    # keys split beforehand: an eager split per step would be one more dispatch in Spyx's time
+    keys = list(jax.random.split(jax.random.key(1), 64))
+    box = {"i": 0}
 
     def step():
-        box["key"], k = jax.random.split(box["key"])
-        jax.block_until_ready(train_step(model, optimizer, x, y, k))
+        box["i"] += 1
+        jax.block_until_ready(train_step(model, optimizer, x, y, keys[box["i"] % len(keys)]))
 
     return step, {"spyx": spyx.__version__, "flax": flax.__version__, "jax": jax.__version__}
 
@@ -467,9 +469,10 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
     for ni, net in enumerate(nets):
         workers: dict[str, _Worker] = {}
         results: dict[str, dict] = {}
+        specs = {label: net_spec(net, batch, num_steps, overrides) for label, _, overrides in variants}
         try:
             for label, base, overrides in variants:
-                spec = net_spec(net, batch, num_steps, overrides)
+                spec = specs[label]
                 python = sys.executable if base == "spikepipe_jax" else peer_python
                 env = _worker_env(base, overrides, malloc_tuning, xla_flags)
                 workers[label] = _Worker(label, base, spec, python, env, timeout_s)
@@ -494,14 +497,12 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
         finally:
             for w in workers.values():
                 w.close()
-        spec0 = net_spec(net, batch, num_steps)
-        flop = gemm_flops_per_step(spec0)
         if "matmul" in results:
             mt = results.pop("matmul")["matmul_times"]
             matmul_gflops = {k: 2 * matmul_size ** 3 / statistics.median(v) / 1e9 for k, v in mt.items()}
             out({"matmul": {"size": matmul_size, "xla_gflops": round(matmul_gflops["xla"], 1),
                             "numpy_gflops": round(matmul_gflops["numpy"], 1), "samples": len(mt["xla"])}})
-        speeds, fastest = {}, {}
+        speeds, fastest, flops = {}, {}, {}
         for label, base, overrides in variants:
             res = results[label]
             rec: dict[str, Any] = {"framework": base, "net": net}
@@ -516,9 +517,10 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
                         "step_s": round(med, 5), "step_s_min": round(min(res["times"]), 5),
                         "cpu_s": round(statistics.median(res["cpu_times"]), 5),
                         "compile_s": round(res["compile_s"], 2), "steps": len(res["times"]),
-                        "batch": batch, "num_steps": spec0["num_steps"]})
+                        "batch": batch, "num_steps": specs[label]["num_steps"]})
             rec.update(res.get("info", {}))
-            if base == "spikepipe_jax":
+            if base == "spikepipe_jax":  # the variant's own network (overrides may change it)
+                flops[label] = flop = gemm_flops_per_step(specs[label])
                 rec["gemm_gflop_per_step"] = round(flop / 1e9, 6)
                 rec["gemm_gflops"] = round(flop / med / 1e9, 2)
             speeds[label] = batch / med
@@ -534,9 +536,10 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
                     summary[f"{label}/{plabel} fastest_steps"] = round(fastest[label] / fastest[plabel], 2)
             if matmul_gflops:
                 best = max(matmul_gflops.values())
-                summary[f"{label} gemm_fraction_of_matmul"] = round(flop * speeds[label] / batch / 1e9 / best, 3)
+                summary[f"{label} gemm_fraction_of_matmul"] = round(
+                    flops[label] * speeds[label] / batch / 1e9 / best, 3)
                 summary[f"{label} gemm_fraction_of_matmul fastest_step"] = round(
-                    flop * fastest[label] / batch / 1e9 / best, 3)
+                    flops[label] * fastest[label] / batch / 1e9 / best, 3)
         out(summary)
     out({"machine_after": {"loadavg": [round(v, 2) for v in os.getloadavg()]}})
     return records
@@ -562,12 +565,9 @@ def main(argv):
                   malloc_tuning=FLAGS.malloc_tuning, xla_flags=FLAGS.xla_flags,
                   matmul_size=FLAGS.matmul_size, timeout_s=FLAGS.worker_timeout_s, emit=emit)
     if FLAGS.out:
-        folder = os.path.dirname(os.path.abspath(FLAGS.out))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, FLAGS.out)
+        from spikepipe_jax.io import atomic_write_text
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+        atomic_write_text(FLAGS.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@
 Writes OUT/delay_study.{json,md,csv} and OUT/delay_study.png; re-running skips finished runs.
 """
 
-import sys
+import functools
 
 from absl import app, flags
+
+from spikepipe_jax.experiments import exit_with_error
 
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _NETS = flags.DEFINE_list("nets", ["fc_digits", "conv_digits", "deep_digits"], "Network configs.")
@@ -29,13 +31,8 @@ def main(argv):
     from spikepipe_jax.train import delay_study
     from spikepipe_jax.report import write_delay_study
 
-    def settings_for(net):
-        s = list(delay_study.BASE_SETTINGS)
-        if net in _MITIGATE.value:
-            s += delay_study.MITIGATION_SETTINGS
-        if net in _SIMULATE.value:
-            s += delay_study.SIMULATOR_SETTINGS
-        return [x for x in s if not _SETTINGS.value or x.name in _SETTINGS.value]
+    settings_for = functools.partial(delay_study.settings_for, mitigate_nets=_MITIGATE.value,
+                                     simulate_nets=_SIMULATE.value, only=_SETTINGS.value or ())
 
     def overrides(config, net):
         if _DATA_DIR.value:
@@ -47,8 +44,7 @@ def main(argv):
         records = delay_study.run_study(_NETS.value, settings_for, range(_SEEDS.value), _OUT.value,
                                         config_arg="smoke" if _SMOKE.value else "", overrides=overrides)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(e)
     paths = write_delay_study(records, _OUT.value)
     print(open(paths["md"]).read())
     print("wrote", ", ".join(sorted(paths.values())))

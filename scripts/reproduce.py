@@ -12,6 +12,7 @@ finished stages unless --force):
   4. schedule     SpikePipe vs GPipe / 1F1B / ZB-H1 over P, arrays, dataflows; Gantt charts
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,8 @@ import sys
 import time
 
 from absl import app, flags
+
+from spikepipe_jax.experiments import exit_with_error
 
 _OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md and everything else.")
 _SCALE = flags.DEFINE_enum("scale", "quick", ["smoke", "quick", "full"],
@@ -108,13 +111,8 @@ def stage_delay_study(params):
         from spikepipe_jax.report import write_delay_study
         from spikepipe_jax.train import delay_study as ds
 
-        def settings_for(net):
-            s = list(ds.BASE_SETTINGS)
-            if net in params["mitigate_nets"]:
-                s += ds.MITIGATION_SETTINGS
-            if net in params["simulate_nets"]:
-                s += ds.SIMULATOR_SETTINGS
-            return [x for x in s if not params["settings"] or x.name in params["settings"]]
+        settings_for = functools.partial(ds.settings_for, mitigate_nets=params["mitigate_nets"],
+                                         simulate_nets=params["simulate_nets"], only=params["settings"] or ())
 
         records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
                                config_arg=params.get("arg", ""), log=lambda m: _log("  " + m))
@@ -186,8 +184,7 @@ def main(argv):
     out, scale = _OUT.value, SCALES[_SCALE.value]
     unknown = set(_STAGES.value) - set(scale)
     if unknown:
-        print(f"error: unknown stage(s) {sorted(unknown)}; expected {sorted(scale)}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(ValueError(f"unknown stage(s) {sorted(unknown)}; expected {sorted(scale)}"))
     t0 = time.time()
     builders = dict(train=stage_train, delay_study=stage_delay_study, cost_model=stage_cost_model,
                     schedule=stage_schedule)
@@ -197,8 +194,7 @@ def main(argv):
             results[name] = _stage(out, name, dict(scale[name], scale=_SCALE.value),
                                    builders[name](scale[name]), _FORCE.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(e)
     header = dict(command=" ".join(["python -m scripts.reproduce"] + sys.argv[1:]), scale=_SCALE.value,
                   wall_s=round(time.time() - t0, 1), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                   f"{platform.system()} {platform.release()}", python=platform.python_version())

@@ -17,6 +17,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from spikepipe_jax.experiments import exit_with_error  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Network/experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for metrics.jsonl, config.json and checkpoints.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -31,9 +33,7 @@ def main(argv):
     try:
         summary = train.train_and_evaluate(config, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FloatingPointError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(e)
     print(f"final test accuracy: {summary['test_accuracy']:.4f} "
           f"({summary['step']} steps, {summary['wall_s']:.1f} s, workdir {_WORKDIR.value})", flush=True)
 
@@ -42,12 +42,11 @@ def parse_flags(argv):
     """absl flag parsing with a one-line error (unknown config key, bad value) instead of a traceback."""
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, (KeyError, AttributeError)):
-            msg = f"unknown config key {msg} in {[a for a in argv[1:] if a.startswith('--config.')]}"
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
+    except (KeyError, AttributeError) as e:
+        keys = [a for a in argv[1:] if a.startswith("--config.")]
+        exit_with_error(ValueError(f"unknown config key {str(e).strip() or type(e).__name__} in {keys}"))
+    except (flags.Error, ValueError, TypeError) as e:
+        exit_with_error(e)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,15 @@ def load_config(net: str, arg: str = ""):
     return module.get_config(arg)
 
 
+def exit_with_error(e: BaseException) -> None:
+    """The scripts' bad-input exit: one ``error: ...`` line (the message's first line, or the
+    exception type when it has none) on stderr, exit status 1, no traceback."""
+    import sys
+    msg = str(e).strip()
+    print(f"error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
+    sys.exit(1)
+
+
 def network_specs(names) -> dict:
     """``{name: parse_spec(...)}`` for network configs ``configs/<name>.py``."""
     from spikepipe_jax import spec
@@ -36,8 +45,6 @@ def network_specs(names) -> dict:
 
 def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes: int = 0) -> dict:
     """Runs the sweep and writes its outputs into ``out``; returns ``{name: path}``."""
-    import matplotlib.pyplot as plt
-
     from spikepipe_jax.hardware import sweep
     from spikepipe_jax.io import atomic_save_figure, atomic_write_text
 
@@ -56,8 +63,7 @@ def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes
                        ("utilization", sweep.plot_utilization)):
         fig = plot(result, ref)
         paths[name] = os.path.join(out, f"{name}.png")
-        atomic_save_figure(paths[name], fig, dpi=110)
-        plt.close(fig)
+        atomic_save_figure(paths[name], fig, dpi=110)  # a plain Figure (no pyplot state to close)
     logging.info("%d rows; wrote %s", len(result["cycles"]), ", ".join(paths.values()))
     return paths
 

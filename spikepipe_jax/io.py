@@ -49,9 +49,14 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def atomic_save_figure(path: str, fig, dpi: int = 120) -> None:
-    """Saves a matplotlib figure as PNG atomically."""
+def png_bytes(fig, dpi: int = 120) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box)."""
     import io as _io
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_save_figure(path: str, fig, dpi: int = 120) -> None:
+    """Saves a matplotlib figure as PNG atomically."""
+    atomic_write_bytes(path, png_bytes(fig, dpi))

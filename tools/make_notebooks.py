@@ -48,14 +48,13 @@ assert (snn.fast_sigmoid()(x) == (x > 0)).all()'''),
 plt.plot(grad[:, 0]); plt.xlabel("time step t"); plt.ylabel("d(spike count)/d I[t]")
 print("finite:", bool(jnp.isfinite(grad).all()))'''),
     new_markdown_cell("## Train a spiking network on the bundled digits\n`configs/fc_digits.py` with a few epochs."),
-    new_code_cell('''import importlib, tempfile, json
+    new_code_cell('''import importlib, tempfile
 from spikepipe_jax import train
 config = importlib.import_module("configs.fc_digits").get_config()
 config.train.epochs = 3
 workdir = tempfile.mkdtemp()
 summary = train.train_and_evaluate(config, workdir, log=lambda m: None)
-recs = [json.loads(l) for l in open(f"{workdir}/metrics.jsonl")]
-acc = [r["test_accuracy"] for r in recs if "test_accuracy" in r and not r.get("final")]
+acc = [a for _, a in train.eval_curve(workdir)]
 plt.plot(range(1, len(acc) + 1), acc, "o-"); plt.xlabel("epoch"); plt.ylabel("test accuracy")
 print("test accuracy", summary["test_accuracy"])'''),
 ]
@@ -81,7 +80,7 @@ L = 8
 print("1F1B           ", delays_for("1f1b", num_layers=L))
 print("fully pipelined", delays_for("fully_pipelined", num_layers=L))'''),
     new_markdown_cell("## Train the deep network with and without 1F1B delays (and a mitigation)"),
-    new_code_cell('''import importlib, tempfile, json
+    new_code_cell('''import importlib, tempfile
 curves = {}
 for name, delays, mitigation in [("no delay", "none", "none"), ("1F1B delays", "1f1b", "none"),
                                  ("1F1B + weight prediction", "1f1b", "weight_prediction")]:
@@ -90,8 +89,7 @@ for name, delays, mitigation in [("no delay", "none", "none"), ("1F1B delays", "
     c.pipeline.delays, c.pipeline.mitigation = delays, mitigation
     wd = tempfile.mkdtemp()
     s = train.train_and_evaluate(c, wd, log=lambda m: None)
-    recs = [json.loads(l) for l in open(f"{wd}/metrics.jsonl")]
-    curves[name] = [r["test_accuracy"] for r in recs if "test_accuracy" in r and not r.get("final")]
+    curves[name] = [a for _, a in train.eval_curve(wd)]
     print(f"{name:28s} test accuracy {s['test_accuracy']:.3f}")
 for name, acc in curves.items():
     plt.plot(range(1, len(acc) + 1), acc, "o-", label=name)
@@ -139,6 +137,8 @@ def main():
     here.mkdir(exist_ok=True)
     for name, cells in [("01_lif_surrogate_bptt", NB1), ("02_delayed_gradients", NB2),
                         ("03_cost_model_scheduling", NB3)]:
+        for i, cell in enumerate(cells):  # fixed ids: regenerating gives the same files
+            cell["id"] = f"{name[:2]}-{i:02d}"
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "colab": {"provenance": []}})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
+
+from spikepipe_jax.io import png_bytes
 
 
 def _plt():
@@ -16,10 +17,10 @@ def _plt():
 
 
 def figure_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    """PNG bytes of a pyplot figure, which is then closed."""
+    data = png_bytes(fig)
     _plt().close(fig)
-    return buf.getvalue()
+    return data
 
 
 def accuracy_curves_png(records: Sequence[dict], title: str = "Test accuracy vs epoch") -> bytes:

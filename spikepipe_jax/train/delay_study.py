@@ -58,6 +58,22 @@ SIMULATOR_SETTINGS = (
 )
 
 
+def settings_for(net: str, *, mitigate_nets: Sequence[str] = (), simulate_nets: Sequence[str] = (),
+                 only: Sequence[str] = ()) -> list[Setting]:
+    """The settings a network runs: the base ones, plus the mitigations / the pipeline simulator
+    for the networks listed; ``only`` (names) keeps a subset and must name known settings."""
+    known = {x.name for x in BASE_SETTINGS + MITIGATION_SETTINGS + SIMULATOR_SETTINGS}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; expected names from {sorted(known)}")
+    s = list(BASE_SETTINGS)
+    if net in mitigate_nets:
+        s += MITIGATION_SETTINGS
+    if net in simulate_nets:
+        s += SIMULATOR_SETTINGS
+    return [x for x in s if not only or x.name in only]
+
+
 def _finished(workdir: str, config) -> Optional[dict]:
     """The final summary of a finished run with the same config, else None."""
     mpath, cpath = os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "config.json")
