@@ -454,6 +454,11 @@ def test_iterate_batches_shuffled_epoch():
     np.testing.assert_array_equal(seen, np.random.default_rng(0).permutation(10)[:8])
     for bx, by in batches:
         np.testing.assert_array_equal(bx[:, 0], by)  # x and y stay paired
+    later = list(data.iterate_batches(x, y, 4, rng=np.random.default_rng(0), start=1))
+    assert len(later) == len(batches) - 1
+    for (a, b), (c, d) in zip(later, batches[1:]):  # resuming mid-epoch: the same remaining batches
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
     again = list(data.iterate_batches(x, y, 4, rng=np.random.default_rng(0)))
     np.testing.assert_array_equal(np.concatenate([b[1] for b in again]), seen)
 

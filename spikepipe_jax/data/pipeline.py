@@ -11,7 +11,7 @@ from spikepipe_jax.data import base
 
 def iterate_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *,
                     rng: np.random.Generator, shuffle: bool = True,
-                    drop_last: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    drop_last: bool = True, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields one epoch of ``(x_batch, y_batch)`` pairs along the leading axis.
 
     Args:
@@ -23,6 +23,8 @@ def iterate_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *,
       shuffle: visit samples in a random order; else in index order.
       drop_last: drop the final partial batch so every batch has exactly ``batch_size``
         samples (fixed shapes, no re-compilation). With ``N < batch_size`` nothing is yielded.
+      start: skip the epoch's first ``start`` batches (the same permutation is drawn: a run
+        resumed mid-epoch sees the batches it would have seen).
 
     Yields:
       ``(x[idx], y[idx])`` for consecutive slices ``idx`` of the (permuted) index order.
@@ -34,6 +36,6 @@ def iterate_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *,
         raise ValueError(f"x has {n} samples but y has {len(y)}")
     order = rng.permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size]
+    for first in range(start * batch_size, stop, batch_size):
+        idx = order[first:first + batch_size]
         yield x[idx], y[idx]

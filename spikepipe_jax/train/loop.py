@@ -270,14 +270,12 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     test_acc = test_loss = float("nan")
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
-        perm = np.random.default_rng([config.seed, epoch]).permutation(len(dataset.train_x))
-        for i in range(offset, steps_per_epoch):
-            idx = perm[i * t_cfg.batch_size:(i + 1) * t_cfg.batch_size]
-            xb, yb = jax.device_put((dataset.train_x[idx], dataset.train_y[idx]), data_sharding)
-            state, m = train_step(state, xb, yb, train_key)
+        for xb, yb in data_lib.iterate_batches(dataset.train_x, dataset.train_y, t_cfg.batch_size,
+                                               rng=np.random.default_rng([config.seed, epoch]), start=offset):
+            state, m = train_step(state, *jax.device_put((xb, yb), data_sharding), train_key)
             step += 1
             window.append(m)
-            window_n += len(idx)
+            window_n += len(yb)
             if step % t_cfg.log_every_steps == 0 or step == total_steps:
                 loss = float(np.mean([float(w["loss"]) for w in window]))
                 acc = float(np.mean([float(w["accuracy"]) for w in window]))
