@@ -119,11 +119,10 @@ def _literal(v: str) -> Any:
 
 def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict] = None) -> dict:
     """The framework-neutral description of ``configs/<net>.py`` that every worker builds from."""
-    import importlib
-
     from spikepipe_jax import spec as spec_lib
+    from spikepipe_jax.experiments import load_config
 
-    config = importlib.import_module(f"configs.{net}").get_config()
+    config = load_config(net)
     for k, v in (overrides or {}).items():
         if k.startswith(("model.", "data.", "train.")):
             section, field = k.split(".", 1)

@@ -166,19 +166,25 @@ def test_bad_reset_and_empty_time_axis():
 @pytest.mark.parametrize("beta", [0.8, 1.0, 1.3])
 def test_matrix_bptt_equals_scan_bptt(reset, beta):
     """The scalar-beta fast path (BPTT as one [T, T] GEMM) against differentiating the scan
-    (``remat=True`` takes the plain scan path): gradients w.r.t. currents, beta and mem0."""
+    (a plain ``lax.scan`` over the public ``lif_step``): gradients w.r.t. currents, beta and mem0."""
     rng = np.random.default_rng(3)
     cur = jnp.asarray(rng.normal(0.4, 0.9, (12, 3, 5)).astype(np.float32))
     mem0 = jnp.asarray(rng.normal(0.0, 0.5, (3, 5)).astype(np.float32))
     g_spk = jnp.asarray(rng.normal(size=cur.shape).astype(np.float32))
     g_mem = jnp.asarray(rng.normal(size=cur.shape).astype(np.float32))
 
-    def loss(c, b, m0, remat):
-        spk, mem = snn.lif_scan(c, beta=b, reset=reset, mem0=m0, surrogate=snn.fast_sigmoid(), remat=remat)
+    def loss(c, b, m0, fast):
+        if fast:
+            spk, mem = snn.lif_scan(c, beta=b, reset=reset, mem0=m0, surrogate=snn.fast_sigmoid())
+        else:
+            def body(m, cur):
+                m, s = snn.lif_step(m, cur, beta=b, reset=reset, surrogate=snn.fast_sigmoid())
+                return m, (s, m)
+            spk, mem = jax.lax.scan(body, m0, c)[1]
         return jnp.sum(spk * g_spk) + jnp.sum(mem * g_mem)
 
-    fast = jax.grad(loss, argnums=(0, 1, 2))(cur, jnp.float32(beta), mem0, False)
-    ref = jax.grad(loss, argnums=(0, 1, 2))(cur, jnp.float32(beta), mem0, True)
+    fast = jax.grad(loss, argnums=(0, 1, 2))(cur, jnp.float32(beta), mem0, True)
+    ref = jax.grad(loss, argnums=(0, 1, 2))(cur, jnp.float32(beta), mem0, False)
     for a, b in zip(fast, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
     if beta > 1.0:
@@ -190,7 +196,7 @@ def test_matrix_bptt_equals_scan_bptt(reset, beta):
 @pytest.mark.parametrize("bias_shape", [(5,), (1, 5), ()])
 def test_bias_inside_loop_equals_bias_added_to_currents(reset, remat, bias_shape):
     """``lif_scan(c, bias=b)`` == ``lif_scan(c + b)``: values and gradients w.r.t. currents, bias,
-    beta (the matrix-BPTT path for subtract/none, the plain scan for zero and remat)."""
+    beta (the matrix-BPTT path for subtract/none, with or without remat; the plain scan for zero)."""
     rng = np.random.default_rng(7)
     cur = jnp.asarray(rng.normal(0.3, 0.9, (10, 3, 5)).astype(np.float32))
     bias = jnp.asarray(rng.normal(0.2, 0.5, bias_shape).astype(np.float32))

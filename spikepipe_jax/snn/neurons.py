@@ -88,7 +88,10 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
       currents: ``[T, ...]`` input currents.
       beta, threshold, reset, surrogate, reset_grad: as in :func:`lif_step`.
       mem0: initial membrane ``[...]`` (default zeros, as snnTorch's ``init_leaky``).
-      remat: wrap the step in ``jax.checkpoint`` (recompute in the backward pass; memory for long T).
+      remat: wrap the step in ``jax.checkpoint`` (recompute in the backward pass; memory for long
+        T). It applies to the reverse-time scan (per-neuron beta, ``reset="zero"``,
+        ``reset_grad``); the scalar-beta subtract/none path keeps only the membranes for its
+        matrix BPTT, which is all a checkpointed step would keep, so it ignores ``remat``.
       bias: optional array broadcastable to ``currents.shape[1:]`` (e.g. a layer's ``[F]``
         bias), added to every step's current inside the loop: the same values as
         ``lif_scan(currents + bias)`` without a separate pass over ``[T, ...]`` (XLA does
@@ -116,7 +119,7 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
 
         return jax.lax.scan(jax.checkpoint(body) if remat else body, mem0, currents)[1]
 
-    if (reset in ("subtract", "none") and not reset_grad and not remat and jnp.ndim(beta) == 0
+    if (reset in ("subtract", "none") and not reset_grad and jnp.ndim(beta) == 0
             and isinstance(threshold, (int, float))):
         # The loop emits only the membranes; the spikes are one elementwise pass after it (the
         # same values; through the surrogate, the same gradients): a loop step is then one

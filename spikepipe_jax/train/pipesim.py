@@ -96,17 +96,18 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
     delays = [int(d) for d in delays]
     if len(delays) != len(names):
         raise ValueError(f"{len(delays)} delays for {len(names)} layers")
-    ops = {info.name: _mixed_synapse(info, model.conv_impl) for info in model.infos}
+    ops = {info.name: _mixed_synapse(info, model.conv_impl) for info in model.infos} if mode == "no_stash" else {}
 
     def train_step(state, x, y, key):
         k = state.step
         sim: PipeSimState = state.opt_state
         fwd = {n: _version(sim.history[n], k - d, d + 1) for n, d in zip(names, delays)}
-        bwd = fwd if mode == "stash" else {n: state.params[n] for n in names}
         xt = encode_fn(x, jax.random.fold_in(key, k))
 
         def loss_fn(fwd_params):
-            synapse = lambda p, xx, info: ops[info.name]({"w": p["w"]}, {"w": bwd[info.name]["w"]}, xx)
+            # stash: the backward pass uses the forward's weights, i.e. ordinary autodiff
+            synapse = None if mode == "stash" else (
+                lambda p, xx, info: ops[info.name]({"w": p["w"]}, {"w": state.params[info.name]["w"]}, xx))
             out = snn.apply(fwd_params, model, xt, synapse=synapse)
             return loss_fn_from_output(out, y), out
 
