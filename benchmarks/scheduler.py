@@ -126,12 +126,10 @@ def quality(num_graphs: int) -> list[dict]:
 
 
 def _loop_share(g) -> float:
-    from spikepipe_jax.schedule.bounds import _sccs
-    n = len(g.tasks)
-    succ = [[] for _ in range(n)]
-    for e in g.edges:
-        succ[g.index[e.src]].append(g.index[e.dst])
-    return sum(len(c) for c in _sccs(n, succ) if len(c) > 1) / max(1, n)
+    from spikepipe_jax.schedule import CommModel
+    from spikepipe_jax.schedule.listsched import _Prep
+    prep = _Prep(g, CommModel())
+    return sum(prep.in_loop) / max(1, prep.n)
 
 
 def main(argv):

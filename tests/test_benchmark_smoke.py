@@ -58,3 +58,15 @@ def test_parse_variant():
         train_step.parse_variant("jaxsnn")
     with pytest.raises(ValueError, match="key=value"):
         train_step.parse_variant("spyx[oops]")
+
+
+def test_ab_step_times_each_tree_and_rejects_a_non_checkout(repo_root, tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks.ab_step", "--nets=fc_small", "--steps=2", "--rounds=2",
+           ".", ".|--xla_cpu_use_xnnpack=false"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [l for l in proc.stdout.splitlines() if " median " in l]
+    assert len(rows) == 2 and all("(2 steps)" in r for r in rows)
+    bad = subprocess.run(cmd[:-2] + [str(tmp_path)], cwd=repo_root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "not a checkout" in bad.stderr
+    assert "Traceback" not in bad.stderr
