@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping, Sequence
 
+from spikepipe_jax.schedule.bounds import _check_p
 from spikepipe_jax.schedule.comm import CommModel
 from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph, is_training_graph, with_update_distances
 from spikepipe_jax.schedule.listsched import modulo_schedule
@@ -48,8 +49,7 @@ MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 
 
 def _check(g: TaskGraph, processors: int) -> int:
-    if isinstance(processors, bool) or not isinstance(processors, int) or processors <= 0:
-        raise ValueError(f"processors must be a positive integer, got {processors!r}")
+    _check_p(processors)
     if not is_training_graph(g):
         raise ValueError("standard pipelining baselines need a training graph with one F, B and W "
                          "task per layer (kinds F/B/W, layers 0..L-1)")

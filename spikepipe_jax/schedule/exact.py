@@ -29,17 +29,13 @@ from typing import Sequence
 
 import spikepipe_jax.schedule.bounds as _bounds
 from spikepipe_jax.schedule.comm import CommModel
-from spikepipe_jax.schedule.graph import TaskGraph, relax_longest, topological_order
-from spikepipe_jax.schedule.listsched import modulo_schedule
+from spikepipe_jax.schedule.graph import TaskGraph, relax_longest
+from spikepipe_jax.schedule.listsched import _gaps_mod, _min_offset, _Prep, modulo_schedule
 from spikepipe_jax.schedule.validate import Schedule, normalize
 
 
 class SearchLimit(ValueError):
     """Raised when the exact search exceeds its node budget."""
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -((-a) // b)
 
 
 def _positive_cycle(nodes: Sequence[int], cons: Sequence[tuple[int, int, int]]) -> bool:
@@ -71,27 +67,15 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
     Raises:
       ValueError: bad P, more than ``max_tasks`` tasks; :class:`SearchLimit` past ``node_limit``.
     """
-    if isinstance(processors, bool) or not isinstance(processors, int) or processors <= 0:
-        raise ValueError(f"processors must be a positive integer, got {processors!r}")
+    _bounds._check_p(processors)
     n = len(g.tasks)
     if n > max_tasks:
         raise ValueError(f"exact search is limited to {max_tasks} tasks, the graph has {n}")
     heur = modulo_schedule(g, processors, comm=comm, method="list")
     lb = heur.info["lower_bound"]  # bounds.lower_bound(g, processors): no fixed / min_period
-    dur = [t.duration for t in g.tasks]
-    edges = []
-    for e in g.edges:
-        edges.append((g.index[e.src], g.index[e.dst], e.distance, comm.transfer_cycles(e.bytes)))
-    succ: list[list[int]] = [[] for _ in range(n)]
-    for u, v, _, _ in edges:
-        succ[u].append(v)
-    comps = _bounds._sccs(n, succ)
-    in_loop = [False] * n
-    for comp in comps:
-        if len(comp) > 1:
-            for v in comp:
-                in_loop[v] = True
-    rank = {v: i for i, v in enumerate(topological_order(g))}
+    # _Prep gives self-loops transfer 0: harmless, both ends are on one processor
+    prep = _Prep(g, comm)
+    dur, edges, in_loop, rank = prep.dur, prep.edges, prep.in_loop, prep.rank
     loop = sorted((v for v in range(n) if in_loop[v]), key=lambda v: rank[v])
     rest = sorted((v for v in range(n) if not in_loop[v]), key=lambda v: -dur[v])
     loop_edges = [(u, v, d, tr) for u, v, d, tr in edges if in_loop[u] and in_loop[v] and u != v]
@@ -112,14 +96,10 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
             return True
 
         def cons_of(placed: set[int]) -> list[tuple[int, int, int]]:
-            out = []
-            for u, v, d, tr in loop_edges:
-                if u in placed and v in placed:
-                    c = tr if proc[u] != proc[v] else 0
-                    out.append((u, v, _ceil_div(pos[u] + dur[u] + c - pos[v], ii) - d))
-            return out
+            return [(u, v, _min_offset(ii, pos, dur, proc, u, v, d, tr))
+                    for u, v, d, tr in loop_edges if u in placed and v in placed]
 
-        def pack(i: int, gaps: list[list[int]]) -> bool:
+        def pack(i: int, gaps: list[tuple[int, int, int]]) -> bool:
             nodes[0] += 1
             if nodes[0] > node_limit:
                 raise SearchLimit(f"exact search exceeded {node_limit} nodes")
@@ -136,32 +116,18 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
                 if not busy[p]:
                     tried.add((size, True))  # empty processors are interchangeable
                 proc[v], pos[v] = p, x % ii
-                gaps[gi] = [size - dur[v], p, x + dur[v]]
+                gaps[gi] = (size - dur[v], p, x + dur[v])
                 if pack(i + 1, gaps):
                     return True
-                gaps[gi] = [size, p, x]
+                gaps[gi] = (size, p, x)
             return False
-
-        def gaps_now() -> list[list[int]]:
-            out = []
-            for p in range(processors):
-                ivs = sorted(busy[p])
-                if not ivs:
-                    out.append([ii, p, 0])
-                    continue
-                x = ivs[0][1]
-                for a, b in ivs[1:] + [(ivs[0][0] + ii, 0)]:
-                    if a > x:
-                        out.append([a - x, p, x % ii])
-                    x = max(x, b)
-            return out
 
         def place(i: int, placed: set[int], used: int) -> bool:
             nodes[0] += 1
             if nodes[0] > node_limit:
                 raise SearchLimit(f"exact search exceeded {node_limit} nodes")
             if i == len(loop):
-                return pack(0, gaps_now())
+                return pack(0, _gaps_mod(busy, ii))
             v = loop[i]
             d = dur[v]
             for p in range(min(processors, used + 1)):
@@ -189,11 +155,8 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
         found = feasible(ii)
         if found is not None:
             proc, pos = found
-            cons = []
-            for u, v, d, tr in edges:
-                c = tr if proc[u] != proc[v] else 0
-                cons.append((u, v, _ceil_div(pos[u] + dur[u] + c - pos[v], ii) - d))
-            k = _longest(n, cons)
+            k = _longest(n, [(u, v, _min_offset(ii, pos, dur, proc, u, v, d, tr))
+                             for u, v, d, tr in edges])
             names = [t.name for t in g.tasks]
             times = {names[v]: pos[v] + k[v] * ii for v in range(n)}
             return normalize(g, processors, ii, dict(zip(names, proc)), times, method="exact",

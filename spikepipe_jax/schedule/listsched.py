@@ -59,7 +59,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import spikepipe_jax.schedule.bounds as _bounds
 from spikepipe_jax.schedule.comm import CommModel, bytes_communicated
@@ -469,6 +469,14 @@ def _reduce_comm(prep: _Prep, procs: int, ii: int, t: list[int], proc: list[int]
     return t, proc
 
 
+def _min_offset(ii: int, pos: Sequence[int], dur: Sequence[int], proc: Sequence[int],
+                u: int, v: int, d: int, tr: int) -> int:
+    """Least ``k_v - k_u`` for edge u -> v (distance d, transfer tr between processors):
+    ``ceil((pos_u + t_u + c_uv - pos_v) / ii) - d``, c_uv = tr unless on one processor."""
+    c = tr if proc[u] != proc[v] else 0
+    return -((pos[v] - pos[u] - dur[u] - c) // ii) - d  # ceil(x / ii) == -((-x) // ii)
+
+
 def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
              max_passes: int = 100) -> list[int] | None:
     r"""Integer offsets k with k_v - k_u >= ceil((pos_u + t_u + c_uv - pos_v) / ii) - d, or None.
@@ -477,11 +485,7 @@ def _offsets(prep: _Prep, ii: int, pos: Sequence[int], proc: Sequence[int],
     taken as a positive cycle (this phase is a heuristic: a miss only loses a solution).
     """
     n, dur = prep.n, prep.dur
-    cons = []
-    for u, v, d, tr in prep.edges:
-        c = tr if proc[u] != proc[v] else 0
-        w = -((pos[v] - pos[u] - dur[u] - c) // ii) - d  # ceil(x / ii) == -((-x) // ii)
-        cons.append((u, v, w))
+    cons = [(u, v, _min_offset(ii, pos, dur, proc, u, v, d, tr)) for u, v, d, tr in prep.edges]
     order = prep.rank
     cons.sort(key=lambda c: (prep.comp[c[0]], order[c[0]]))
     return relax_longest(n, cons, max_passes)
@@ -545,16 +549,21 @@ def _hybrid_phase(prep: _Prep, procs: int, ii: int, h: Sequence[int],
 
 def _free_gaps(mrt: Sequence[_MRT], ii: int) -> list[tuple[int, int, int]]:
     """Maximal free intervals ``(length, processor, start)`` of each table modulo ii."""
+    return _gaps_mod([{(a % ii, a % ii + (b - a)) for a, b in zip(m.s, m.e)} for m in mrt], ii)
+
+
+def _gaps_mod(busy: Sequence[Iterable[tuple[int, int]]], ii: int) -> list[tuple[int, int, int]]:
+    """Maximal free intervals ``(length, processor, start)`` modulo ii, given each processor's
+    non-overlapping busy intervals ``[a, b)`` with a in [0, ii) and 0 < b - a <= ii."""
     out = []
-    for p, m in enumerate(mrt):
-        busy = sorted({(a % ii, a % ii + (b - a)) for a, b in zip(m.s, m.e)})
-        if not busy:
+    for p, ivs in enumerate(busy):
+        ivs = sorted(ivs)
+        if not ivs:
             out.append((ii, p, 0))
             continue
         # unroll one turn starting at the first busy interval
-        first = busy[0][0]
-        x = busy[0][1]
-        for a, b in busy[1:] + [(first + ii, first + ii)]:
+        first, x = ivs[0]
+        for a, b in ivs[1:] + [(first + ii, first + ii)]:
             if a > x:
                 out.append((a - x, p, x % ii))
             x = max(x, b)
@@ -625,8 +634,7 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
     Raises:
       ValueError: P not a positive integer, or ``fixed`` missing tasks / out of range.
     """
-    if isinstance(processors, bool) or not isinstance(processors, int) or processors <= 0:
-        raise ValueError(f"processors must be a positive integer, got {processors!r}")
+    _bounds._check_p(processors)
     prep = _Prep(g, comm)
     fx = None
     if fixed is not None:
