@@ -82,6 +82,12 @@ def check_max(max_train: int, max_test: int) -> None:
             raise ValueError(f"{label} must be an integer >= 0 (0 = all), got {value!r}")
 
 
+def check_num_steps(num_steps: int) -> None:
+    """Raises ValueError unless ``num_steps`` (T, the number of time bins) is an integer >= 1."""
+    if not is_int(num_steps) or num_steps < 1:
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+
+
 def truncate(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Keeps the first ``n`` samples (all when ``n == 0``)."""
     if n > 0:

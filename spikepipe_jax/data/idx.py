@@ -151,12 +151,11 @@ def load_idx_dataset(name: str, data_dir: str, *, max_train: int = 0,
     base.require_dir(data_dir, name, EXPECTED_FILES)
     train_x, train_y = _load_split(data_dir, "train", max_train)
     test_x, test_y = _load_split(data_dir, "test", max_test)
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise ValueError(
-            f"{data_dir}: training images are {train_x.shape[1:3]} but test images are "
-            f"{test_x.shape[1:3]}")
-    return base.Dataset(name=name, train_x=train_x, train_y=train_y, test_x=test_x,
-                        test_y=test_y, num_classes=NUM_CLASSES)
+    try:  # the Dataset checks that training and test images have the same size
+        return base.Dataset(name=name, train_x=train_x, train_y=train_y, test_x=test_x,
+                            test_y=test_y, num_classes=NUM_CLASSES)
+    except ValueError as e:
+        raise ValueError(f"{data_dir}: {e}") from e
 
 
 def load_mnist(data_dir: str, *, max_train: int = 0, max_test: int = 0) -> base.Dataset:

@@ -58,9 +58,14 @@ def decode_events(raw: np.ndarray) -> dict[str, np.ndarray]:
     Returns:
       Dict with ``x``, ``y`` (``int32 [n]``), ``p`` (``int32 [n]``, 0 = OFF, 1 = ON) and
       ``t`` (``int64 [n]``, microseconds).
+
+    Raises:
+      ValueError: the size is not a multiple of 5 bytes.
     """
     if raw.size % EVENT_BYTES:
-        raise ValueError(f"{raw.size} bytes is not a multiple of {EVENT_BYTES}")
+        raise ValueError(
+            f"{raw.size} bytes is not a multiple of {EVENT_BYTES}; expected N-MNIST events of 40 "
+            f"bits (x, y, polarity + 23-bit timestamp); truncated or wrong format")
     ev = raw.reshape(-1, EVENT_BYTES).astype(np.int64)  # [n, 5]
     return {
         "x": ev[:, 0].astype(np.int32),
@@ -72,6 +77,9 @@ def decode_events(raw: np.ndarray) -> dict[str, np.ndarray]:
 
 def read_events(path: str) -> dict[str, np.ndarray]:
     """Reads one N-MNIST ``.bin`` file.
+
+    The result is valid input for the binning: ``x``, ``y`` lie in 0..33 (checked here) and
+    ``p`` in {0, 1} (a single bit), so :func:`load_nmnist` bins it without checking it again.
 
     Args:
       path: path of the event file.
@@ -85,17 +93,30 @@ def read_events(path: str) -> dict[str, np.ndarray]:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"N-MNIST event file {path!r} not found")
-    raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size % EVENT_BYTES:
-        raise ValueError(
-            f"{path}: {raw.size} bytes is not a multiple of {EVENT_BYTES}; expected N-MNIST "
-            f"events of 40 bits (x, y, polarity + 23-bit timestamp); truncated or wrong format")
-    events = decode_events(raw)
-    for axis in ("x", "y"):
+    try:
+        events = decode_events(np.fromfile(path, dtype=np.uint8))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    for axis in ("x", "y"):  # decoded from one byte each, so never negative
         if events[axis].size and events[axis].max() >= SENSOR:
             raise ValueError(f"{path}: event {axis} address {int(events[axis].max())} outside "
                              f"0..{SENSOR - 1} (the 34x34 N-MNIST sensor)")
     return events
+
+
+def _bin_events(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, num_steps: int,
+                binary: bool) -> np.ndarray:
+    """:func:`events_to_frames` without the checks: the inputs must already be valid."""
+    size = num_steps * SENSOR * SENSOR * POLARITIES
+    if t.size == 0:
+        return np.zeros((num_steps, SENSOR, SENSOR, POLARITIES), np.float32)
+    t0, t1 = t.min(), t.max()
+    k = (num_steps * (t - t0)) // (t1 - t0 + 1)  # [n] int64 in 0..T-1
+    flat = ((k * SENSOR + y) * SENSOR + x) * POLARITIES + p
+    counts = np.bincount(flat, minlength=size)
+    if binary:
+        counts = counts > 0
+    return counts.astype(np.float32).reshape(num_steps, SENSOR, SENSOR, POLARITIES)
 
 
 def events_to_frames(events: dict[str, np.ndarray], num_steps: int, *,
@@ -109,28 +130,22 @@ def events_to_frames(events: dict[str, np.ndarray], num_steps: int, *,
 
     Returns:
       ``float32 [T, 34, 34, 2]`` frames indexed ``[k, y, x, polarity]``.
+
+    Raises:
+      ValueError: bad ``num_steps``, event arrays of different lengths, or ``x``/``y``
+        outside 0..33 or ``p`` outside {0, 1}.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1 for N-MNIST frames, got {num_steps!r}")
-    size = num_steps * SENSOR * SENSOR * POLARITIES
-    t = np.asarray(events["t"], np.int64)
-    if t.size == 0:
-        return np.zeros((num_steps, SENSOR, SENSOR, POLARITIES), np.float32)
-    x, y, p = (np.asarray(events[a], np.int64) for a in ("x", "y", "p"))
+    base.check_num_steps(num_steps)
+    x, y, p, t = (np.asarray(events[a], np.int64) for a in ("x", "y", "p", "t"))
     if not x.shape == y.shape == p.shape == t.shape:
         raise ValueError(f"event arrays differ in length: x {x.shape}, y {y.shape}, p {p.shape}, "
                          f"t {t.shape}")
-    for name, v, hi in (("x", x, SENSOR), ("y", y, SENSOR), ("p", p, POLARITIES)):
-        if v.min() < 0 or v.max() >= hi:
-            raise ValueError(f"event {name} values must lie in 0..{hi - 1}, found "
-                             f"{int(v.min())}..{int(v.max())}")
-    t0, t1 = t.min(), t.max()
-    k = (num_steps * (t - t0)) // (t1 - t0 + 1)  # [n] in 0..T-1
-    flat = ((k * SENSOR + y) * SENSOR + x) * POLARITIES + p
-    counts = np.bincount(flat, minlength=size)
-    if binary:
-        counts = counts > 0
-    return counts.astype(np.float32).reshape(num_steps, SENSOR, SENSOR, POLARITIES)
+    if t.size:
+        for name, v, hi in (("x", x, SENSOR), ("y", y, SENSOR), ("p", p, POLARITIES)):
+            if v.min() < 0 or v.max() >= hi:
+                raise ValueError(f"event {name} values must lie in 0..{hi - 1}, found "
+                                 f"{int(v.min())}..{int(v.max())}")
+    return _bin_events(x, y, p, t, num_steps, binary)
 
 
 def list_files(split_dir: str) -> tuple[list[str], np.ndarray]:
@@ -170,7 +185,8 @@ def _load_split(split_dir: str, num_steps: int, limit: int, binary: bool):
         paths, labels = paths[:limit], labels[:limit]
     x = np.empty((len(paths), num_steps, SENSOR, SENSOR, POLARITIES), np.float32)
     for i, path in enumerate(paths):
-        x[i] = events_to_frames(read_events(path), num_steps, binary=binary)
+        ev = read_events(path)  # checks the file; the binning checks nothing again
+        x[i] = _bin_events(ev["x"], ev["y"], ev["p"], ev["t"], num_steps, binary)
     return x, labels
 
 
@@ -192,8 +208,7 @@ def load_nmnist(data_dir: str, num_steps: int, *, max_train: int = 0, max_test: 
       A temporal :class:`Dataset` named ``"nmnist"``, ``x`` of shape ``[N, T, 34, 34, 2]``.
     """
     base.check_max(max_train, max_test)
-    if not base.is_int(num_steps) or num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1 for N-MNIST, got {num_steps!r}")
+    base.check_num_steps(num_steps)
     base.require_dir(data_dir, "nmnist", EXPECTED_FILES)
     train_x, train_y = _load_split(os.path.join(data_dir, "Train"), num_steps, max_train, binary)
     test_x, test_y = _load_split(os.path.join(data_dir, "Test"), num_steps, max_test, binary)
