@@ -161,7 +161,9 @@ def _linear_backward_scan(mem_scan):
         t = jnp.arange(mem.shape[0])
         lag = t[None, :] - t[:, None]  # [T, T]: s - t
         m = jnp.where(lag >= 0, b ** jnp.maximum(lag, 0).astype(mem.dtype), 0.0)
-        delta = (m @ local.reshape(mem.shape[0], -1)).reshape(mem.shape)
+        # full f32 (no TF32 on GPUs): it replaces the exact f32 reverse-time recurrence
+        delta = jnp.matmul(m, local.reshape(mem.shape[0], -1),
+                           precision=jax.lax.Precision.HIGHEST).reshape(mem.shape)
         prev = jnp.concatenate([mem0[None], mem[:-1]], axis=0)  # U_{t-1}
         (d_beta,) = clip_vjp(jnp.sum(delta * prev).astype(mem.dtype))
         # d bias: delta summed over time and the axes the bias was broadcast along
