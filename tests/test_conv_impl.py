@@ -193,12 +193,22 @@ def test_maxpool_gradient_goes_to_first_maximum(window, shape):
 
 
 def test_max_first_block_axis_and_nan():
-    x = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0], [jnp.nan, 1.0, 2.0, 0.5]])
+    inf = jnp.inf
+    x = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0], [jnp.nan, 1.0, 2.0, 0.5],
+                     [1.0, jnp.nan, 5.0, jnp.nan], [-inf, -inf, -inf, -inf], [2.0, inf, inf, 1.0]])
     y, vjp = jax.vjp(lambda v: layers.max_first(v, (1,)), x)
-    (g,) = vjp(jnp.asarray([10.0, 20.0, 30.0]))
-    np.testing.assert_array_equal(np.asarray(y)[:2], [3.0, 0.0])
-    assert np.isnan(np.asarray(y)[2])
-    np.testing.assert_array_equal(np.asarray(g), [[0, 10, 0, 0], [20, 0, 0, 0], [0, 0, 0, 30]])
+    (g,) = vjp(jnp.asarray([10.0, 20.0, 30.0, 40.0, 50.0, 60.0]))
+    y = np.asarray(y)
+    np.testing.assert_array_equal(y[[0, 1, 4, 5]], [3.0, 0.0, -inf, inf])
+    assert np.isnan(y[2]) and np.isnan(y[3])
+    # PyTorch's MaxPool2d: first of equal maxima; a NaN wins, the last NaN of a window
+    expected = [[0, 10, 0, 0], [20, 0, 0, 0], [30, 0, 0, 0], [0, 0, 0, 40], [50, 0, 0, 0], [0, 60, 0, 0]]
+    np.testing.assert_array_equal(np.asarray(g), expected)
+    # a window over two axes (row-major order: the same windows) takes the elementwise path
+    y2, vjp2 = jax.vjp(lambda v: layers.max_first(v, (1, 2)), x.reshape(6, 2, 2))
+    (g2,) = vjp2(jnp.asarray([10.0, 20.0, 30.0, 40.0, 50.0, 60.0]))
+    np.testing.assert_array_equal(np.asarray(y2), y)
+    np.testing.assert_array_equal(np.asarray(g2).reshape(6, 4), expected)
     with pytest.raises(ValueError, match="window of 256"):
         layers.max_first(jnp.zeros((2, 256)), (1,))
 
@@ -259,3 +269,18 @@ def test_chunked_weight_gradient_equals_lax_conv(geom, monkeypatch):
     out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, 1))(x, wt, dy)
     for u, v in zip(out, ref):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(37, 50, 3), (37, 3, 50), (8, 16, 16)])
+def test_dense_matches_matmul(shape):
+    """``layers.dense`` (custom VJP choosing the weight-gradient GEMM's layout) against plain
+    ``x @ w``: values, and both gradients, for narrow (F < K), wide and square weights."""
+    m, k, f = shape
+    rng = np.random.default_rng(0)
+    x, w, g = (jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in ((m, k), (k, f), (m, f)))
+    y, vjp = jax.vjp(layers.dense, x, w)
+    y_ref, vjp_ref = jax.vjp(lambda a, b: a @ b, x, w)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-6, atol=1e-6)
+    for got, ref in zip(jax.jit(vjp)(g), vjp_ref(g)):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)

@@ -187,8 +187,11 @@ def _im2col_bwd(stride, padding, block, res, dy):
     bs = block * stride
     wb_rows = wb.reshape(pk, pk * c, block * block * f)
     dxp = None
+    g = cols.shape[0] if cols.ndim == 3 else 1
+    dyg = dyb.reshape(g, -1, dyb.shape[1])  # the weight gradient's chunks: one layout of dy
     for u in range(pk):
-        dcu = (dyb @ wb_rows[u].T).reshape(n, nbh, nbw, pk * c)
+        wu = jnp.broadcast_to(wb_rows[u], (g,) + wb_rows[u].shape)
+        dcu = jax.lax.dot_general(dyg, wu, (((2,), (2,)), ((0,), (0,)))).reshape(n, nbh, nbw, pk * c)
         _, vjp = jax.vjp(lambda xr: _width_patches(xr, pk, bs, nbw), jnp.zeros((n, nbh, wp, c), dy.dtype))
         (ru,) = vjp(dcu)  # [n, nbh, wp, c]: gradient of input rows u + bs * I
         ru = jax.lax.pad(ru, jnp.zeros((), ru.dtype),
@@ -275,10 +278,43 @@ def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, 
 def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str) -> jax.Array:
     """:func:`apply_op` without the bias."""
     if info.kind == "dense":
-        return x.reshape(x.shape[0], -1) @ w
+        return dense(x.reshape(x.shape[0], -1), w)
     if resolve_conv_impl(conv_impl) == "im2col":
         return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info))
     return _conv_xla(x, w, info.stride, info.padding)
+
+
+@jax.custom_vjp
+def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` for ``x: [M, K]``, ``w: [K, F]``, with the weight gradient's product laid out
+    for the CPU's GEMM.
+
+    The same values and gradients as ``x @ w``; only the layout of the weight-gradient GEMM
+    differs. Autodiff computes ``dw = x^T g`` as an ``[K, M] x [M, F]`` product, whose output
+    rows are ``F`` wide: for a readout layer (``F = 10``, ``K = 1000``, ``M = T*B = 3200``)
+    that product runs on Eigen at ~2.0 ms, while ``g^T x`` (``[F, K]``, rows ``K`` wide) takes
+    ~0.75 ms and its ``[F, K] -> [K, F]`` transpose is tiny. So when ``F < K`` the gradient is
+    computed as ``(g^T x)^T``, with an optimisation barrier between the product and the
+    transpose (XLA would otherwise fold the transpose back into the product's layout).
+    """
+    return x @ w
+
+
+def _dense_fwd(x, w):
+    return x @ w, (x, w)
+
+
+def _dense_bwd(res, g):
+    x, w = res
+    dx = g @ w.T
+    if w.shape[1] < w.shape[0]:
+        dw = jax.lax.optimization_barrier(g.T @ x).T
+    else:
+        dw = x.T @ g
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -291,7 +327,8 @@ def max_first(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     gradient of ``jnp.max`` instead splits ties evenly, which is both different from the
     reference frameworks and slower: it keeps a float mask of the input's size.) The
     forward pass keeps only the argmax, as ``uint8`` (windows of at most 255 elements).
-    With a NaN in a window the max is NaN and the gradient goes to the window's last element.
+    With a NaN in a window the max is NaN and the gradient goes to the window's last NaN,
+    as in PyTorch (whose scan moves the argmax to every NaN it meets).
     """
     return _max_first_fwd(x, axes)[0]
 
@@ -306,15 +343,38 @@ def _window_slices(x: jax.Array, axes: tuple[int, ...]):
         yield x[tuple(index)]
 
 
+def _first_max_better(a, b):
+    """Reduction comparator of :func:`_max_first_fwd`: ``(value, index)`` pairs ordered as
+    PyTorch's ``MaxPool2d`` scan picks them (a NaN beats every number, the later of two NaNs
+    wins; among equal numbers the earlier index wins). A total order, so the reduction is
+    deterministic whatever order XLA combines the elements in."""
+    (va, ia), (vb, ib) = a, b
+    na, nb = jnp.isnan(va), jnp.isnan(vb)
+    take_b = jnp.where(na | nb, nb & (~na | (ib > ia)), (vb > va) | ((vb == va) & (ib < ia)))
+    return jnp.where(take_b, vb, va), jnp.where(take_b, ib, ia)
+
+
 def _max_first_fwd(x, axes):
     size = math.prod(x.shape[a] for a in axes)
     if size > 255:
         raise ValueError(f"max_first: window of {size} elements (at most 255)")
+    if len(axes) == 1:
+        # One variadic reduction gives the max and its window index (uint8) in one pass. XLA
+        # does not fuse a reduction into its consumers, so the backward select reads this small
+        # index instead of recomputing it from x (it did with the elementwise form below:
+        # conv_medium's first pool, over the im2col block axis, read its 88 MB input again in
+        # the backward pass, 18 ms -> 5 ms). Over two window axes (``pool``) XLA:CPU emits
+        # this reduction ~10x slower than the elementwise form, so those keep the latter.
+        window = np.arange(size, dtype=np.uint8).reshape([size if a in axes else 1 for a in range(x.ndim)])
+        init = (jnp.array(-jnp.inf, x.dtype), jnp.array(255, jnp.uint8))
+        m, idx = jax.lax.reduce((x, jnp.broadcast_to(window, x.shape)), init, _first_max_better, axes)
+        return m, (idx, x.shape)
+    # PyTorch's scan over the window, elementwise: the argmax moves on a greater value or a NaN
     parts = list(_window_slices(x, axes))
-    m = functools.reduce(jnp.maximum, parts)
-    idx = jnp.full(m.shape, size - 1, jnp.uint8)
-    for k in range(size - 2, -1, -1):
-        idx = jnp.where(parts[k] == m, jnp.uint8(k), idx)
+    m, idx = parts[0], jnp.zeros(parts[0].shape, jnp.uint8)
+    for k in range(1, size):
+        take = (parts[k] > m) | jnp.isnan(parts[k])
+        m, idx = jnp.where(take, parts[k], m), jnp.where(take, jnp.uint8(k), idx)
     return m, (idx, x.shape)
 
 
