@@ -166,3 +166,17 @@ def test_output_layer_must_match_the_number_of_classes(tmp_path):
     with pytest.raises(ValueError, match="7 units but dataset 'digits' has 10 classes"):
         train.train_and_evaluate(c, str(wd), log=lambda s: None)
     assert not wd.exists()
+
+
+def test_step_metrics_finite_flag():
+    """``finite`` is False for a single NaN or +-inf anywhere in the gradients, True for huge but
+    finite ones (whose plain sum would overflow)."""
+    import jax.numpy as jnp
+    from spikepipe_jax.train import loop
+    out = snn.models.Output(jnp.zeros((2, 3)), None, None)
+    base = {"a": jnp.full((4, 5), 3e38, jnp.float32), "b": {"c": -jnp.full((7,), 3e38, jnp.float32)}}
+    check = jax.jit(lambda g: loop.step_metrics(0.0, out, np.zeros(2, np.int32), g)["finite"])
+    assert bool(check(base))
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        assert not bool(check({**base, "a": base["a"].at[2, 3].set(bad)}))
+        assert not bool(check({**base, "b": {"c": base["b"]["c"].at[6].set(bad)}}))
