@@ -23,13 +23,14 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 from absl import app, flags
 
 from benchmarks import train_step
 from spikepipe_jax.experiments import exit_with_error
 
-FLAGS = flags.FLAGS  # --nets, --steps, --rounds: defined by benchmarks.train_step
+FLAGS = flags.FLAGS  # --nets, --steps, --rounds, --settle_s: defined by benchmarks.train_step
 
 _WORKER = """
 import json, sys, time
@@ -77,6 +78,7 @@ def main(argv):
         times = {v: [] for v in variants}
         for r, steps in enumerate(train_step._split(FLAGS.steps, FLAGS.rounds)):
             for v, w in (list(zip(variants, workers)) if r % 2 == 0 else list(zip(variants, workers))[::-1]):
+                time.sleep(FLAGS.settle_s)  # the other worker's threads go idle (see train_step)
                 w.stdin.write(f"{steps}\n")
                 w.stdin.flush()
                 times[v] += json.loads(w.stdout.readline())

@@ -8,7 +8,10 @@ Measures samples/s of one whole jitted training step (rate encoding of a fixed r
 warm-up steps excluded, as the median of ``--steps`` individually timed steps. Each
 (framework, net) runs in its own worker process, all workers of a net are alive at once and
 are driven round-robin in ``--rounds`` interleaved rounds, so that all frameworks see the same
-machine load. A ``matmul`` worker times a dense n x n float32 matmul (n = ``--matmul_size``;
+machine load; before each worker's turn the driver waits ``--settle_s`` (0.25 s), because the
+thread pools of the process that ran before keep spinning for a while after their work
+(OpenBLAS ~0.1 s): an fc_small step started right after NumPy's matmul took 83-94 ms instead of
+58, one started 0.1 s later 59. A ``matmul`` worker times a dense n x n float32 matmul (n = ``--matmul_size``;
 XLA's and NumPy's BLAS) in the same rounds; the GEMM FLOP/s of each spikepipe_jax step (MACs of the
 F, B, W tasks of :func:`spikepipe_jax.hardware.mapping.training_tasks`, 2 FLOPs each) is
 printed against it.
@@ -80,6 +83,10 @@ flags.DEFINE_string("peer_python", "", "Python interpreter with torch/snntorch/s
                     "default $SPIKEPIPE_PEER_PYTHON, else this interpreter.")
 flags.DEFINE_bool("malloc_tuning", True, "Run all workers with the glibc malloc tunables (see docstring).")
 flags.DEFINE_string("xla_flags", "", "XLA_FLAGS for the JAX workers (spikepipe_jax, spyx, matmul).")
+flags.DEFINE_float("settle_s", 0.25, "Seconds the driver waits before each worker's turn (and the matmul "
+                   "worker between its two matmuls), so that the threads of the process that ran "
+                   "before (OpenBLAS, OpenMP, Eigen spin-wait after their work) are idle; 0 = none.")
+flags.register_validator("settle_s", lambda v: v >= 0, message="--settle_s must be >= 0")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the machine; 0 = skip.")
 flags.DEFINE_integer("worker_timeout_s", 1800, "Seconds a worker may take for one command.")
 flags.DEFINE_string("out", "", "Optional path: also write the JSON lines there (atomically).")
@@ -334,10 +341,13 @@ def make_matmul_step(spec: dict) -> tuple[Callable[[], None], dict]:
     mm = jax.jit(jnp.matmul).lower(ja, jb).compile()
     times = {"xla": [], "numpy": []}
 
+    settle_s = float(spec.get("settle_s", 0.0))
+
     def step():
         t0 = time.perf_counter()
         jax.block_until_ready(mm(ja, jb))
         times["xla"].append(time.perf_counter() - t0)
+        time.sleep(settle_s)
         t0 = time.perf_counter()
         np.matmul(a, b)
         times["numpy"].append(time.perf_counter() - t0)
@@ -448,12 +458,12 @@ def _split(total: int, parts: int) -> list[int]:
 
 def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_steps: int, steps: int,
                   rounds: int, peer_python: str, malloc_tuning: bool = True, xla_flags: str = "",
-                  matmul_size: int = 2048, timeout_s: int = 1800,
+                  matmul_size: int = 2048, timeout_s: int = 1800, settle_s: float = 0.25,
                   emit: Callable[[dict], None] = lambda r: print(json.dumps(r), flush=True)) -> list[dict]:
     """Runs the interleaved benchmark; returns (and ``emit``-s) the JSON records."""
-    if batch <= 0 or steps <= 0 or rounds <= 0 or num_steps < 0:
-        raise ValueError(f"batch, steps, rounds must be positive and num_steps >= 0; got "
-                         f"{batch}, {steps}, {rounds}, {num_steps}")
+    if batch <= 0 or steps <= 0 or rounds <= 0 or num_steps < 0 or settle_s < 0:
+        raise ValueError(f"batch, steps, rounds must be positive and num_steps, settle_s >= 0; got "
+                         f"{batch}, {steps}, {rounds}, {num_steps}, {settle_s}")
     variants = [(f, *parse_variant(f)) for f in frameworks]
     records: list[dict] = []
 
@@ -463,7 +473,7 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
 
     out({"machine": {"cpu_count": os.cpu_count(), "loadavg_before": [round(v, 2) for v in os.getloadavg()],
                      "malloc_tuning": malloc_tuning, "xla_flags": xla_flags, "batch": batch,
-                     "steps": steps, "rounds": rounds, "peer_python": peer_python}})
+                     "steps": steps, "rounds": rounds, "settle_s": settle_s, "peer_python": peer_python}})
     matmul_gflops: dict[str, float] = {}
     for ni, net in enumerate(nets):
         workers: dict[str, _Worker] = {}
@@ -476,7 +486,8 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
                 env = _worker_env(base, overrides, malloc_tuning, xla_flags)
                 workers[label] = _Worker(label, base, spec, python, env, timeout_s)
             if ni == 0 and matmul_size > 0:  # the machine's matmul speed, in the first net's rounds
-                workers["matmul"] = _Worker("matmul", "matmul", {"matmul_size": matmul_size}, sys.executable,
+                workers["matmul"] = _Worker("matmul", "matmul", {"matmul_size": matmul_size, "settle_s": settle_s},
+                                            sys.executable,
                                             _worker_env("matmul", {}, malloc_tuning, xla_flags), timeout_s)
             ready = {}
             for label, w in list(workers.items()):  # one compiles at a time
@@ -488,6 +499,7 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
             order = list(workers)
             for r, n in enumerate(_split(steps, rounds)):
                 for label in order[r % len(order):] + order[:r % len(order)]:  # rotate the order
+                    time.sleep(settle_s)  # the previous worker's spinning threads go idle
                     workers[label].command(f"run {n}")
             for label, w in workers.items():
                 res = w.command("quit")
@@ -562,7 +574,8 @@ def main(argv):
     run_benchmark(FLAGS.nets, FLAGS.frameworks, batch=FLAGS.batch, num_steps=FLAGS.num_steps,
                   steps=FLAGS.steps, rounds=FLAGS.rounds, peer_python=peer,
                   malloc_tuning=FLAGS.malloc_tuning, xla_flags=FLAGS.xla_flags,
-                  matmul_size=FLAGS.matmul_size, timeout_s=FLAGS.worker_timeout_s, emit=emit)
+                  matmul_size=FLAGS.matmul_size, timeout_s=FLAGS.worker_timeout_s,
+                  settle_s=FLAGS.settle_s, emit=emit)
     if FLAGS.out:
         from spikepipe_jax.io import atomic_write_text
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

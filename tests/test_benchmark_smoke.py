@@ -13,7 +13,7 @@ def test_cli_prints_one_record_per_framework_and_net(repo_root, tmp_path):
     # "snntorch" runs with this interpreter: without torch it must be reported as skipped,
     # with torch it runs; either way the spikepipe_jax records must be complete.
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--nets=fc_small,conv_medium", "--batch=4",
-           "--num_steps=2", "--steps=2", "--rounds=2", "--matmul_size=64",
+           "--num_steps=2", "--steps=2", "--rounds=2", "--matmul_size=64", "--settle_s=0.01",
            "--frameworks=spikepipe_jax,spikepipe_jax[model.conv_impl=xla],snntorch",
            f"--peer_python={sys.executable}", f"--out={out}"]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
@@ -21,6 +21,7 @@ def test_cli_prints_one_record_per_framework_and_net(repo_root, tmp_path):
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [json.loads(line) for line in out.read_text().splitlines()] == records
     assert "machine" in records[0] and "machine_after" in records[-1]
+    assert records[0]["machine"]["settle_s"] == 0.01
     assert records[1]["matmul"]["xla_gflops"] > 0 and records[1]["matmul"]["numpy_gflops"] > 0
     runs = [r for r in records if "framework" in r]
     assert [(r["framework"], r["net"]) for r in runs] == [
@@ -61,7 +62,7 @@ def test_parse_variant():
 
 
 def test_ab_step_times_each_tree_and_rejects_a_non_checkout(repo_root, tmp_path):
-    cmd = [sys.executable, "-m", "benchmarks.ab_step", "--nets=fc_small", "--steps=2", "--rounds=2",
+    cmd = [sys.executable, "-m", "benchmarks.ab_step", "--nets=fc_small", "--steps=2", "--rounds=2", "--settle_s=0",
            ".", ".|--xla_cpu_use_xnnpack=false"]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -70,3 +71,10 @@ def test_ab_step_times_each_tree_and_rejects_a_non_checkout(repo_root, tmp_path)
     bad = subprocess.run(cmd[:-2] + [str(tmp_path)], cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "not a checkout" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_negative_settle_time_is_rejected(repo_root):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--settle_s=-1"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "--settle_s must be >= 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
