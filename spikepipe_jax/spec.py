@@ -137,7 +137,7 @@ def parse_spec(layers: Sequence[Any], input_shape: Sequence[int]) -> tuple[Layer
     if len(layers) == 0:
         raise ValueError("network spec has no layers")
 
-    pending: list[dict[str, Any]] = []  # [weight layer dict, resolved fields, pools]
+    pending: list[dict[str, Any]] = []  # per weight layer: resolved fields, its pools, pooled shape
     for i, raw in enumerate(layers):
         where = f"layer spec #{i}"
         layer = _as_dict(raw, where)
@@ -159,6 +159,7 @@ def parse_spec(layers: Sequence[Any], input_shape: Sequence[int]) -> tuple[Layer
                 raise ValueError(f"{where}: window {window} larger than its input {h}x{w}")
             shape = (h // window, w // window, c)
             pending[-1]["pools"].append(Pool(kind, window))
+            pending[-1]["out_shape"] = shape
             continue
         features = _positive_int(_get(layer, "features", None, where), f"{where}: features")
         if kind == "dense":
@@ -184,20 +185,18 @@ def parse_spec(layers: Sequence[Any], input_shape: Sequence[int]) -> tuple[Layer
             in_shape = shape
             op_shape = ((hp - kernel) // stride + 1, (wp - kernel) // stride + 1, features)
         pending.append(dict(kind=kind, in_shape=in_shape, features=features, kernel=kernel,
-                            stride=stride, padding=padding, op_shape=op_shape, pools=[]))
+                            stride=stride, padding=padding, op_shape=op_shape, pools=[],
+                            out_shape=op_shape))
         shape = op_shape
 
     if not pending:
         raise ValueError("network spec has no dense or conv layer")
     infos = []
     for l, p in enumerate(pending):
-        out = p["op_shape"]
-        for pool in p["pools"]:
-            out = (out[0] // pool.window, out[1] // pool.window, out[2])
         infos.append(LayerInfo(
             index=l, name=f"layer_{l}", kind=p["kind"], in_shape=tuple(p["in_shape"]),
             features=p["features"], kernel=p["kernel"], stride=p["stride"], padding=p["padding"],
-            op_shape=tuple(p["op_shape"]), pools=tuple(p["pools"]), out_shape=tuple(out),
+            op_shape=tuple(p["op_shape"]), pools=tuple(p["pools"]), out_shape=tuple(p["out_shape"]),
             is_output=(l == len(pending) - 1)))
     return tuple(infos)
 

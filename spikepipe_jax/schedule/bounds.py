@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
+from typing import Any, Optional
 
 from spikepipe_jax.schedule.graph import TaskGraph
 
@@ -161,22 +161,33 @@ class _NoConvergence(Exception):
     pass
 
 
-def _positive_cycle(nodes: list[int], out: dict[int, list[tuple[int, int, int]]], lam: Fraction) -> bool:
-    """True if some cycle has ratio > lam (Bellman-Ford on integer weights b*w - a*t)."""
+def _relax(nodes: list[int], out: dict[int, list[tuple[int, int, int]]], lam: Fraction
+           ) -> tuple[Optional[int], dict[int, int]]:
+    """Bellman-Ford (longest paths) on the integer weights ``b*w - a*t`` of ``lam = a/b``.
+
+    Returns ``(hit, parent)``: ``hit`` is a node still relaxed in pass ``len(nodes) + 1``, so a
+    cycle of positive weight (ratio > lam) leads to it through ``parent``; ``None`` if none.
+    """
     a, b = lam.numerator, lam.denominator
     dist = {v: 0 for v in nodes}
+    parent: dict[int, int] = {}
     for _ in range(len(nodes) + 1):
-        changed = False
+        hit = None
         for u in nodes:
             du = dist[u]
             for w, t, d in out[u]:
                 val = du + b * w - a * t
                 if val > dist[d]:
-                    dist[d] = val
-                    changed = True
-        if not changed:
-            return False
-    return True
+                    dist[d], parent[d] = val, u
+                    hit = d
+        if hit is None:
+            return None, parent
+    return hit, parent
+
+
+def _positive_cycle(nodes: list[int], out: dict[int, list[tuple[int, int, int]]], lam: Fraction) -> bool:
+    """True if some cycle has ratio > lam."""
+    return _relax(nodes, out, lam)[0] is not None
 
 
 def _component_ratio(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tuple[Fraction, list[int]]:
@@ -205,19 +216,7 @@ def _parametric(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) ->
     lam, best_cyc = Fraction(-1), []
     while True:
         a, b = lam.numerator, lam.denominator
-        dist = {v: 0 for v in nodes}
-        parent: dict[int, int] = {}
-        hit = None
-        for _ in range(len(nodes) + 1):
-            hit = None
-            for u in nodes:
-                for w, t, d in out[u]:
-                    val = dist[u] + b * w - a * t
-                    if val > dist[d]:
-                        dist[d], parent[d] = val, u
-                        hit = d
-            if hit is None:
-                break
+        hit, parent = _relax(nodes, out, lam)
         if hit is None:
             return lam, best_cyc
         v = hit
