@@ -22,6 +22,8 @@ Output (stdout, one JSON object per line):
 * one line per (framework, net): ``framework`` (``spikepipe_jax`` | ``snntorch`` | ``spyx``),
   ``net``, ``samples_per_s``, ``peak_rss_mb`` (the worker's peak resident set, compilation
   included), ``step_s`` (median), ``cpu_s`` (median process CPU time per step, all threads),
+  ``minor_faults`` (median page faults per step) and ``major_faults`` (all timed steps: pages
+  read back from disk, e.g. library code the host's memory reclaim dropped),
   ``compile_s`` (build + first step), ``steps``; spikepipe_jax adds
   ``xla_temp_mb`` (XLA's temporary buffers) and ``gemm_gflops``; a framework that cannot
   be imported gives ``{"framework", "net", "skipped": reason}``.
@@ -381,21 +383,24 @@ def worker_main(framework: str, spec: dict) -> None:
         for v in times_box.values():
             v.clear()
     _send({"ready": True, "compile_s": compile_s, "info": info})
-    times, cpu_times = [], []
+    times, cpu_times, faults = [], [], []
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:
             continue
         if cmd[0] == "run":
             for _ in range(int(cmd[1])):
+                r0 = resource.getrusage(resource.RUSAGE_SELF)
                 c, t = time.process_time(), time.perf_counter()
                 step()
                 times.append(time.perf_counter() - t)
                 cpu_times.append(time.process_time() - c)
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                faults.append((r1.ru_minflt - r0.ru_minflt, r1.ru_majflt - r0.ru_majflt))
             _send({"done": int(cmd[1])})
         elif cmd[0] == "quit":
             break
-    result = {"times": times, "cpu_times": cpu_times, "peak_rss_mb": _peak_rss_mb()}
+    result = {"times": times, "cpu_times": cpu_times, "faults": faults, "peak_rss_mb": _peak_rss_mb()}
     if times_box is not None:
         result["matmul_times"] = times_box
     _send(result)
@@ -527,6 +532,8 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
             rec.update({"samples_per_s": round(batch / med, 1), "peak_rss_mb": round(res["peak_rss_mb"], 1),
                         "step_s": round(med, 5), "step_s_min": round(min(res["times"]), 5),
                         "cpu_s": round(statistics.median(res["cpu_times"]), 5),
+                        "minor_faults": statistics.median(f[0] for f in res["faults"]),
+                        "major_faults": sum(f[1] for f in res["faults"]),
                         "compile_s": round(res["compile_s"], 2), "steps": len(res["times"]),
                         "batch": batch, "num_steps": specs[label]["num_steps"]})
             rec.update(res.get("info", {}))

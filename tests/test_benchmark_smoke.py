@@ -30,6 +30,7 @@ def test_cli_prints_one_record_per_framework_and_net(repo_root, tmp_path):
         if r["framework"] == "spikepipe_jax":
             assert r["samples_per_s"] > 0 and r["peak_rss_mb"] > 0 and r["steps"] == 2
             assert r["batch"] == 4 and r["num_steps"] == 2 and r["step_s"] > 0
+            assert r["minor_faults"] >= 0 and r["major_faults"] >= 0
             # GEMM FLOP/s = FLOP per step x steps per second (the record rounds each to a few digits).
             assert r["gemm_gflops"] == pytest.approx(r["gemm_gflop_per_step"] * r["samples_per_s"] / 4, rel=0.02, abs=0.02)
             assert r["conv_impl"] == r.get("variant", "")[len("spikepipe_jax[model.conv_impl="):-1] or "auto"
