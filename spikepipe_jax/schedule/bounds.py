@@ -185,18 +185,13 @@ def _relax(nodes: list[int], out: dict[int, list[tuple[int, int, int]]], lam: Fr
     return hit, parent
 
 
-def _positive_cycle(nodes: list[int], out: dict[int, list[tuple[int, int, int]]], lam: Fraction) -> bool:
-    """True if some cycle has ratio > lam."""
-    return _relax(nodes, out, lam)[0] is not None
-
-
 def _component_ratio(nodes: list[int], out: dict[int, list[tuple[int, int, int]]]) -> tuple[Fraction, list[int]]:
     """Exact maximum cycle ratio of a component: fast float Howard, its critical cycle's ratio
     computed exactly, then checked exactly (no cycle above it), else the exact methods."""
     try:
         _, cyc = _howard(nodes, out, exact=False)
         r = Fraction(sum(e[0] for _, e in cyc), sum(e[1] for _, e in cyc))
-        if not _positive_cycle(nodes, out, r):
+        if _relax(nodes, out, r)[0] is None:  # no cycle with a ratio above r
             return r, [u for u, _ in cyc]
     except _NoConvergence:
         pass

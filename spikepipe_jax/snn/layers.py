@@ -343,6 +343,12 @@ def _window_slices(x: jax.Array, axes: tuple[int, ...]):
         yield x[tuple(index)]
 
 
+def _window_index(shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """``uint8`` row-major position of each element in its window, broadcastable to ``shape``."""
+    size = math.prod(shape[a] for a in axes)
+    return np.arange(size, dtype=np.uint8).reshape([shape[a] if a in axes else 1 for a in range(len(shape))])
+
+
 def _first_max_better(a, b):
     """Reduction comparator of :func:`_max_first_fwd`: ``(value, index)`` pairs ordered as
     PyTorch's ``MaxPool2d`` scan picks them (a NaN beats every number, the later of two NaNs
@@ -365,9 +371,9 @@ def _max_first_fwd(x, axes):
         # conv_medium's first pool, over the im2col block axis, read its 88 MB input again in
         # the backward pass, 18 ms -> 5 ms). Over two window axes (``pool``) XLA:CPU emits
         # this reduction ~10x slower than the elementwise form, so those keep the latter.
-        window = np.arange(size, dtype=np.uint8).reshape([size if a in axes else 1 for a in range(x.ndim)])
         init = (jnp.array(-jnp.inf, x.dtype), jnp.array(255, jnp.uint8))
-        m, idx = jax.lax.reduce((x, jnp.broadcast_to(window, x.shape)), init, _first_max_better, axes)
+        window = jnp.broadcast_to(_window_index(x.shape, axes), x.shape)
+        m, idx = jax.lax.reduce((x, window), init, _first_max_better, axes)
         return m, (idx, x.shape)
     # PyTorch's scan over the window, elementwise: the argmax moves on a greater value or a NaN
     parts = list(_window_slices(x, axes))
@@ -381,10 +387,8 @@ def _max_first_fwd(x, axes):
 def _max_first_bwd(axes, res, g):
     idx, shape = res
     keep = [1 if a in axes else s for a, s in enumerate(shape)]
-    window = np.arange(math.prod(shape[a] for a in axes), dtype=np.uint8).reshape(
-        [shape[a] if a in axes else 1 for a in range(len(shape))])
-    idx = idx.reshape(keep)
-    return (jnp.where(window == idx, g.reshape(keep), jnp.zeros((), g.dtype)),)
+    return (jnp.where(_window_index(shape, axes) == idx.reshape(keep), g.reshape(keep),
+                      jnp.zeros((), g.dtype)),)
 
 
 max_first.defvjp(_max_first_fwd, _max_first_bwd)

@@ -38,7 +38,7 @@ from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
 from spikepipe_jax.train import checkpoint, losses, pipesim
 from spikepipe_jax.train import pipeline as pipeline_lib
-from spikepipe_jax.train.pipeline import make_base_optimizer
+
 
 class TrainState(NamedTuple):
     params: Any
@@ -55,7 +55,7 @@ def validate_config(config) -> snn.ModelDef:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"train.{field} must be a positive integer, got {v!r}")
     losses.check_loss_readout(t.loss, model.readout)
-    make_base_optimizer(t, total_steps=1)
+    pipeline_lib.make_base_optimizer(t, total_steps=1)
     if config.data.encoding not in snn.encoders.ENCODINGS:
         raise ValueError(f"unknown data.encoding {config.data.encoding!r}; "
                          f"expected one of {snn.encoders.ENCODINGS}")
@@ -244,7 +244,7 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
         state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
         step_fn = make_train_step(model, tx, params_for_gradient=params_for_gradient, **common)
     else:  # faithful pipeline simulation (per-layer weight versions) instead of the buffer model
-        tx = make_base_optimizer(t_cfg, total_steps)
+        tx = pipeline_lib.make_base_optimizer(t_cfg, total_steps)
         delays = pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
         state = TrainState(params, pipesim.init_state(params, tx.init(params), delays,
                                                       [i.name for i in model.infos]),
