@@ -86,7 +86,7 @@ flags.DEFINE_string("peer_python", "", "Python interpreter with torch/snntorch/s
 flags.DEFINE_bool("malloc_tuning", True, "Run all workers with the glibc malloc tunables (see docstring).")
 flags.DEFINE_string("xla_flags", "", "XLA_FLAGS for the JAX workers (spikepipe_jax, spyx, matmul).")
 flags.DEFINE_float("settle_s", 0.25, "Seconds the driver waits before each worker's turn (and the matmul "
-                   "worker between its two matmuls), so that the threads of the process that ran "
+                   "worker before each of its matmuls), so that the threads of the process that ran "
                    "before (OpenBLAS, OpenMP, Eigen spin-wait after their work) are idle; 0 = none.")
 flags.register_validator("settle_s", lambda v: v >= 0, message="--settle_s must be >= 0")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the machine; 0 = skip.")
@@ -346,6 +346,10 @@ def make_matmul_step(spec: dict) -> tuple[Callable[[], None], dict]:
     settle_s = float(spec.get("settle_s", 0.0))
 
     def step():
+        # each matmul waits for the other library's threads to go idle: right after NumPy's
+        # matmul, OpenBLAS threads still spin and XLA's matmul measured 134-157 GFLOP/s
+        # instead of ~200 (fc_small's GEMM fraction uses the better of the two anyway)
+        time.sleep(settle_s)
         t0 = time.perf_counter()
         jax.block_until_ready(mm(ja, jb))
         times["xla"].append(time.perf_counter() - t0)

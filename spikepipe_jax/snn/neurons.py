@@ -21,7 +21,6 @@ i.e. integrate first, then fire; the reset a spike causes is applied at the next
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import jax
@@ -111,13 +110,30 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
         raise ValueError(f"bias of shape {jnp.shape(bias)} does not broadcast to one step's "
                          f"currents {currents.shape[1:]}")
 
-    def scan(currents, beta, mem0, bias, emit_spikes=True):
+    def step(mem, current, beta, bias):
+        return lif_step(mem, current + bias, beta=beta, threshold=threshold, reset=reset,
+                        surrogate=surrogate, reset_grad=reset_grad)
+
+    def scan(currents, beta, mem0, bias):
         def body(mem, current):
-            mem, spk = lif_step(mem, current + bias, beta=beta, threshold=threshold, reset=reset,
-                                surrogate=surrogate, reset_grad=reset_grad)
-            return mem, ((spk, mem) if emit_spikes else mem)
+            mem, spk = step(mem, current, beta, bias)
+            return mem, (spk, mem)
 
         return jax.lax.scan(jax.checkpoint(body) if remat else body, mem0, currents)[1]
+
+    def mem_loop(currents, beta, mem0, bias):
+        # Membranes only, written over (a copy of) the currents as the loop consumes them: step
+        # t reads slot t and writes U[t] back to it, so XLA updates the buffer in place and
+        # needs neither a zero-filled output stack nor a second [T, ...] buffer.
+        dtype = jax.eval_shape(lambda m, c: step(m, c, beta, bias)[0], mem0, currents[0]).dtype
+
+        def body(t, carry):
+            mem, buf = carry
+            mem, _ = step(mem, jax.lax.dynamic_index_in_dim(buf, t, keepdims=False), beta, bias)
+            return mem, jax.lax.dynamic_update_index_in_dim(buf, mem, t, 0)
+
+        carry = (mem0.astype(dtype), currents.astype(dtype))
+        return jax.lax.fori_loop(0, currents.shape[0], body, carry)[1]
 
     if (reset in ("subtract", "none") and not reset_grad and jnp.ndim(beta) == 0
             and isinstance(threshold, (int, float))):
@@ -125,8 +141,7 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
         # same values; through the surrogate, the same gradients): a loop step is then one
         # fused kernel plus one copy instead of three kernels (fc_small: 3.2 -> 2.0 ms).
         spike_fn = surrogate if surrogate is not None else surrogate_lib.arctan()
-        mem_scan = functools.partial(scan, emit_spikes=False)
-        mem = _linear_backward_scan(mem_scan)(currents, jnp.asarray(beta), mem0,
+        mem = _linear_backward_scan(mem_loop)(currents, jnp.asarray(beta), mem0,
                                               jnp.asarray(bias, currents.dtype))
         return spike_fn(mem - threshold), mem
     return scan(currents, beta, mem0, bias)
