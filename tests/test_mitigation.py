@@ -111,9 +111,10 @@ def test_pipeline_aware_ema_reconstructs_stale_weights_on_linear_trajectory(d):
                                atol=1e-4)
 
 
-def test_weight_velocity_and_prediction_match_numpy():
+@pytest.mark.parametrize("beta", [0.0, 0.6])  # 0: the velocity is the last applied update
+def test_weight_velocity_and_prediction_match_numpy(beta):
     rng = np.random.default_rng(2)
-    beta, scale = 0.6, 0.5
+    scale = 0.5
     tx = mit.track_weight_velocity(LAYER_D, beta, scale)
     params = _tree(rng)
     state = tx.init(params)

@@ -192,6 +192,11 @@ class DelayCompensatedState(NamedTuple):
     mean_square: Any
 
 
+def _absent_fields(present: dict[str, Any]) -> dict[str, Any]:
+    """The buffer fields of :class:`DelayCompensatedState`, ``()`` for those not kept."""
+    return {name: present.get(name, ()) for name in DelayCompensatedState._fields if name != "count"}
+
+
 def delay_compensated_gradients(delays: delays_lib.Delays, dc_lambda: float = 0.04, *,
                                 adaptive: bool = False, momentum: float = 0.95,
                                 eps: float = 1e-7,
@@ -249,23 +254,41 @@ def delay_compensated_gradients(delays: delays_lib.Delays, dc_lambda: float = 0.
     if stale_weights not in ("stash", "ema"):
         raise ValueError(f"stale_weights must be 'stash' or 'ema', got {stale_weights!r}")
 
-    def _copies(ds, leaves, treedef, n_of_d, init):
-        return jax.tree.unflatten(treedef, [
-            jnp.broadcast_to(init(p), (n_of_d(d),) + tuple(jnp.shape(p))).astype(jnp.result_type(p))
-            for d, p in zip(ds, leaves)])
+    # the state fields this configuration keeps (the others stay ``()``), each with the number
+    # of copies a leaf of delay d stores and their initial value
+    zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p))
+    fields = {"grad_buffer": (lambda d: d, zeros)}
+    if stale_weights == "stash":
+        fields["weight_buffer"] = (lambda d: d, zeros)
+    else:
+        fields["weight_ema"] = (lambda d: min(d, 1), jnp.asarray)
+    if adaptive:
+        fields["mean_square"] = (lambda d: min(d, 1), zeros)
 
     def init_fn(params):
         ds, leaves, treedef = delays_lib._flat_delays(delays, params)
-        zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p))
-        grad_buffer = _copies(ds, leaves, treedef, lambda d: d, zeros)
-        weight_buffer = (_copies(ds, leaves, treedef, lambda d: d, zeros)
-                         if stale_weights == "stash" else ())
-        weight_ema = (_copies(ds, leaves, treedef, lambda d: min(d, 1), jnp.asarray)
-                      if stale_weights == "ema" else ())
-        mean_square = (_copies(ds, leaves, treedef, lambda d: min(d, 1), zeros)
-                       if adaptive else ())
-        return DelayCompensatedState(jnp.zeros([], jnp.int32), grad_buffer, weight_buffer,
-                                     weight_ema, mean_square)
+        state = {name: jax.tree.unflatten(treedef, [
+            jnp.broadcast_to(init(p), (n_of_d(d),) + tuple(jnp.shape(p))).astype(jnp.result_type(p))
+            for d, p in zip(ds, leaves)]) for name, (n_of_d, init) in fields.items()}
+        return DelayCompensatedState(count=jnp.zeros([], jnp.int32), **_absent_fields(state))
+
+    def compensate(d, g, w, parts, count):
+        """One leaf with ``d > 0``: the compensated delayed gradient and the leaf's new state."""
+        parts = dict(parts)
+        g_old, parts["grad_buffer"] = delays_lib._ring_step(parts["grad_buffer"], g, d, count)
+        if "weight_buffer" in parts:
+            w_old, parts["weight_buffer"] = delays_lib._ring_step(parts["weight_buffer"], w, d, count)
+        else:
+            beta = d / (d + 1.0)
+            w_old = beta * parts["weight_ema"][0] + (1.0 - beta) * w.astype(parts["weight_ema"].dtype)
+            parts["weight_ema"] = w_old[None]
+        lam = dc_lambda
+        if "mean_square" in parts:
+            ms = momentum * parts["mean_square"][0] + (1.0 - momentum) * jnp.square(g_old)
+            parts["mean_square"] = ms[None]
+            lam = dc_lambda / jnp.sqrt(ms + eps)
+        comp = g_old + lam * g_old * g_old * (w.astype(g_old.dtype) - w_old.astype(g_old.dtype))
+        return comp.astype(g_old.dtype), parts
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -273,48 +296,18 @@ def delay_compensated_gradients(delays: delays_lib.Delays, dc_lambda: float = 0.
                              "call tx.update(grads, opt_state, params)")
         ds, g_leaves, treedef = delays_lib._flat_delays(delays, updates)
         w_leaves = treedef.flatten_up_to(params)
-        gbufs = treedef.flatten_up_to(state.grad_buffer)
-        wbufs = treedef.flatten_up_to(state.weight_buffer) if stale_weights == "stash" else None
-        emas = treedef.flatten_up_to(state.weight_ema) if stale_weights == "ema" else None
-        mss = treedef.flatten_up_to(state.mean_square) if adaptive else None
-        outs, new_g, new_w, new_e, new_m = [], [], [], [], []
-        for i, (d, g, w, gbuf) in enumerate(zip(ds, g_leaves, w_leaves, gbufs)):
-            delays_lib._check_buffer(gbuf, g, d, "delay_compensated_gradients")
-            if d == 0:
-                outs.append(g)
-                new_g.append(gbuf)
-                if wbufs is not None:
-                    new_w.append(wbufs[i])
-                if emas is not None:
-                    new_e.append(emas[i])
-                if mss is not None:
-                    new_m.append(mss[i])
-                continue
-            g_old, gbuf = delays_lib._ring_step(gbuf, g, d, state.count)
-            new_g.append(gbuf)
-            if wbufs is not None:
-                w_old, wbuf = delays_lib._ring_step(wbufs[i], w, d, state.count)
-                new_w.append(wbuf)
-            else:
-                beta = d / (d + 1.0)
-                ema = beta * emas[i][0] + (1.0 - beta) * w.astype(emas[i].dtype)
-                new_e.append(ema[None])
-                w_old = ema
-            lam = dc_lambda
-            if mss is not None:
-                ms = momentum * mss[i][0] + (1.0 - momentum) * jnp.square(g_old)
-                new_m.append(ms[None])
-                lam = dc_lambda / jnp.sqrt(ms + eps)
-            comp = g_old + lam * g_old * g_old * (w.astype(g_old.dtype) - w_old.astype(g_old.dtype))
-            outs.append(comp.astype(g_old.dtype))
-        unflat = lambda xs: jax.tree.unflatten(treedef, xs)
-        new_state = DelayCompensatedState(
-            count=state.count + 1,
-            grad_buffer=unflat(new_g),
-            weight_buffer=unflat(new_w) if wbufs is not None else (),
-            weight_ema=unflat(new_e) if emas is not None else (),
-            mean_square=unflat(new_m) if mss is not None else ())
-        return unflat(outs), new_state
+        stored = {name: treedef.flatten_up_to(getattr(state, name)) for name in fields}
+        outs, new = [], {name: [] for name in fields}
+        for i, (d, g, w) in enumerate(zip(ds, g_leaves, w_leaves)):
+            parts = {name: leaves[i] for name, leaves in stored.items()}
+            delays_lib._check_buffer(parts["grad_buffer"], g, d, "delay_compensated_gradients")
+            out, parts = (g, parts) if d == 0 else compensate(d, g, w, parts, state.count)
+            outs.append(out)
+            for name, part in parts.items():
+                new[name].append(part)
+        new_state = {name: jax.tree.unflatten(treedef, parts) for name, parts in new.items()}
+        return (jax.tree.unflatten(treedef, outs),
+                DelayCompensatedState(count=state.count + 1, **_absent_fields(new_state)))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -380,8 +373,11 @@ def track_weight_velocity(delays: delays_lib.Delays, decay: float = 0.0,
         del params
         leaves, treedef = jax.tree.flatten(updates)
         vels = treedef.flatten_up_to(state.velocity)
-        new_v = [(decay * v + (1.0 - decay) * u.astype(v.dtype)).astype(v.dtype)
-                 for u, v in zip(leaves, vels)]
+        if decay == 0.0:  # the last applied update itself (no read of the old velocity)
+            new_v = [u.astype(v.dtype) for u, v in zip(leaves, vels)]
+        else:
+            new_v = [(decay * v + (1.0 - decay) * u.astype(v.dtype)).astype(v.dtype)
+                     for u, v in zip(leaves, vels)]
         return updates, WeightPredictionState(jax.tree.unflatten(treedef, new_v),
                                               state.horizon)
 
