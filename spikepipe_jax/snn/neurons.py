@@ -125,7 +125,7 @@ def lif_scan(currents: jax.Array, *, beta, threshold=1.0, reset: str = "subtract
         # Membranes only, written over (a copy of) the currents as the loop consumes them: step
         # t reads slot t and writes U[t] back to it, so XLA updates the buffer in place and
         # needs neither a zero-filled output stack nor a second [T, ...] buffer.
-        dtype = jax.eval_shape(lambda m, c: step(m, c, beta, bias)[0], mem0, currents[0]).dtype
+        dtype = jnp.promote_types(mem0.dtype, currents.dtype)  # lif_step's membrane dtype
 
         def body(t, carry):
             mem, buf = carry

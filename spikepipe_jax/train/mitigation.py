@@ -192,9 +192,9 @@ class DelayCompensatedState(NamedTuple):
     mean_square: Any
 
 
-def _absent_fields(present: dict[str, Any]) -> dict[str, Any]:
-    """The buffer fields of :class:`DelayCompensatedState`, ``()`` for those not kept."""
-    return {name: present.get(name, ()) for name in DelayCompensatedState._fields if name != "count"}
+def _state_buffers(kept: dict[str, Any]) -> dict[str, Any]:
+    """All buffer fields of :class:`DelayCompensatedState`: those ``kept``, ``()`` for the rest."""
+    return {name: kept.get(name, ()) for name in DelayCompensatedState._fields if name != "count"}
 
 
 def delay_compensated_gradients(delays: delays_lib.Delays, dc_lambda: float = 0.04, *,
@@ -270,7 +270,7 @@ def delay_compensated_gradients(delays: delays_lib.Delays, dc_lambda: float = 0.
         state = {name: jax.tree.unflatten(treedef, [
             jnp.broadcast_to(init(p), (n_of_d(d),) + tuple(jnp.shape(p))).astype(jnp.result_type(p))
             for d, p in zip(ds, leaves)]) for name, (n_of_d, init) in fields.items()}
-        return DelayCompensatedState(count=jnp.zeros([], jnp.int32), **_absent_fields(state))
+        return DelayCompensatedState(count=jnp.zeros([], jnp.int32), **_state_buffers(state))
 
     def compensate(d, g, w, parts, count):
         """One leaf with ``d > 0``: the compensated delayed gradient and the leaf's new state."""
@@ -307,7 +307,7 @@ def delay_compensated_gradients(delays: delays_lib.Delays, dc_lambda: float = 0.
                 new[name].append(part)
         new_state = {name: jax.tree.unflatten(treedef, parts) for name, parts in new.items()}
         return (jax.tree.unflatten(treedef, outs),
-                DelayCompensatedState(count=state.count + 1, **_absent_fields(new_state)))
+                DelayCompensatedState(count=state.count + 1, **_state_buffers(new_state)))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
