@@ -1,0 +1,122 @@
+"""Native XLA:CPU kernels (XLA FFI custom calls), built from source on first use.
+
+One kernel pair today, ``lif_dense.cc``: a LIF layer fused with the narrow dense layer that
+reads its spikes (a classifier's readout), forward and backward; its JAX side is
+:mod:`spikepipe_jax.snn.fused`. Everything here is optional: when no C++ compiler is found,
+the build fails, or ``SPIKEPIPE_NATIVE=0`` is set, :func:`load` returns ``None`` and the
+networks run their pure-XLA path (same values, see ``tests/test_fused.py``).
+
+The shared library is compiled with the system ``g++`` (``$CXX`` overrides it) against the
+FFI headers shipped in jaxlib (``jax.ffi.include_dir()``), with ``-march=native``, into
+``$SPIKEPIPE_NATIVE_DIR`` (default ``spikepipe_jax/native/_build/``, git-ignored). The file
+name carries a hash of the source, the flags, the compiler, jaxlib's version and this CPU's
+feature flags, so a changed source, toolchain or machine gets its own build (a new build
+removes the older ones in that folder). The library is
+written to a temporary name and renamed into place (concurrent builds, e.g. pytest-xdist
+workers, cannot leave a half-written file). ``make native`` or ``python -m
+spikepipe_jax.native`` builds it ahead of time and prints where it is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+SOURCE = Path(__file__).with_name("lif_dense.cc")
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-std=c++17", "-shared",
+         "-fPIC")
+# XLA FFI handler symbols in the library -> the custom-call target names they register as
+TARGETS = {"LifDenseFwdHandler": "spikepipe_lif_dense_fwd",
+           "LifDenseBwdHandler": "spikepipe_lif_dense_bwd"}
+
+
+class Native(NamedTuple):
+    """The loaded library (``None`` in ``lib`` when unavailable) and why it is (un)available."""
+    lib: Optional[ctypes.CDLL]
+    path: Optional[Path]
+    reason: str
+
+
+def _build_dir() -> Path:
+    return Path(os.environ.get("SPIKEPIPE_NATIVE_DIR") or Path(__file__).with_name("_build"))
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    import platform
+    return platform.machine() + platform.processor()
+
+
+def _compiler() -> Optional[str]:
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def library_path(compiler: str) -> Path:
+    """Where the build for this source, compiler, jaxlib and CPU lives."""
+    import jaxlib
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version,
+                                    jaxlib.__version__, _cpu_flags()]).encode()).hexdigest()[:16]
+    return _build_dir() / f"liblif_dense-{key}.so"
+
+
+def build(compiler: str) -> Path:
+    """Compiles the library if it is not there yet; returns its path (raises on failure)."""
+    import jax.ffi
+    path = library_path(compiler)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n"
+                               f"{proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, path)
+        for old in path.parent.glob("liblif_dense-*.so"):  # builds of older sources or flags
+            if old != path:
+                old.unlink(missing_ok=True)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+@functools.cache
+def load() -> Native:
+    """Builds (if needed) and loads the library once per process, registering its FFI targets
+    for the CPU platform. Never raises: a failure is reported in ``Native.reason``."""
+    if os.environ.get("SPIKEPIPE_NATIVE", "1") == "0":
+        return Native(None, None, "disabled by SPIKEPIPE_NATIVE=0")
+    compiler = _compiler()
+    if compiler is None:
+        return Native(None, None, f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH")
+    try:
+        import jax
+        path = build(compiler)
+        lib = ctypes.cdll.LoadLibrary(str(path))
+        for symbol, target in TARGETS.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    except Exception as e:  # noqa: BLE001 -- any failure means "use the XLA path"
+        return Native(None, None, f"{type(e).__name__}: {e}")
+    return Native(lib, path, "loaded")
+
+
+def available() -> bool:
+    """True when the native kernels are built, loaded and registered."""
+    return load().lib is not None
