@@ -205,6 +205,43 @@ inline __m512 SurrogateGradV(__m512 x, float scale, float arctan_c) {
 }
 #endif
 
+#if defined(__AVX512F__)
+// One time step of R adjacent batch rows (R = 1 or 2; two rows share the loads of W^T).
+template <int32_t kKind, int NV, int R>
+inline void BackwardStep(const float* const* u, const float* const* gy, float* const* d, float* const* carry,
+                         const float* __restrict__ wt, float* __restrict__ db, float* __restrict__ dw,
+                         int32_t* __restrict__ idx, int64_t N, int64_t F, float beta, float theta,
+                         float scale, float arctan_c) {
+  const __m512 vbeta = _mm512_set1_ps(beta), vtheta = _mm512_set1_ps(theta);
+  int64_t count[R] = {};
+  for (int64_t n = 0; n < N; n += 16) {
+    const __mmask16 tail = TailMask(n, N);
+    __m512 gs[R];
+    for (int r = 0; r < R; ++r) gs[r] = _mm512_setzero_ps();
+    for (int64_t f = 0; f < F; ++f) {
+      const __m512 w = _mm512_maskz_loadu_ps(tail, wt + f * N + n);
+      for (int r = 0; r < R; ++r) gs[r] = _mm512_fmadd_ps(_mm512_set1_ps(gy[r][f]), w, gs[r]);
+    }
+    __m512 sum = _mm512_maskz_loadu_ps(tail, db + n);
+    for (int r = 0; r < R; ++r) {
+      const __m512 un = _mm512_maskz_loadu_ps(tail, u[r] + n);
+      const __m512 l = _mm512_mul_ps(gs[r], SurrogateGradV<kKind>(_mm512_sub_ps(un, vtheta), scale, arctan_c));
+      const __m512 c = _mm512_add_ps(l, _mm512_mul_ps(vbeta, _mm512_maskz_loadu_ps(tail, carry[r] + n)));
+      _mm512_mask_storeu_ps(carry[r] + n, tail, c);
+      _mm512_mask_storeu_ps(d[r] + n, tail, c);
+      sum = _mm512_add_ps(sum, c);
+      count[r] = AppendIndices(idx + r * (N + 16), count[r], _mm512_mask_cmp_ps_mask(tail, un, vtheta, _CMP_GT_OQ), n);
+    }
+    _mm512_mask_storeu_ps(db + n, tail, sum);
+  }
+  for (int r = 0; r < R; ++r) {
+    alignas(64) float gpad[16 * NV] = {};
+    std::copy(gy[r], gy[r] + F, gpad);
+    AddToRows<NV>(dw, idx + r * (N + 16), count[r], gpad);
+  }
+}
+#endif
+
 template <int32_t kKind, int NV>
 void BackwardRows(const float* __restrict__ mem, const float* __restrict__ g,
                   const float* __restrict__ wt, float* __restrict__ delta, float* __restrict__ db,
@@ -213,10 +250,23 @@ void BackwardRows(const float* __restrict__ mem, const float* __restrict__ g,
   // (pi / 2) * alpha rounded once to float, as Python's float times a float32 array does
   const float arctan_c = static_cast<float>(1.5707963267948966 * static_cast<double>(scale));
   std::vector<float> carry_v((b1 - b0) * N, 0.f);
-  std::vector<int32_t> idx_v(N + 16);
-  alignas(64) float gpad[16 * NV];
+  std::vector<int32_t> idx_v(2 * (N + 16));
   int32_t* __restrict__ idx = idx_v.data();
   for (int64_t t = T - 1; t >= 0; --t) {
+#if defined(__AVX512F__)
+    for (int64_t b = b0; b < b1; b += 2) {
+      const int64_t row = t * B + b;
+      const float* u[2] = {mem + row * N, mem + (row + 1) * N};
+      const float* gy[2] = {g + row * F, g + (row + 1) * F};
+      float* d[2] = {delta + row * N, delta + (row + 1) * N};
+      float* carry[2] = {carry_v.data() + (b - b0) * N, carry_v.data() + (b + 1 - b0) * N};
+      if (b + 1 < b1)
+        BackwardStep<kKind, NV, 2>(u, gy, d, carry, wt, db, dw, idx, N, F, beta, theta, scale, arctan_c);
+      else
+        BackwardStep<kKind, NV, 1>(u, gy, d, carry, wt, db, dw, idx, N, F, beta, theta, scale, arctan_c);
+    }
+#else
+    alignas(64) float gpad[16 * NV];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t row = t * B + b;
       const float* __restrict__ u = mem + row * N;
@@ -224,22 +274,6 @@ void BackwardRows(const float* __restrict__ mem, const float* __restrict__ g,
       float* __restrict__ d = delta + row * N;
       float* __restrict__ carry = carry_v.data() + (b - b0) * N;
       int64_t count = 0;
-#if defined(__AVX512F__)
-      const __m512 vbeta = _mm512_set1_ps(beta), vtheta = _mm512_set1_ps(theta);
-      for (int64_t n = 0; n < N; n += 16) {
-        const __mmask16 tail = TailMask(n, N);
-        __m512 gs = _mm512_setzero_ps();
-        for (int64_t f = 0; f < F; ++f)
-          gs = _mm512_fmadd_ps(_mm512_set1_ps(gy[f]), _mm512_maskz_loadu_ps(tail, wt + f * N + n), gs);
-        const __m512 un = _mm512_maskz_loadu_ps(tail, u + n);
-        const __m512 l = _mm512_mul_ps(gs, SurrogateGradV<kKind>(_mm512_sub_ps(un, vtheta), scale, arctan_c));
-        const __m512 c = _mm512_add_ps(l, _mm512_mul_ps(vbeta, _mm512_maskz_loadu_ps(tail, carry + n)));
-        _mm512_mask_storeu_ps(carry + n, tail, c);
-        _mm512_mask_storeu_ps(d + n, tail, c);
-        _mm512_mask_storeu_ps(db + n, tail, _mm512_add_ps(_mm512_maskz_loadu_ps(tail, db + n), c));
-        count = AppendIndices(idx, count, _mm512_mask_cmp_ps_mask(tail, un, vtheta, _CMP_GT_OQ), n);
-      }
-#else
       for (int64_t n = 0; n < N; ++n) {
         float gs = 0.f;
         for (int64_t f = 0; f < F; ++f) gs += gy[f] * wt[f * N + n];
@@ -249,11 +283,11 @@ void BackwardRows(const float* __restrict__ mem, const float* __restrict__ g,
         db[n] += c;
         if (u[n] > theta) idx[count++] = static_cast<int32_t>(n);
       }
-#endif
       std::fill(gpad, gpad + 16 * NV, 0.f);
       std::copy(gy, gy + F, gpad);
       AddToRows<NV>(dw, idx, count, gpad);
     }
+#endif
   }
 }
 
