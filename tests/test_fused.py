@@ -1,6 +1,10 @@
 """The fused LIF + dense readout kernels (spikepipe_jax/native, snn/fused.py) against the
 op-by-op XLA path and an independent float64 NumPy BPTT."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,9 +227,23 @@ def test_build_is_keyed_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setenv("SPIKEPIPE_NATIVE_DIR", str(tmp_path))
     path = native.library_path(compiler)
     assert path.parent == tmp_path and path.name.startswith("liblif_dense-") and path.suffix == ".so"
-    monkeypatch.setattr(native, "FLAGS", native.FLAGS + ("-DSPIKEPIPE_TEST_FLAG",))
+    monkeypatch.setenv("SPIKEPIPE_NATIVE_FLAGS", "-DSPIKEPIPE_TEST_FLAG")
     assert native.library_path(compiler) != path
-    monkeypatch.setattr(native, "FLAGS", native.FLAGS + ("-this-flag-does-not-exist",))
+    monkeypatch.setenv("SPIKEPIPE_NATIVE_FLAGS", "-this-flag-does-not-exist")
     with pytest.raises(RuntimeError, match="building lif_dense.cc failed"):
         native.build(compiler)
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind
+
+
+@pytest.mark.skipif(native._compiler() is None, reason="no C++ compiler")
+@pytest.mark.skipif("-mno-avx512f" in os.environ.get("SPIKEPIPE_NATIVE_FLAGS", ""), reason="already the portable build")
+def test_portable_loops_without_avx512(tmp_path, repo_root):
+    """The kernels' non-AVX-512 loops (other CPUs), built with -mno-avx512f, pass the value tests."""
+    env = dict(os.environ, SPIKEPIPE_NATIVE_DIR=str(tmp_path), SPIKEPIPE_NATIVE_FLAGS="-mno-avx512f")
+    selected = "matches_op_by_op or readout_widths or conv_shaped or model_apply_fused"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", selected,
+                           "tests/test_fused.py"], cwd=repo_root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-500:]
+    assert len(list(tmp_path.glob("liblif_dense-*.so"))) == 1  # the portable build was made and used

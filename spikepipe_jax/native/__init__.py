@@ -7,7 +7,9 @@ the build fails, or ``SPIKEPIPE_NATIVE=0`` is set, :func:`load` returns ``None``
 networks run their pure-XLA path (same values, see ``tests/test_fused.py``).
 
 The shared library is compiled with the system ``g++`` (``$CXX`` overrides it) against the
-FFI headers shipped in jaxlib (``jax.ffi.include_dir()``), with ``-march=native``, into
+FFI headers shipped in jaxlib (``jax.ffi.include_dir()``), with ``-march=native`` (AVX-512
+intrinsics where the CPU has them, portable loops elsewhere; ``$SPIKEPIPE_NATIVE_FLAGS`` adds
+flags, e.g. ``-mno-avx512f``), into
 ``$SPIKEPIPE_NATIVE_DIR`` (default ``spikepipe_jax/native/_build/``, git-ignored). The file
 name carries a hash of the source, the flags, the compiler, jaxlib's version and this CPU's
 feature flags, so a changed source, toolchain or machine gets its own build (a new build
@@ -32,6 +34,11 @@ from typing import NamedTuple, Optional
 SOURCE = Path(__file__).with_name("lif_dense.cc")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-std=c++17", "-shared",
          "-fPIC")
+# $SPIKEPIPE_NATIVE_FLAGS adds compiler flags (e.g. "-mno-avx512f" builds the portable loops)
+
+
+def _flags() -> tuple[str, ...]:
+    return FLAGS + tuple(os.environ.get("SPIKEPIPE_NATIVE_FLAGS", "").split())
 # XLA FFI handler symbols in the library -> the custom-call target names they register as
 TARGETS = {"LifDenseFwdHandler": "spikepipe_lif_dense_fwd",
            "LifDenseBwdHandler": "spikepipe_lif_dense_bwd"}
@@ -67,7 +74,7 @@ def library_path(compiler: str) -> Path:
     """Where the build for this source, compiler, jaxlib and CPU lives."""
     import jaxlib
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version,
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(_flags()), version,
                                     jaxlib.__version__, _cpu_flags()]).encode()).hexdigest()[:16]
     return _build_dir() / f"liblif_dense-{key}.so"
 
@@ -82,7 +89,7 @@ def build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+        cmd = [compiler, *_flags(), f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n"
