@@ -202,8 +202,10 @@ def make_spikepipe_step(spec: dict) -> tuple[Callable[[], None], dict]:
     compiled = jax.jit(fn, donate_argnums=(0,)).lower(state, x, y, key).compile()
     info = {"jax": jax.__version__, "backend": jax.default_backend(), "remat": model.remat,
             "conv_impl": getattr(model, "conv_impl", "xla"), "encoding": cfg.data.encoding}
-    # whether the last hidden LIF layer + readout ran as the native kernels (snn/fused.py)
-    info["fused_readout"] = "spikepipe_lif_dense_fwd" in compiled.as_text()
+    # which native kernels (spikepipe_jax/native) the compiled step calls
+    from spikepipe_jax import native
+    hlo = compiled.as_text()
+    info["native_kernels"] = sorted(t for t in native.TARGETS.values() if t in hlo)
     try:
         mem = compiled.memory_analysis()
         info["xla_temp_mb"] = round(mem.temp_size_in_bytes / 2**20, 1)

@@ -15,9 +15,9 @@ fields. Field reference (units in names where they have one):
 * ``model.readout``              ``count`` (spiking output, spike counts) | ``membrane`` (non-spiking output).
 * ``model.remat``                ``jax.checkpoint`` the time-loop body (memory for long T).
 * ``model.conv_impl``            conv layers: ``auto`` (im2col on CPU, XLA conv elsewhere) | ``xla`` | ``im2col``.
-* ``model.fused_readout``        last hidden LIF layer + dense readout as one native kernel per direction:
-                                 ``auto`` (single CPU device, kernels built) | ``on`` | ``off``
-                                 (``spikepipe_jax/snn/fused.py``).
+* ``model.native``               native XLA:CPU kernels (last hidden LIF layer + dense readout fused;
+                                 im2col conv input-gradient fold): ``auto`` (single CPU device,
+                                 kernels built) | ``on`` (error if they cannot run) | ``off``.
 * ``train.*``                    batch size, epochs, optimiser, learning rate, loss, logging.
 * ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer).
 * ``pipeline.delay_position``    ``before`` (stale gradient into the optimiser) | ``after``.
@@ -56,7 +56,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.model.readout = readout
     c.model.remat = False
     c.model.conv_impl = "auto"  # "xla" (lax.conv) | "im2col" (patches + GEMM; fastest on CPU) | "auto"
-    c.model.fused_readout = "auto"  # "on" | "off": native LIF + readout kernels (snn/fused.py)
+    c.model.native = "auto"  # "on" | "off": native kernels (spikepipe_jax/native, snn/fused.py)
     c.model.init_gain = 1.0  # weight/bias init bound = init_gain / sqrt(fan_in) (PyTorch default at 1)
 
     c.train = ml_collections.ConfigDict()

@@ -6,8 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spikepipe_jax import snn, spec
+from spikepipe_jax import native, snn, spec
 from spikepipe_jax.snn import layers
+
+# the input-gradient fold in XLA, and (where the kernels build) in the native col2im kernel
+NATIVE = (False, True) if native.available() else (False,)
 
 # (H, W, C, F, k, stride, padding): odd sizes, stride 1 and 2, padding 0, 1 and 2.
 GEOMETRIES = [(7, 9, 3, 5, 3, 1, 0), (7, 9, 3, 5, 3, 2, 1), (8, 6, 2, 4, 4, 2, 2), (5, 5, 1, 2, 5, 1, 0),
@@ -51,9 +54,9 @@ def test_values_and_gradients_equal_lax_conv(geom, blocks):
     dy = rng.normal(size=y_ref.shape).astype(np.float32)
     _, gx_ref, gw_ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
     np.testing.assert_allclose(np.asarray(y_ref), _numpy_conv(x, wt, s, p), rtol=1e-5, atol=1e-4)
-    for block in blocks:
-        y, gx, gw = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, block))(x, wt, dy)
-        assert y.shape == y_ref.shape, block
+    for block, nat in [(b, n) for b in blocks for n in NATIVE]:
+        y, gx, gw = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, block, nat))(x, wt, dy)
+        assert y.shape == y_ref.shape, (block, nat)
         np.testing.assert_allclose(np.asarray(y), _numpy_conv(x, wt, s, p), rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(np.asarray(gx), np.asarray(gx_ref), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(gw), np.asarray(gw_ref), rtol=1e-4, atol=1e-4)
@@ -95,17 +98,18 @@ def test_apply_synapse_with_pools_equals_xla(pools, shape, conv):
     # Binary inputs, as in an SNN: many exact ties inside the max-pool windows.
     x = (jax.random.uniform(jax.random.key(4), (3, *shape)) < 0.3).astype(jnp.float32)
 
-    def run(impl):
-        return lambda prm, xx: layers.apply_synapse(prm, xx, info, conv_impl=impl)
+    def run(impl, nat=False):
+        return lambda prm, xx: layers.apply_synapse(prm, xx, info, conv_impl=impl, native=nat)
 
     g = jax.random.normal(jax.random.key(5), (3, *info.out_shape))
     ref = _value_and_vjp(run("xla"))(params, x, g)
-    out = _value_and_vjp(run("im2col"))(params, x, g)
-    assert out[0].shape == (3, *info.out_shape)
-    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(ref[0]), rtol=1e-5, atol=1e-5)
-    for a, b in zip(out[1:], ref[1:]):  # d params, d x
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
+    for nat in NATIVE:
+        out = _value_and_vjp(run("im2col", nat))(params, x, g)
+        assert out[0].shape == (3, *info.out_shape)
+        np.testing.assert_allclose(np.asarray(out[0]), np.asarray(ref[0]), rtol=1e-5, atol=1e-5)
+        for a, b in zip(out[1:], ref[1:]):  # d params, d x
+            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+                np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
 
 
 def test_block_choice_and_impl_resolution():
@@ -266,9 +270,10 @@ def test_chunked_weight_gradient_equals_lax_conv(geom, monkeypatch):
     wt = rng.normal(size=(k, k, c, f)).astype(np.float32)
     dy = rng.normal(size=(n, ho, wo, f)).astype(np.float32)
     ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
-    out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, 1))(x, wt, dy)
-    for u, v in zip(out, ref):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
+    for nat in NATIVE:
+        out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, 1, nat))(x, wt, dy)
+        for u, v in zip(out, ref):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(37, 50, 3), (37, 3, 50), (8, 16, 16)])

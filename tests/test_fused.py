@@ -139,11 +139,11 @@ def test_jit_vmap_and_determinism():
         _assert_close(out[i], fused.lif_dense(jnp.asarray(stacked[i]), bias, w, **kw), 1e-6, f"vmap {i}")
 
 
-def _model(fused_readout, learn_beta=False, conv=False):
+def _model(native_mode, learn_beta=False, conv=False):
     from configs import conv_digits, fc_digits
     cfg = (conv_digits if conv else fc_digits).get_config()
     cfg.model.num_steps = 4
-    cfg.model.fused_readout = fused_readout
+    cfg.model.native = native_mode
     cfg.model.learn_beta = learn_beta
     cfg.model.init_gain = 3.0  # enough drive that the hidden layers spike
     return snn.model_from_config(cfg.model), cfg
@@ -174,24 +174,34 @@ def test_model_apply_fused_equals_unfused(conv):
         _assert_close(a, b, 2e-5, jax.tree_util.keystr(path))
 
 
-def test_modes_and_eligibility(monkeypatch):
-    with pytest.raises(ValueError, match="fused_readout 'sometimes'"):
+def test_modes_and_structure(monkeypatch):
+    with pytest.raises(ValueError, match="model.native 'sometimes'"):
         _model("sometimes")
     structure = dict(hidden_reset="subtract", learn_beta=False, readout_kind="dense", readout_pools=(),
                      readout_features=10, dtype=jnp.float32)
-    assert not fused.eligible("off", **structure)
+    assert fused.fits(**structure)
     for bad in (dict(hidden_reset="zero"), dict(learn_beta=True), dict(readout_kind="conv"),
-                dict(readout_features=fused.MAX_FEATURES + 1), dict(dtype=jnp.bfloat16)):
-        assert not fused.eligible("auto", **{**structure, **bad})
-        with pytest.raises(ValueError, match="does not fit the fused kernel"):
-            fused.eligible("on", **{**structure, **bad})
+                dict(readout_pools=("maxpool",)), dict(readout_features=fused.MAX_FEATURES + 1),
+                dict(dtype=jnp.bfloat16)):
+        assert not fused.fits(**{**structure, **bad}), bad
+    assert not native.usable("off")
+    assert native.usable("auto") == native.available()  # tests run on one CPU device
+    with monkeypatch.context() as m:  # the data-parallel path: a sharded batch
+        m.setattr(jax, "local_device_count", lambda: 4)
+        assert not native.usable("auto")
+        with pytest.raises(RuntimeError, match="4 local devices"):
+            native.usable("on")
     # without the library: auto falls back, on names the reason
     monkeypatch.setattr(native, "load", lambda: native.Native(None, None, "no C++ compiler (g++) on PATH"))
-    assert not fused.eligible("auto", **structure)
+    assert not native.usable("auto")
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
-        fused.eligible("on", **structure)
+        native.usable("on")
     with pytest.raises(RuntimeError, match="not available"):
         fused.lif_dense(jnp.zeros((2, 2, 3)), jnp.zeros(3), jnp.zeros((3, 2)), beta=0.9)
+    model, cfg = _model("auto")
+    x = jnp.ones((4, 2) + tuple(cfg.model.input_shape))
+    logits = snn.apply(snn.init_params(jax.random.key(0), model), model, x).logits  # the XLA path
+    assert logits.shape == (2, 10)
 
 
 def test_learnable_beta_keeps_op_by_op_path():
@@ -226,11 +236,11 @@ def test_build_is_keyed_and_atomic(tmp_path, monkeypatch):
         pytest.skip("no C++ compiler")
     monkeypatch.setenv("SPIKEPIPE_NATIVE_DIR", str(tmp_path))
     path = native.library_path(compiler)
-    assert path.parent == tmp_path and path.name.startswith("liblif_dense-") and path.suffix == ".so"
+    assert path.parent == tmp_path and path.name.startswith("libspikepipe-") and path.suffix == ".so"
     monkeypatch.setenv("SPIKEPIPE_NATIVE_FLAGS", "-DSPIKEPIPE_TEST_FLAG")
     assert native.library_path(compiler) != path
     monkeypatch.setenv("SPIKEPIPE_NATIVE_FLAGS", "-this-flag-does-not-exist")
-    with pytest.raises(RuntimeError, match="building lif_dense.cc failed"):
+    with pytest.raises(RuntimeError, match="building the native kernels failed"):
         native.build(compiler)
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind
 
@@ -246,4 +256,4 @@ def test_portable_loops_without_avx512(tmp_path, repo_root):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-500:]
-    assert len(list(tmp_path.glob("liblif_dense-*.so"))) == 1  # the portable build was made and used
+    assert len(list(tmp_path.glob("libspikepipe-*.so"))) == 1  # the portable build was made and used

@@ -1,8 +1,10 @@
 """Native XLA:CPU kernels (XLA FFI custom calls), built from source on first use.
 
-One kernel pair today, ``lif_dense.cc``: a LIF layer fused with the narrow dense layer that
-reads its spikes (a classifier's readout), forward and backward; its JAX side is
-:mod:`spikepipe_jax.snn.fused`. Everything here is optional: when no C++ compiler is found,
+``lif_dense.cc``: a LIF layer fused with the narrow dense layer that reads its spikes (a
+classifier's readout), forward and backward; its JAX side is :mod:`spikepipe_jax.snn.fused`.
+``col2im.cc``: the fold of the im2col convolution's input gradient
+(:func:`spikepipe_jax.snn.layers._im2col_bwd`). ``parallel.h``: work split over XLA's
+intra-op thread pool. Everything here is optional: when no C++ compiler is found,
 the build fails, or ``SPIKEPIPE_NATIVE=0`` is set, :func:`load` returns ``None`` and the
 networks run their pure-XLA path (same values, see ``tests/test_fused.py``).
 
@@ -31,7 +33,9 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-SOURCE = Path(__file__).with_name("lif_dense.cc")
+HERE = Path(__file__).parent
+SOURCES = (HERE / "lif_dense.cc", HERE / "col2im.cc")
+HEADERS = (HERE / "parallel.h",)
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-std=c++17", "-shared",
          "-fPIC")
 # $SPIKEPIPE_NATIVE_FLAGS adds compiler flags (e.g. "-mno-avx512f" builds the portable loops)
@@ -41,7 +45,8 @@ def _flags() -> tuple[str, ...]:
     return FLAGS + tuple(os.environ.get("SPIKEPIPE_NATIVE_FLAGS", "").split())
 # XLA FFI handler symbols in the library -> the custom-call target names they register as
 TARGETS = {"LifDenseFwdHandler": "spikepipe_lif_dense_fwd",
-           "LifDenseBwdHandler": "spikepipe_lif_dense_bwd"}
+           "LifDenseBwdHandler": "spikepipe_lif_dense_bwd",
+           "Col2ImHandler": "spikepipe_col2im"}
 
 
 class Native(NamedTuple):
@@ -74,9 +79,10 @@ def library_path(compiler: str) -> Path:
     """Where the build for this source, compiler, jaxlib and CPU lives."""
     import jaxlib
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(_flags()), version,
+    texts = [f.read_text() for f in SOURCES + HEADERS]
+    key = hashlib.sha256("\0".join([*texts, " ".join(_flags()), version,
                                     jaxlib.__version__, _cpu_flags()]).encode()).hexdigest()[:16]
-    return _build_dir() / f"liblif_dense-{key}.so"
+    return _build_dir() / f"libspikepipe-{key}.so"
 
 
 def build(compiler: str) -> Path:
@@ -89,13 +95,13 @@ def build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *_flags(), f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+        cmd = [compiler, *_flags(), f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n"
+            raise RuntimeError(f"building the native kernels failed ({' '.join(cmd)}):\n"
                                f"{proc.stderr.strip()[-2000:]}")
         os.replace(tmp, path)
-        for old in path.parent.glob("liblif_dense-*.so"):  # builds of older sources or flags
+        for old in path.parent.glob("libspikepipe-*.so"):  # builds of older sources or flags
             if old != path:
                 old.unlink(missing_ok=True)
     finally:
@@ -127,3 +133,32 @@ def load() -> Native:
 def available() -> bool:
     """True when the native kernels are built, loaded and registered."""
     return load().lib is not None
+
+
+MODES = ("auto", "on", "off")
+
+
+def usable(mode: str) -> bool:
+    """Whether computations traced now should use the native kernels, for ``model.native``.
+
+    ``"off"``: never. ``"auto"``: when the default backend is a single CPU device and the
+    library is built (on several devices the batch is sharded, which these custom calls are
+    not written for; other backends have their own libraries). ``"on"``: like ``"auto"``, but
+    raises, naming the reason, where ``"auto"`` would fall back. Each kernel's wrapper adds
+    its own structural conditions (shapes, dtypes) on top.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown model.native {mode!r}; expected one of {MODES}")
+    if mode == "off":
+        return False
+    import jax
+    reasons = []
+    if jax.default_backend() != "cpu":
+        reasons.append(f"backend is {jax.default_backend()}, not cpu")
+    if jax.local_device_count() != 1:
+        reasons.append(f"{jax.local_device_count()} local devices (sharded batch)")
+    if not reasons and not available():
+        reasons.append(load().reason)
+    if reasons and mode == "on":
+        raise RuntimeError("model.native='on' but the native kernels cannot be used: " + "; ".join(reasons))
+    return not reasons

@@ -16,12 +16,9 @@
 // result is deterministic for a given thread count. Python side: spikepipe_jax/snn/fused.py.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -29,6 +26,7 @@
 #include <immintrin.h>
 #endif
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -36,43 +34,6 @@ namespace ffi = xla::ffi;
 namespace {
 
 enum Surrogate : int32_t { kFastSigmoid = 0, kArctan = 1, kTriangle = 2, kStraightThrough = 3 };
-
-// Runs body(part, r0, r1) over [0, rows) in `parts` contiguous blocks: block 0 on the calling
-// thread, the others offered to the pool. A block is run by whoever claims it first, so after
-// its own block the calling thread runs every block no pool thread has started (the call never
-// waits on a busy pool), then waits for the blocks running elsewhere. The claim flags are
-// shared with the queued closures, which may start after the call has returned: they then find
-// their block claimed and do nothing.
-template <typename Body>
-void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t parts, Body body) {
-  struct Claims {
-    explicit Claims(int64_t n) : flags(new std::atomic<bool>[n]) {
-      for (int64_t i = 0; i < n; ++i) flags[i].store(false, std::memory_order_relaxed);
-    }
-    std::unique_ptr<std::atomic<bool>[]> flags;
-    std::atomic<int64_t> running{0};
-  };
-  auto claims = std::make_shared<Claims>(parts);
-  const Body* shared_body = &body;
-  auto run = [rows, parts, shared_body](Claims& c, int64_t i) {
-    if (c.flags[i].exchange(true, std::memory_order_acq_rel)) return false;
-    (*shared_body)(i, rows * i / parts, rows * (i + 1) / parts);
-    return true;
-  };
-  for (int64_t i = 1; i < parts; ++i)
-    pool.Schedule([claims, run, i] {
-      claims->running.fetch_add(1, std::memory_order_acq_rel);
-      if (!claims->flags[i].load(std::memory_order_acquire)) run(*claims, i);
-      claims->running.fetch_sub(1, std::memory_order_acq_rel);
-    });
-  body(0, 0, rows / parts);
-  for (int64_t i = 1; i < parts; ++i) run(*claims, i);
-  while (claims->running.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-}
-
-int64_t NumParts(ffi::ThreadPool& pool, int64_t rows) {
-  return std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows));
-}
 
 // Row kernels. Layouts: I, U, delta [T, B, N] (row = t * B + b); Y, G [T, B, F];
 // W [N, Fp] zero-padded to Fp = 16 * NV columns (NV vectors per neuron, read only for
@@ -358,7 +319,7 @@ ffi::Error LifDenseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cur, ffi::Buf
   float* pm = mem->typed_data();
   float* po = out->typed_data();
   DispatchWidth(Fp, [&](auto nv) {
-    ParallelRows(pool, B, NumParts(pool, B), [=](int64_t, int64_t b0, int64_t b1) {
+    spikepipe::ParallelBlocks(pool, B, spikepipe::NumBlocks(pool, B), [=](int64_t, int64_t b0, int64_t b1) {
       ForwardRows<decltype(nv)::value>(pc, pb, pw, pm, po, T, B, N, F, beta, theta, subtract != 0, b0, b1);
     });
   });
@@ -378,7 +339,7 @@ ffi::Error LifDenseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> mem, ffi::Buf
   if (ffi::Error e = CheckShapes(md, F, Fp, wd, dwd, dbias->element_count()); e.failure()) return e;
   if (surrogate < kFastSigmoid || surrogate > kStraightThrough)
     return ffi::Error::InvalidArgument("lif_dense: unknown surrogate code " + std::to_string(surrogate));
-  const int64_t parts = NumParts(pool, B);
+  const int64_t parts = spikepipe::NumBlocks(pool, B);
   const int64_t stride = N + N * Fp;  // per-part partial sums: [db (N) | dW (N * Fp)]
   std::vector<float> partial(parts * stride, 0.f);
   const float* pm = mem.typed_data();
@@ -388,7 +349,7 @@ ffi::Error LifDenseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> mem, ffi::Buf
   float* pp = partial.data();
   DispatchWidth(Fp, [&](auto nv) {
     constexpr int NV = decltype(nv)::value;
-    ParallelRows(pool, B, parts, [=](int64_t part, int64_t b0, int64_t b1) {
+    spikepipe::ParallelBlocks(pool, B, parts, [=](int64_t part, int64_t b0, int64_t b1) {
       float* db = pp + part * stride;
       float* dwp = db + N;
       switch (surrogate) {

@@ -19,8 +19,8 @@ and backward :math:`\delta_t = (\bar Y_t W^\top)\,\sigma'(U_t - \theta) + \beta\
 :math:`\bar W = \sum_{t,b} S_t^\top \bar Y_t`. Values agree with the op-by-op path to float32
 rounding (summation order differs; ``tests/test_fused.py``).
 
-:func:`spikepipe_jax.snn.models.apply` uses it when :func:`eligible` says so (``model.fused_readout``
-``"auto"``: CPU backend, one device, kernels built). It is first-order only (no
+:func:`spikepipe_jax.snn.models.apply` uses it for the last hidden layer when :func:`fits` and
+``native.usable(model.native)`` (``"auto"``: CPU backend, one device, kernels built). It is first-order only (no
 ``grad`` of ``grad``) and runs per example under ``vmap`` (``vmap_method="sequential"``).
 """
 
@@ -34,7 +34,6 @@ import numpy as np
 
 from spikepipe_jax import native
 
-MODES = ("auto", "on", "off")
 MAX_FEATURES = 64  # readouts up to this width; wider dense layers are GEMM-bound anyway
 
 # surrogate name -> (kernel code, default scale), as spikepipe_jax.snn.surrogate defines them
@@ -136,35 +135,11 @@ def lif_dense(currents: jax.Array, bias: jax.Array, w: jax.Array, *, beta: float
                       reset == "subtract", code, scale)
 
 
-def eligible(mode: str, *, hidden_reset: str, learn_beta: bool, readout_kind: str,
-             readout_pools: tuple, readout_features: int, dtype) -> bool:
-    """Whether ``models.apply`` fuses a hidden LIF layer with the readout that follows it.
-
-    ``mode`` is ``model.fused_readout``: ``"off"`` never; ``"auto"`` when the structure fits
-    (reset subtract/none, fixed scalar beta, a dense readout of at most ``MAX_FEATURES`` units
-    without pooling, float32) and the default backend is a single CPU device with the kernels
-    built (on several devices the batch is sharded, which a custom call cannot be);
-    ``"on"`` like auto but raises if the kernels cannot be used.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown model.fused_readout {mode!r}; expected one of {MODES}")
-    if mode == "off":
-        return False
-    fits = (hidden_reset in ("subtract", "none") and not learn_beta and readout_kind == "dense"
+def fits(*, hidden_reset: str, learn_beta: bool, readout_kind: str, readout_pools: tuple,
+         readout_features: int, dtype) -> bool:
+    """Whether a hidden LIF layer and the readout after it have the structure :func:`lif_dense`
+    computes: reset subtract/none, a fixed scalar beta, a dense readout of at most
+    ``MAX_FEATURES`` units without pooling, float32. (Whether native kernels are used at all
+    is :func:`spikepipe_jax.native.usable`.)"""
+    return (hidden_reset in ("subtract", "none") and not learn_beta and readout_kind == "dense"
             and not readout_pools and readout_features <= MAX_FEATURES and dtype == jnp.float32)
-    if not fits:
-        if mode == "on":
-            raise ValueError("model.fused_readout='on' but the network does not fit the fused kernel "
-                             "(needs reset subtract/none, learn_beta False, a dense readout of at most "
-                             f"{MAX_FEATURES} units without pooling, float32)")
-        return False
-    reasons = []
-    if jax.default_backend() != "cpu":
-        reasons.append(f"backend is {jax.default_backend()}, not cpu")
-    if jax.local_device_count() != 1:
-        reasons.append(f"{jax.local_device_count()} local devices (sharded batch)")
-    if not native.available():
-        reasons.append(native.load().reason)
-    if reasons and mode == "on":
-        raise RuntimeError("model.fused_readout='on' but the native kernels cannot be used: " + "; ".join(reasons))
-    return not reasons

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spikepipe_jax import native as native_lib
 from spikepipe_jax.spec import LayerInfo, Pool
 
 
@@ -111,7 +112,7 @@ def _im2col_geometry(x_shape, k: int, stride: int, padding: int, block: int):
     return ho, wo, nbh, nbw, max(extra_h, 0), max(extra_w, 0)
 
 
-def _im2col_fwd(x, w, stride, padding, block):
+def _im2col_fwd(x, w, stride, padding, block, native=False):
     k, c, f = w.shape[0], w.shape[2], w.shape[3]
     n = x.shape[0]
     _, _, nbh, nbw, eh, ew = _im2col_geometry(x.shape, k, stride, padding, block)
@@ -170,7 +171,7 @@ def _patch_weight_grad(cols: jax.Array, dyb: jax.Array) -> jax.Array:
     return dwt.sum(axis=0).T
 
 
-def _im2col_bwd(stride, padding, block, res, dy):
+def _im2col_bwd(stride, padding, block, native, res, dy):
     cols, wb, x_shape, xp_shape = res
     n, nbh, nbw, _, f = dy.shape
     c = x_shape[3]
@@ -178,6 +179,14 @@ def _im2col_bwd(stride, padding, block, res, dy):
     k = pk - (block - 1) * stride
     dyb = dy.reshape(n * nbh * nbw, block * block * f)
     dw = _unblock_weight_grad(_patch_weight_grad(cols, dyb), k, c, f, block, stride)
+    g = cols.shape[0] if cols.ndim == 3 else 1
+    dyg = dyb.reshape(g, -1, dyb.shape[1])  # the weight gradient's chunks: one layout of dy
+    if native and dy.dtype == jnp.float32:
+        # dx = col2im(dyb @ wb^T): one GEMM over the same chunks, then the fold in a native
+        # kernel, one image at a time in cache (spikepipe_jax/native/col2im.cc): conv_medium's
+        # second conv 91 -> 61 ms median standalone (benchmarks/README.md section 8)
+        dp = jax.lax.dot_general(dyg, jnp.broadcast_to(wb, (g,) + wb.shape), (((2,), (2,)), ((0,), (0,))))
+        return _native_col2im(dp.reshape(n, nbh, nbw, -1), x_shape, xp_shape, pk, block * stride, padding), dw
     # dx = col2im(dyb @ wb^T), one patch row u at a time: the [M, p*C] slice of the patch
     # gradient is folded back along the width (the transpose of its strided slices: pads and
     # adds that XLA fuses) and added into the input rows u, u + b*s, ...; a scatter-add (the
@@ -187,8 +196,6 @@ def _im2col_bwd(stride, padding, block, res, dy):
     bs = block * stride
     wb_rows = wb.reshape(pk, pk * c, block * block * f)
     dxp = None
-    g = cols.shape[0] if cols.ndim == 3 else 1
-    dyg = dyb.reshape(g, -1, dyb.shape[1])  # the weight gradient's chunks: one layout of dy
     for u in range(pk):
         wu = jnp.broadcast_to(wb_rows[u], (g,) + wb_rows[u].shape)
         dcu = jax.lax.dot_general(dyg, wu, (((2,), (2,)), ((0,), (0,)))).reshape(n, nbh, nbw, pk * c)
@@ -200,13 +207,25 @@ def _im2col_bwd(stride, padding, block, res, dy):
     return dxp[:, padding:padding + x_shape[1], padding:padding + x_shape[2], :], dw
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_im2col_blocks(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int) -> jax.Array:
+def _native_col2im(dp: jax.Array, x_shape, xp_shape, patch: int, step: int, padding: int) -> jax.Array:
+    """The native fold: ``dp`` ``[N, nbh, nbw, p*p*C]`` (patch gradients) -> ``dx`` ``x_shape``."""
+    if not native_lib.available():
+        raise RuntimeError(f"the native col2im kernel is not available ({native_lib.load().reason})")
+    return jax.ffi.ffi_call("spikepipe_col2im", jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32),
+                            vmap_method="sequential")(
+        dp, patch=np.int64(patch), step=np.int64(step), pad=np.int64(padding),
+        hp=np.int64(xp_shape[1]), wp=np.int64(xp_shape[2]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_im2col_blocks(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int,
+                        native: bool = False) -> jax.Array:
     r"""Convolution as GEMMs over explicitly gathered patches, output in block layout.
 
     Returns ``[N, nbh, nbw, b*b, F]``: output pixel ``(b*I + i, b*J + j)`` at
     ``[:, I, J, b*i + j]`` (blocks past ``Ho``, ``Wo`` hold the convolution of the zero
-    padding added to complete them). See :func:`_conv_im2col` for the maths.
+    padding added to complete them). See :func:`_conv_im2col` for the maths. ``native``: fold
+    the input gradient in the native kernel (float32; :func:`_native_col2im`).
     """
     return _im2col_fwd(x, w, stride, padding, block)[0]
 
@@ -214,7 +233,8 @@ def _conv_im2col_blocks(x: jax.Array, w: jax.Array, stride: int, padding: int, b
 _conv_im2col_blocks.defvjp(_im2col_fwd, _im2col_bwd)
 
 
-def _conv_im2col(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int = 1) -> jax.Array:
+def _conv_im2col(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int = 1,
+                 native: bool = False) -> jax.Array:
     r"""The same convolution as GEMMs over explicitly gathered patches (im2col).
 
     With :math:`x_p` the zero-padded input, the patch matrix has one row per output pixel
@@ -240,7 +260,7 @@ def _conv_im2col(x: jax.Array, w: jax.Array, stride: int, padding: int, block: i
     k, f = w.shape[0], w.shape[3]
     n = x.shape[0]
     ho, wo, nbh, nbw, _, _ = _im2col_geometry(x.shape, k, stride, padding, block)
-    y = _conv_im2col_blocks(x, w, stride, padding, block)
+    y = _conv_im2col_blocks(x, w, stride, padding, block, native)
     if block == 1:
         return y.reshape(n, ho, wo, f)
     y = y.reshape(n, nbh, nbw, block, block, f).transpose(0, 1, 3, 2, 4, 5)
@@ -275,12 +295,12 @@ def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, 
     return _apply_weights(layer_params["w"], x, info, conv_impl) + layer_params["b"]
 
 
-def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str) -> jax.Array:
+def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str, native: bool = False) -> jax.Array:
     """:func:`apply_op` without the bias."""
     if info.kind == "dense":
         return dense(x.reshape(x.shape[0], -1), w)
     if resolve_conv_impl(conv_impl) == "im2col":
-        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info))
+        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info), native)
     return _conv_xla(x, w, info.stride, info.padding)
 
 
@@ -409,8 +429,11 @@ def pool(x: jax.Array, spec: Pool) -> jax.Array:
 
 
 def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, *,
-                  conv_impl: str = "xla", bias: bool = True) -> jax.Array:
+                  conv_impl: str = "xla", bias: bool = True, native: bool = False) -> jax.Array:
     """Op followed by the layer's pooling: ``[N, *in_shape] -> [N, *out_shape]``.
+
+    ``native=True`` lets an im2col conv fold its input gradient in the native kernel
+    (float32; the caller decides, :func:`spikepipe_jax.native.usable`).
 
     ``bias=False`` leaves the bias out; the caller adds it to the pooled output
     (:func:`spikepipe_jax.snn.models.apply` passes it to ``lif_scan(bias=...)``, which adds it
@@ -430,13 +453,13 @@ def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerI
         block = _im2col_block(info)
         ho, wo = info.op_shape[0], info.op_shape[1]
         if block > 1 and pools[0].window == block and ho % block == 0 and wo % block == 0:
-            yb = _conv_im2col_blocks(x, w, info.stride, info.padding, block)  # [N, I, J, b*b, F]
+            yb = _conv_im2col_blocks(x, w, info.stride, info.padding, block, native)  # [N, I, J, b*b, F]
             y = max_first(yb, (3,)) if pools[0].kind == "maxpool" else yb.mean(axis=3)
         else:
-            y = pool(_conv_im2col(x, w, info.stride, info.padding, block), pools[0])
+            y = pool(_conv_im2col(x, w, info.stride, info.padding, block, native), pools[0])
         pools = pools[1:]
     else:
-        y = _apply_weights(w, x, info, conv_impl)
+        y = _apply_weights(w, x, info, conv_impl, native)
     if bias:
         y = y + layer_params["b"]
     for p in pools:

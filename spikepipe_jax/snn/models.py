@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from spikepipe_jax import spec as spec_lib
+from spikepipe_jax import native, spec as spec_lib
 from spikepipe_jax.snn import fused, layers, neurons, surrogate as surrogate_lib
 
 READOUTS = ("count", "membrane")
@@ -42,7 +42,7 @@ class ModelDef(NamedTuple):
     remat: bool
     init_gain: float = 1.0
     conv_impl: str = "auto"  # conv layers: "auto" | "xla" | "im2col" (layers.apply_op)
-    fused_readout: str = "auto"  # last hidden LIF + dense readout in native kernels: "auto" | "on" | "off"
+    native: str = "auto"  # native XLA:CPU kernels (spikepipe_jax.native.usable): "auto" | "on" | "off"
 
     @property
     def num_layers(self) -> int:
@@ -64,15 +64,15 @@ def model_from_config(model_cfg: Any) -> ModelDef:
     conv_impl = model_cfg.get("conv_impl", "auto")
     if conv_impl not in layers.CONV_IMPLS:
         raise ValueError(f"unknown model.conv_impl {conv_impl!r}; expected one of {layers.CONV_IMPLS}")
-    fused_readout = model_cfg.get("fused_readout", "auto")
-    if fused_readout not in fused.MODES:
-        raise ValueError(f"unknown model.fused_readout {fused_readout!r}; expected one of {fused.MODES}")
+    native_mode = model_cfg.get("native", "auto")
+    if native_mode not in native.MODES:
+        raise ValueError(f"unknown model.native {native_mode!r}; expected one of {native.MODES}")
     return ModelDef(infos=infos, beta=float(model_cfg.beta), threshold=float(model_cfg.threshold),
                     reset=model_cfg.reset, surrogate=model_cfg.surrogate,
                     surrogate_scale=float(model_cfg.surrogate_scale), readout=model_cfg.readout,
                     learn_beta=bool(model_cfg.learn_beta), remat=bool(model_cfg.remat),
                     init_gain=float(model_cfg.get("init_gain", 1.0)), conv_impl=conv_impl,
-                    fused_readout=fused_readout)
+                    native=native_mode)
 
 
 def init_params(key: jax.Array, model: ModelDef) -> dict[str, dict[str, jax.Array]]:
@@ -93,13 +93,11 @@ class Output(NamedTuple):
     out_mem: jax.Array       # [T, B, classes]
 
 
-def _fuses_readout(model: ModelDef, hidden: spec_lib.LayerInfo, readout: spec_lib.LayerInfo,
-                   hidden_params: dict, dtype) -> bool:
-    """Whether the hidden layer's LIF and the dense readout after it run as ``fused.lif_dense``."""
-    return fused.eligible(model.fused_readout, hidden_reset=model.reset,
-                          learn_beta=model.learn_beta or "beta" in hidden_params,
-                          readout_kind=readout.kind, readout_pools=readout.pools,
-                          readout_features=readout.features, dtype=dtype)
+def _fuses_readout(model: ModelDef, readout: spec_lib.LayerInfo, hidden_params: dict, dtype) -> bool:
+    """Whether a hidden layer's LIF and the readout after it can run as ``fused.lif_dense``."""
+    return fused.fits(hidden_reset=model.reset, learn_beta=model.learn_beta or "beta" in hidden_params,
+                      readout_kind=readout.kind, readout_pools=readout.pools,
+                      readout_features=readout.features, dtype=dtype)
 
 
 def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
@@ -111,15 +109,18 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     ``apply_synapse(conv_impl=model.conv_impl, bias=False)`` unless ``synapse(layer_params, x,
     info)`` is given (the pipeline simulator runs backward passes with other weight versions).
 
-    With the default synapse, the last hidden layer's LIF and the dense readout that reads its
-    spikes run as one native kernel per direction (:func:`spikepipe_jax.snn.fused.lif_dense`)
-    when ``model.fused_readout`` allows it (``"auto"``: a single CPU device with the kernels
-    built, see :func:`spikepipe_jax.snn.fused.eligible`); the values are those of the op-by-op
-    path up to float32 summation order.
+    With the default synapse and ``native.usable(model.native)`` (``"auto"``: a single CPU
+    device with the kernels built), native kernels take two places: the last hidden layer's
+    LIF and the dense readout that reads its spikes run as one kernel per direction
+    (:func:`spikepipe_jax.snn.fused.lif_dense`, where :func:`~spikepipe_jax.snn.fused.fits`),
+    and im2col convs fold their input gradient natively (:func:`layers.apply_synapse`
+    ``native=True``). Values are those of the XLA path up to float32 summation order.
     """
     default_synapse = synapse is None
+    use_native = default_synapse and native.usable(model.native)
     if synapse is None:
-        synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False)
+        synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False,
+                                    native=use_native)
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     infos = model.infos
@@ -132,8 +133,7 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
         beta = p["beta"] if "beta" in p else model.beta
         membrane_readout = info.is_output and model.readout == "membrane"
         nxt = infos[i + 1] if i + 1 < len(infos) else None
-        if (default_synapse and nxt is not None and nxt.is_output
-                and _fuses_readout(model, info, nxt, p, cur.dtype)):
+        if use_native and nxt is not None and nxt.is_output and _fuses_readout(model, nxt, p, cur.dtype):
             cur = fused.lif_dense(cur, p["b"], params[nxt.name]["w"], beta=model.beta,
                                   threshold=model.threshold, reset=model.reset,
                                   surrogate=model.surrogate, scale=model.surrogate_scale)
