@@ -189,12 +189,12 @@ def test_modes_and_structure(monkeypatch):
     with monkeypatch.context() as m:  # the data-parallel path: a sharded batch
         m.setattr(jax, "local_device_count", lambda: 4)
         assert not native.usable("auto")
-        with pytest.raises(RuntimeError, match="4 local devices"):
+        with pytest.raises(ValueError, match="4 local devices"):
             native.usable("on")
     # without the library: auto falls back, on names the reason
     monkeypatch.setattr(native, "load", lambda: native.Native(None, None, "no C++ compiler (g++) on PATH"))
     assert not native.usable("auto")
-    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+    with pytest.raises(ValueError, match="no C\\+\\+ compiler"):
         native.usable("on")
     with pytest.raises(RuntimeError, match="not available"):
         fused.lif_dense(jnp.zeros((2, 2, 3)), jnp.zeros(3), jnp.zeros((3, 2)), beta=0.9)

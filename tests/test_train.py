@@ -117,10 +117,13 @@ def test_data_parallel_four_devices_matches_one(tmp_path):
     ("--config.data.name=mnist", "data directory"),
     ("--config.bogus_key=3", "unknown config key"),
     ("--config.model.readout=membrane", "needs model.readout='count'"),
+    ("--config.model.native=maybe", "unknown model.native 'maybe'"),
+    ("--config.model.native=on", "disabled by SPIKEPIPE_NATIVE=0"),  # run with native kernels disabled
 ])
 def test_bad_input_one_line_error_and_no_workdir(tmp_path, override, message):
     wd = tmp_path / "wd"
-    r = _run_script(["--config=configs/fc_digits.py:smoke", override, f"--workdir={wd}"], timeout=120)
+    r = _run_script(["--config=configs/fc_digits.py:smoke", override, f"--workdir={wd}"],
+                    env_extra={"SPIKEPIPE_NATIVE": "0"}, timeout=120)
     assert r.returncode == 1
     err_lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(err_lines) == 1 and message in err_lines[0], r.stderr[-1500:]

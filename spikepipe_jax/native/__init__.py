@@ -144,7 +144,7 @@ def usable(mode: str) -> bool:
     ``"off"``: never. ``"auto"``: when the default backend is a single CPU device and the
     library is built (on several devices the batch is sharded, which these custom calls are
     not written for; other backends have their own libraries). ``"on"``: like ``"auto"``, but
-    raises, naming the reason, where ``"auto"`` would fall back. Each kernel's wrapper adds
+    raises a ``ValueError`` naming the reason where ``"auto"`` would fall back. Each kernel's wrapper adds
     its own structural conditions (shapes, dtypes) on top.
     """
     if mode not in MODES:
@@ -160,5 +160,5 @@ def usable(mode: str) -> bool:
     if not reasons and not available():
         reasons.append(load().reason)
     if reasons and mode == "on":
-        raise RuntimeError("model.native='on' but the native kernels cannot be used: " + "; ".join(reasons))
+        raise ValueError("model.native='on' but the native kernels cannot be used: " + "; ".join(reasons))
     return not reasons

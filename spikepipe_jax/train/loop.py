@@ -33,7 +33,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spikepipe_jax import data as data_lib
-from spikepipe_jax import snn
+from spikepipe_jax import native, snn
 from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
 from spikepipe_jax.train import checkpoint, losses, pipesim
@@ -49,6 +49,8 @@ class TrainState(NamedTuple):
 def validate_config(config) -> snn.ModelDef:
     """Checks every field the run needs before anything is written; returns the model."""
     model = snn.model_from_config(config.model)
+    if model.native == "on":
+        native.usable("on")  # a clear error now (no compiler, several devices) rather than at trace time
     t = config.train
     for field in ("batch_size", "epochs", "eval_batch_size", "log_every_steps", "checkpoint_every_steps"):
         v = t[field]
