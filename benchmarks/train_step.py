@@ -199,9 +199,12 @@ def make_spikepipe_step(spec: dict) -> tuple[Callable[[], None], dict]:
                               num_steps=spec["num_steps"], num_classes=spec["num_classes"])
     x, y = (jnp.asarray(a) for a in _rate_inputs(spec))
     key = jax.random.key(1)
-    compiled = jax.jit(fn, donate_argnums=(0,)).lower(state, x, y, key).compile()
+    cpu_gemm = cfg.train.get("cpu_gemm", "eigen")
+    compiled = jax.jit(fn, donate_argnums=(0,), compiler_options=loop.compiler_options(cpu_gemm)).lower(
+        state, x, y, key).compile()
     info = {"jax": jax.__version__, "backend": jax.default_backend(), "remat": model.remat,
-            "conv_impl": getattr(model, "conv_impl", "xla"), "encoding": cfg.data.encoding}
+            "conv_impl": getattr(model, "conv_impl", "xla"), "encoding": cfg.data.encoding,
+            "cpu_gemm": cpu_gemm}
     # which native kernels (spikepipe_jax/native) the compiled step calls
     from spikepipe_jax import native
     hlo = compiled.as_text()

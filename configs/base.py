@@ -19,6 +19,8 @@ fields. Field reference (units in names where they have one):
                                  im2col conv input-gradient fold): ``auto`` (single CPU device,
                                  kernels built) | ``on`` (error if they cannot run) | ``off``.
 * ``train.*``                    batch size, epochs, optimiser, learning rate, loss, logging.
+* ``train.cpu_gemm``             XLA:CPU's library for the steps' GEMMs: ``eigen`` (all dots; YNNPACK keeps
+                                 the reductions) | ``xla_default`` (XLA's choice: YNNPACK for most dots).
 * ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer).
 * ``pipeline.delay_position``    ``before`` (stale gradient into the optimiser) | ``after``.
 * ``pipeline.mitigation``        ``none`` | mitigation name (see ``spikepipe_jax/train/mitigation.py``).
@@ -70,6 +72,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.train.log_every_steps = 50
     c.train.eval_batch_size = 256
     c.train.checkpoint_every_steps = 200
+    c.train.cpu_gemm = "eigen"  # "xla_default": XLA's own pick (YNNPACK); see train/loop.compiler_options
 
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.delays = "none"

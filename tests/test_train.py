@@ -183,3 +183,20 @@ def test_step_metrics_finite_flag():
     for bad in (jnp.nan, jnp.inf, -jnp.inf):
         assert not bool(check({**base, "a": base["a"].at[2, 3].set(bad)}))
         assert not bool(check({**base, "b": {"c": base["b"]["c"].at[6].set(bad)}}))
+
+
+def test_cpu_gemm_compiler_option():
+    from spikepipe_jax.train import loop
+    assert loop.compiler_options("xla_default") == {}
+    opts = loop.compiler_options("eigen")
+    assert opts == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}  # tests run on CPU
+    with pytest.raises(ValueError, match="train.cpu_gemm 'mkl'"):
+        loop.compiler_options("mkl")
+    c = _cfg("fc_digits")
+    c.train.cpu_gemm = "mkl"
+    with pytest.raises(ValueError, match="train.cpu_gemm 'mkl'"):
+        loop.validate_config(c)
+    # the option reaches XLA: with it, no dot is compiled into a YNNPACK fusion
+    x = jax.numpy.ones((64, 64))
+    hlo = jax.jit(lambda a, b: a @ b, compiler_options=opts).lower(x, x).compile().as_text()
+    assert "ynn_fusion" not in hlo

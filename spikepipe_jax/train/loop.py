@@ -46,6 +46,26 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: optimiser steps taken
 
 
+CPU_GEMMS = ("eigen", "xla_default")
+
+
+def compiler_options(cpu_gemm: str = "eigen") -> dict:
+    """XLA compiler options for the jitted train and eval steps (``config.train.cpu_gemm``).
+
+    On the CPU backend XLA gives most dots to YNNPACK, whose worker threads keep spinning for
+    a while after a GEMM; the memory-bound kernels that follow (the native LIF/readout
+    kernel, fusions) then share the two cores with them. ``"eigen"`` keeps every dot on
+    Eigen (YNNPACK still takes the reductions): fc_small's step 62.0 -> 57.3 and 63.9 -> 59.2
+    ms median in two A/B runs, conv_medium unchanged (255 vs 260 ms; benchmarks/README.md
+    section 8). ``"xla_default"``: no options. Other backends: no options.
+    """
+    if cpu_gemm not in CPU_GEMMS:
+        raise ValueError(f"unknown train.cpu_gemm {cpu_gemm!r}; expected one of {CPU_GEMMS}")
+    if cpu_gemm == "eigen" and jax.default_backend() == "cpu":
+        return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+    return {}
+
+
 def validate_config(config) -> snn.ModelDef:
     """Checks every field the run needs before anything is written; returns the model."""
     model = snn.model_from_config(config.model)
@@ -58,6 +78,7 @@ def validate_config(config) -> snn.ModelDef:
             raise ValueError(f"train.{field} must be a positive integer, got {v!r}")
     losses.check_loss_readout(t.loss, model.readout)
     pipeline_lib.make_base_optimizer(t, total_steps=1)
+    compiler_options(t.get("cpu_gemm", "eigen"))
     if config.data.encoding not in snn.encoders.ENCODINGS:
         raise ValueError(f"unknown data.encoding {config.data.encoding!r}; "
                          f"expected one of {snn.encoders.ENCODINGS}")
@@ -263,8 +284,9 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     state = jax.device_put(state, replicated)
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
 
-    train_step = jax.jit(step_fn, donate_argnums=(0,))
-    eval_step = jax.jit(make_eval_step(model, **common))
+    options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
+    train_step = jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
+    eval_step = jax.jit(make_eval_step(model, **common), compiler_options=options)
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
         f"batch {t_cfg.batch_size}, T={num_steps}, {len(devices)} device(s), {model.num_layers} layers")
