@@ -249,7 +249,8 @@ def test_build_is_keyed_and_atomic(tmp_path, monkeypatch):
 @pytest.mark.skipif("-mno-avx512f" in os.environ.get("SPIKEPIPE_NATIVE_FLAGS", ""), reason="already the portable build")
 def test_portable_loops_without_avx512(tmp_path, repo_root):
     """The kernels' non-AVX-512 loops (other CPUs), built with -mno-avx512f, pass the value tests."""
-    env = dict(os.environ, SPIKEPIPE_NATIVE_DIR=str(tmp_path), SPIKEPIPE_NATIVE_FLAGS="-mno-avx512f")
+    env = dict(os.environ, SPIKEPIPE_NATIVE="1", SPIKEPIPE_NATIVE_DIR=str(tmp_path),
+               SPIKEPIPE_NATIVE_FLAGS="-mno-avx512f")
     selected = "matches_op_by_op or readout_widths or conv_shaped or model_apply_fused"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", selected,
                            "tests/test_fused.py"], cwd=repo_root, env=env, capture_output=True, text=True,
