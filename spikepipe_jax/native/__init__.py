@@ -135,6 +135,13 @@ def available() -> bool:
     return load().lib is not None
 
 
+def require(what: str) -> None:
+    """Raises a ``RuntimeError`` naming ``what`` and the reason when the kernels are unavailable
+    (for wrappers called directly; models decide with :func:`usable` first)."""
+    if not available():
+        raise RuntimeError(f"the native {what} kernel is not available ({load().reason})")
+
+
 MODES = ("auto", "on", "off")
 
 

@@ -6,7 +6,7 @@
 //   S[t] = 1[U[t] > theta],   Y[t] = S[t] W                           (U[-1] = 0)
 // returns the membranes U [T, B, N] (the backward pass's residual) and Y [T, B, F].
 //
-// Backward (lif_dense_bwd): for U, the cotangent G of Y [T, B, F] and W^T, with the reset
+// Backward (lif_dense_bwd): for U, the cotangent G of Y [T, B, F] and W, with the reset
 // detached (snnTorch's default) the adjoint of the membrane is a linear recurrence,
 //   delta[t] = (G[t] W^T) * sigma'(U[t] - theta) + beta * delta[t+1],   delta[T] = 0,
 // and dL/dI = delta, dL/db = sum_{t,b} delta, dL/dW = sum_{t,b} S[t]^T G[t].
@@ -36,8 +36,8 @@ namespace {
 enum Surrogate : int32_t { kFastSigmoid = 0, kArctan = 1, kTriangle = 2, kStraightThrough = 3 };
 
 // Row kernels. Layouts: I, U, delta [T, B, N] (row = t * B + b); Y, G [T, B, F];
-// W [N, Fp] zero-padded to Fp = 16 * NV columns (NV vectors per neuron, read only for
-// neurons that spiked); W^T [F, N] (for G W^T). Spikes are binary, so S W and S^T G are sums
+// the handlers copy W [N, F] into [N, Fp], zero-padded to Fp = 16 * NV columns (NV vectors per
+// neuron, read only for neurons that spiked), and into W^T [F, N] (for G W^T). Spikes are binary, so S W and S^T G are sums
 // over the spiking neurons: each row collects their indices first. A part of the batch,
 // rows b0..b1, is processed time step by time step (the rows of one step are contiguous in
 // memory, and the part's state, (b1 - b0) x N floats, stays in cache).
@@ -282,40 +282,32 @@ void DispatchWidth(int64_t Fp, Fn fn) {
   }
 }
 
-ffi::Error CheckShapes(ffi::Span<const int64_t> mem, int64_t F, int64_t Fp, ffi::Span<const int64_t> wt,
-                       ffi::Span<const int64_t> w, size_t bias_size) {
-  if (mem.size() != 3) return ffi::Error::InvalidArgument("lif_dense: currents must be [T, B, N]");
-  const int64_t N = mem[2];
-  if (F < 1 || Fp < F || Fp % 16 != 0 || Fp > 64)
-    return ffi::Error::InvalidArgument("lif_dense: padded width " + std::to_string(Fp) +
-                                       " is not a multiple of 16 (at most 64) holding F = " + std::to_string(F));
-  if (wt.size() != 2 || wt[0] != F || wt[1] != N)
-    return ffi::Error::InvalidArgument("lif_dense: W^T must be [F, N] = [" + std::to_string(F) + ", " +
-                                       std::to_string(N) + "]");
-  if (w.size() != 2 || w[0] != N || w[1] != Fp)
-    return ffi::Error::InvalidArgument("lif_dense: padded W must be [N, Fp] = [" + std::to_string(N) + ", " +
-                                       std::to_string(Fp) + "]");
+// Checks currents/membranes [T, B, N], readout weights W [N, F] (1 <= F <= 64) and N biases.
+ffi::Error CheckShapes(ffi::Span<const int64_t> cur, ffi::Span<const int64_t> w, size_t bias_size) {
+  if (cur.size() != 3) return ffi::Error::InvalidArgument("lif_dense: currents must be [T, B, N]");
+  const int64_t N = cur[2];
+  if (w.size() != 2 || w[0] != N || w[1] < 1 || w[1] > 64)
+    return ffi::Error::InvalidArgument("lif_dense: readout weights must be [N, F] with N = " + std::to_string(N) +
+                                       " and 1 <= F <= 64");
   if (bias_size != static_cast<size_t>(N))
     return ffi::Error::InvalidArgument("lif_dense: bias must have N = " + std::to_string(N) +
                                        " elements, got " + std::to_string(bias_size));
   return ffi::Error::Success();
 }
 
+int64_t PaddedWidth(int64_t F) { return 16 * ((F + 15) / 16); }
+
 ffi::Error LifDenseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cur, ffi::Buffer<ffi::F32> bias,
                        ffi::Buffer<ffi::F32> w, float beta, float theta, int32_t subtract,
                        ffi::ResultBuffer<ffi::F32> mem, ffi::ResultBuffer<ffi::F32> out) {
   const auto cd = cur.dimensions();
-  const auto wd = w.dimensions();
-  if (cd.size() != 3 || out->dimensions().size() != 3 || wd.size() != 2)
-    return ffi::Error::InvalidArgument("lif_dense: expected currents [T, B, N], W [N, Fp], Y [T, B, F]");
-  const int64_t T = cd[0], B = cd[1], N = cd[2], F = out->dimensions()[2], Fp = wd[1];
-  const int64_t wt_dims[2] = {F, N};
-  if (ffi::Error e = CheckShapes(cd, F, Fp, ffi::Span<const int64_t>(wt_dims, 2), wd, bias.element_count());
-      e.failure())
-    return e;
+  if (ffi::Error e = CheckShapes(cd, w.dimensions(), bias.element_count()); e.failure()) return e;
+  const int64_t T = cd[0], B = cd[1], N = cd[2], F = w.dimensions()[1], Fp = PaddedWidth(F);
+  std::vector<float> wpad(N * Fp, 0.f);  // one zero-padded vector row per neuron
+  for (int64_t n = 0; n < N; ++n) std::copy(w.typed_data() + n * F, w.typed_data() + (n + 1) * F, &wpad[n * Fp]);
   const float* pc = cur.typed_data();
   const float* pb = bias.typed_data();
-  const float* pw = w.typed_data();
+  const float* pw = wpad.data();
   float* pm = mem->typed_data();
   float* po = out->typed_data();
   DispatchWidth(Fp, [&](auto nv) {
@@ -327,24 +319,23 @@ ffi::Error LifDenseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cur, ffi::Buf
 }
 
 ffi::Error LifDenseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> mem, ffi::Buffer<ffi::F32> g,
-                       ffi::Buffer<ffi::F32> wt, float beta, float theta, int32_t surrogate,
+                       ffi::Buffer<ffi::F32> w, float beta, float theta, int32_t surrogate,
                        float scale, ffi::ResultBuffer<ffi::F32> delta,
                        ffi::ResultBuffer<ffi::F32> dbias, ffi::ResultBuffer<ffi::F32> dw) {
   const auto md = mem.dimensions();
-  const auto wd = wt.dimensions();
-  const auto dwd = dw->dimensions();
-  if (md.size() != 3 || wd.size() != 2 || dwd.size() != 2)
-    return ffi::Error::InvalidArgument("lif_dense: expected U [T, B, N], W^T [F, N], dW [N, Fp]");
-  const int64_t T = md[0], B = md[1], N = md[2], F = wd[0], Fp = dwd[1];
-  if (ffi::Error e = CheckShapes(md, F, Fp, wd, dwd, dbias->element_count()); e.failure()) return e;
+  if (ffi::Error e = CheckShapes(md, w.dimensions(), dbias->element_count()); e.failure()) return e;
+  const int64_t T = md[0], B = md[1], N = md[2], F = w.dimensions()[1], Fp = PaddedWidth(F);
   if (surrogate < kFastSigmoid || surrogate > kStraightThrough)
     return ffi::Error::InvalidArgument("lif_dense: unknown surrogate code " + std::to_string(surrogate));
+  std::vector<float> wt_v(F * N);  // W^T [F, N], for G W^T
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t f = 0; f < F; ++f) wt_v[f * N + n] = w.typed_data()[n * F + f];
   const int64_t parts = spikepipe::NumBlocks(pool, B);
   const int64_t stride = N + N * Fp;  // per-part partial sums: [db (N) | dW (N * Fp)]
   std::vector<float> partial(parts * stride, 0.f);
   const float* pm = mem.typed_data();
   const float* pg = g.typed_data();
-  const float* pw = wt.typed_data();
+  const float* pw = wt_v.data();
   float* pd = delta->typed_data();
   float* pp = partial.data();
   DispatchWidth(Fp, [&](auto nv) {
@@ -367,12 +358,18 @@ ffi::Error LifDenseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> mem, ffi::Buf
       }
     });
   });
+  // per-part partial sums added in part order; dW drops the padding columns
   float* out_b = dbias->typed_data();
   float* out_w = dw->typed_data();
-  for (int64_t k = 0; k < stride; ++k) {
+  for (int64_t n = 0; n < N; ++n) {
     float acc = 0.f;
-    for (int64_t p = 0; p < parts; ++p) acc += pp[p * stride + k];
-    (k < N ? out_b[k] : out_w[k - N]) = acc;
+    for (int64_t p = 0; p < parts; ++p) acc += pp[p * stride + n];
+    out_b[n] = acc;
+    for (int64_t f = 0; f < F; ++f) {
+      float accw = 0.f;
+      for (int64_t p = 0; p < parts; ++p) accw += pp[p * stride + N + n * Fp + f];
+      out_w[n * F + f] = accw;
+    }
   }
   return ffi::Error::Success();
 }
@@ -384,7 +381,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LifDenseFwdHandler, LifDenseFwd,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // currents [T, B, N]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // bias [N]
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // W [N, Fp], zero-padded
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W [N, F]
                                   .Attr<float>("beta")
                                   .Attr<float>("theta")
                                   .Attr<int32_t>("subtract")
@@ -396,11 +393,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LifDenseBwdHandler, LifDenseBwd,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // membranes [T, B, N]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // cotangent of Y [T, B, F]
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // W^T [F, N]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W [N, F]
                                   .Attr<float>("beta")
                                   .Attr<float>("theta")
                                   .Attr<int32_t>("surrogate")
                                   .Attr<float>("scale")
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dL/dI [T, B, N]
                                   .Ret<ffi::Buffer<ffi::F32>>()   // dL/db [N]
-                                  .Ret<ffi::Buffer<ffi::F32>>());  // dL/dW [N, Fp]
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // dL/dW [N, F]

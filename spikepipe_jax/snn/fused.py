@@ -33,45 +33,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from spikepipe_jax import native
+from spikepipe_jax.snn import surrogate as surrogate_lib
 
 MAX_FEATURES = 64  # readouts up to this width; wider dense layers are GEMM-bound anyway
 
-# surrogate name -> (kernel code, default scale), as spikepipe_jax.snn.surrogate defines them
-_SURROGATES = {"fast_sigmoid": (0, 25.0), "arctan": (1, 2.0), "atan": (1, 2.0),
-               "triangle": (2, 1.0), "straight_through": (3, 1.0)}
-
-
-def _padded(w):
-    """``[N, F] -> [N, Fp]`` with zero columns up to a multiple of 16 (one vector per neuron)."""
-    f = w.shape[1]
-    return jnp.pad(w, ((0, 0), (0, -f % 16)))
-
-
-def _require_native() -> None:
-    if not native.available():
-        raise RuntimeError(f"the native lif_dense kernels are not available ({native.load().reason})")
+# surrogate name -> the kernel's code (lif_dense.cc: enum Surrogate)
+_SURROGATE_CODES = {"fast_sigmoid": 0, "arctan": 1, "atan": 1, "triangle": 2, "straight_through": 3}
 
 
 def _fwd_call(cur, bias, w, beta, threshold, subtract):
-    _require_native()
     t, b, n = cur.shape
     out = (jax.ShapeDtypeStruct((t, b, n), jnp.float32),
            jax.ShapeDtypeStruct((t, b, w.shape[1]), jnp.float32))
     return jax.ffi.ffi_call("spikepipe_lif_dense_fwd", out, vmap_method="sequential")(
-        cur, bias, _padded(w), beta=np.float32(beta), theta=np.float32(threshold),
-        subtract=np.int32(subtract))
+        cur, bias, w, beta=np.float32(beta), theta=np.float32(threshold), subtract=np.int32(subtract))
 
 
 def _bwd_call(mem, g, w, beta, threshold, code, scale):
-    _require_native()
-    n, f = w.shape
     out = (jax.ShapeDtypeStruct(mem.shape, jnp.float32),
-           jax.ShapeDtypeStruct((n,), jnp.float32),
-           jax.ShapeDtypeStruct((n, f + (-f % 16)), jnp.float32))
-    delta, dbias, dw = jax.ffi.ffi_call("spikepipe_lif_dense_bwd", out, vmap_method="sequential")(
-        mem, g, w.T, beta=np.float32(beta), theta=np.float32(threshold), surrogate=np.int32(code),
+           jax.ShapeDtypeStruct(mem.shape[-1:], jnp.float32),
+           jax.ShapeDtypeStruct(w.shape, jnp.float32))
+    return jax.ffi.ffi_call("spikepipe_lif_dense_bwd", out, vmap_method="sequential")(
+        mem, g, w, beta=np.float32(beta), theta=np.float32(threshold), surrogate=np.int32(code),
         scale=np.float32(scale))
-    return delta, dbias, dw[:, :f]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
@@ -109,11 +93,11 @@ def lif_dense(currents: jax.Array, bias: jax.Array, w: jax.Array, *, beta: float
     Returns:
       the dense layer's currents ``[T, B, F]`` (without its bias).
     """
-    _require_native()
+    native.require("lif_dense")
     if reset not in ("subtract", "none"):
         raise ValueError(f"lif_dense supports reset 'subtract' or 'none', got {reset!r}")
-    if surrogate not in _SURROGATES:
-        raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {sorted(_SURROGATES)}")
+    if surrogate not in _SURROGATE_CODES:
+        raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {sorted(_SURROGATE_CODES)}")
     if not 0.0 <= float(beta) <= 1.0:
         raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
     if currents.ndim < 3:
@@ -128,8 +112,9 @@ def lif_dense(currents: jax.Array, bias: jax.Array, w: jax.Array, *, beta: float
     for name, a in (("currents", currents), ("bias", bias), ("w", w)):
         if a.dtype != jnp.float32:
             raise ValueError(f"lif_dense computes in float32; {name} is {a.dtype}")
-    code, default_scale = _SURROGATES[surrogate]
-    scale = default_scale if scale is None or surrogate == "straight_through" else float(scale)
+    if scale is None or surrogate == "straight_through":
+        scale = surrogate_lib.default_scale(surrogate)
+    code = _SURROGATE_CODES[surrogate]
     flat_bias = jnp.broadcast_to(bias, hidden).reshape(n)
     return _lif_dense(currents.reshape(t, b, n), flat_bias, w, float(beta), float(threshold),
                       reset == "subtract", code, scale)

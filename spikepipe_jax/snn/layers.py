@@ -209,8 +209,7 @@ def _im2col_bwd(stride, padding, block, native, res, dy):
 
 def _native_col2im(dp: jax.Array, x_shape, xp_shape, patch: int, step: int, padding: int) -> jax.Array:
     """The native fold: ``dp`` ``[N, nbh, nbw, p*p*C]`` (patch gradients) -> ``dx`` ``x_shape``."""
-    if not native_lib.available():
-        raise RuntimeError(f"the native col2im kernel is not available ({native_lib.load().reason})")
+    native_lib.require("col2im")
     return jax.ffi.ffi_call("spikepipe_col2im", jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32),
                             vmap_method="sequential")(
         dp, patch=np.int64(patch), step=np.int64(step), pad=np.int64(padding),

@@ -116,8 +116,7 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     and im2col convs fold their input gradient natively (:func:`layers.apply_synapse`
     ``native=True``). Values are those of the XLA path up to float32 summation order.
     """
-    default_synapse = synapse is None
-    use_native = default_synapse and native.usable(model.native)
+    use_native = synapse is None and native.usable(model.native)
     if synapse is None:
         synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False,
                                     native=use_native)

@@ -15,6 +15,7 @@ The factories do not jit: they are called inside jitted code.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax
@@ -82,6 +83,14 @@ _FACTORIES = {
     "triangle": triangle,
     "straight_through": straight_through,
 }
+
+
+def default_scale(name: str) -> float:
+    """The factory's default slope/alpha/threshold (1.0 for ``straight_through``, which has none)."""
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown surrogate {name!r}; expected one of {sorted(_FACTORIES)}")
+    params = list(inspect.signature(_FACTORIES[name]).parameters.values())
+    return float(params[0].default) if params else 1.0
 
 
 def make_surrogate(name: str, scale: float | None = None) -> SpikeFn:
