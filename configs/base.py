@@ -67,6 +67,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.train.optimizer = optimizer
     c.train.learning_rate = learning_rate
     c.train.lr_schedule = "constant"  # or "cosine" (decays to 5 % over the run)
+    c.train.warmup_steps = 0  # linear learning-rate warm-up over the first steps (0 = none)
     c.train.weight_decay = 0.0
     c.train.loss = loss
     c.train.log_every_steps = 50

@@ -26,12 +26,19 @@ def make_base_optimizer(train_cfg, total_steps: Optional[int] = None) -> optax.G
     if not lr > 0:
         raise ValueError(f"train.learning_rate must be positive, got {train_cfg.learning_rate!r}")
     schedule = train_cfg.get("lr_schedule", "constant")
+    warmup = train_cfg.get("warmup_steps", 0)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"train.warmup_steps must be a non-negative integer, got {warmup!r}")
     if schedule == "cosine":
         if total_steps is None:
             raise ValueError("a cosine learning-rate schedule needs the total number of steps")
-        lr = optax.cosine_decay_schedule(lr, max(1, total_steps), alpha=0.05)
+        lr = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup), alpha=0.05)
     elif schedule != "constant":
         raise ValueError(f"unknown train.lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
+    if warmup:  # step k < warmup uses lr * (k + 1) / warmup, then the schedule above
+        peak = float(train_cfg.learning_rate)
+        lr = optax.join_schedules([optax.linear_schedule(peak / warmup, peak, warmup - 1),
+                                   lr if callable(lr) else optax.constant_schedule(lr)], [warmup])
     name = train_cfg.optimizer
     if name == "adam":
         return optax.adam(lr)
