@@ -11,7 +11,7 @@ another run is using) ends with a one-line ``error: ...`` and exit status 1.
 """
 
 import os
-import sys
+import traceback
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -49,6 +49,12 @@ def _config_arg(argv) -> str:
     return ""
 
 
+def _raised_in(e: BaseException, path: str) -> bool:
+    """Whether ``e`` was raised by code in file ``path``."""
+    target = os.path.abspath(path)
+    return any(os.path.abspath(f.filename) == target for f in traceback.extract_tb(e.__traceback__))
+
+
 def parse_flags(argv):
     """absl flag parsing with a one-line error instead of a traceback: a config file that is
     missing or fails to load (named), an unknown config key, a bad value."""
@@ -63,6 +69,8 @@ def parse_flags(argv):
         exit_with_error(OSError(f"cannot load config file {config_file!r}: {reason}"))
     except (KeyError, AttributeError) as e:
         keys = [a for a in argv[1:] if a.startswith("--config.")]
+        if _raised_in(e, config_file):  # the config file's own code, not an override
+            exit_with_error(ValueError(f"config file {config_file!r} failed to load: {type(e).__name__}: {e}"))
         exit_with_error(ValueError(f"unknown config key {str(e).strip() or type(e).__name__} in {keys}"))
     except (flags.Error, ValueError, TypeError) as e:
         msg = str(e).strip()

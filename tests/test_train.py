@@ -209,6 +209,8 @@ def test_cpu_gemm_compiler_option():
     ("x = 1 / 0\n", "config file '{path}' failed to load: ZeroDivisionError"),
     ("def get_config(arg=''):\n    raise ValueError('no such network')\n",
      "config file '{path}' failed to load: ValueError: no such network"),
+    ("def get_config(arg=''):\n    return {}.missing\n",  # not to be taken for an unknown config key
+     "config file '{path}' failed to load: AttributeError: 'dict' object has no attribute 'missing'"),
 ])
 def test_bad_config_file_one_line_error_naming_it(tmp_path, body, message):
     path = str(tmp_path / "nope.py")
