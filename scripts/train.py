@@ -4,13 +4,14 @@
     python -m scripts.train --config=configs/conv_medium.py --config.data.dir=/data/mnist --workdir=runs/cm
     python -m scripts.train --config=configs/fc_digits.py:smoke --workdir=/tmp/smoke
 
-Re-running the same command after the process was killed resumes from the last checkpoint.
-Bad input (unknown config key, shapes that do not fit, missing data, T <= 0, NaN loss) ends
-with a one-line ``error: ...`` and exit status 1.
+Re-running the same command after the process was killed resumes from the last checkpoint (or,
+if that file is damaged, from the one before it, with a warning). Bad input (a missing or failing
+config file, unknown config key, shapes that do not fit, missing data, T <= 0, NaN loss, a workdir
+another run is using) ends with a one-line ``error: ...`` and exit status 1.
 """
 
 import os
-import sys
+import traceback
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -38,15 +39,46 @@ def main(argv):
           f"({summary['step']} steps, {summary['wall_s']:.1f} s, workdir {_WORKDIR.value})", flush=True)
 
 
+def _config_arg(argv) -> str:
+    """The value given to --config (``path[:arg]``), "" when absent."""
+    for i, a in enumerate(argv[1:], 1):
+        if a.startswith(("--config=", "-config=")):
+            return a.split("=", 1)[1]
+        if a in ("--config", "-config") and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
+def _raised_in(e: BaseException, path: str) -> bool:
+    """Whether ``e`` was raised by code in file ``path``."""
+    target = os.path.abspath(path)
+    return any(os.path.abspath(f.filename) == target for f in traceback.extract_tb(e.__traceback__))
+
+
 def parse_flags(argv):
-    """absl flag parsing with a one-line error (unknown config key, bad value) instead of a traceback."""
+    """absl flag parsing with a one-line error instead of a traceback: a config file that is
+    missing or fails to load (named), an unknown config key, a bad value."""
+    config_file = _config_arg(argv).split(":", 1)[0]
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        _CONFIG.value.get("seed")  # config_flags defers a missing file's error to the first access
+        return rest
+    except OSError as e:  # the file could not be read (config_flags wraps the OS error)
+        reason = ("no such file" if not os.path.exists(config_file) else
+                  "a folder, not a file" if os.path.isdir(config_file) else str(e).strip().splitlines()[-1].strip())
+        exit_with_error(OSError(f"cannot load config file {config_file!r}: {reason}"))
     except (KeyError, AttributeError) as e:
         keys = [a for a in argv[1:] if a.startswith("--config.")]
+        if _raised_in(e, config_file):  # the config file's own code, not an override
+            exit_with_error(ValueError(f"config file {config_file!r} failed to load: {type(e).__name__}: {e}"))
         exit_with_error(ValueError(f"unknown config key {str(e).strip() or type(e).__name__} in {keys}"))
     except (flags.Error, ValueError, TypeError) as e:
-        exit_with_error(e)
+        msg = str(e).strip()
+        if "Error whilst parsing config file" in msg:  # get_config raised: its traceback's last line
+            msg = f"config file {config_file!r} failed to load: {msg.splitlines()[-1].strip()}"
+        exit_with_error(ValueError(msg))
+    except Exception as e:  # anything else is raised by the config file's own code
+        exit_with_error(ValueError(f"config file {config_file!r} failed to load: {type(e).__name__}: {e}"))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from spikepipe_jax import data
-from spikepipe_jax.data import cifar, digits
+from spikepipe_jax.data import cifar, digits, idx
 
 
 # ----------------------------------------------------------------------------- writers
@@ -211,6 +211,31 @@ def test_idx_missing_file_and_dir(tmp_path):
         data.load_dataset("fashion_mnist", str(missing))
     with pytest.raises(ValueError, match=r"data.dir.*train-images-idx3-ubyte"):
         data.load_dataset("mnist", "")
+
+
+def test_fashion_mnist_empty_dir_reads_the_default_folder(tmp_path, monkeypatch):
+    """An empty data.dir means DEFAULT_DIRS' folder for fashion_mnist (Debian's package there);
+    missing folder or files -> an error saying how to get them; mnist has no default."""
+    arrays = _mnist_arrays(seed=3)
+    _write_mnist(tmp_path, arrays, gz=True)
+    monkeypatch.setattr(idx, "DEFAULT_DIRS", {"fashion_mnist": (str(tmp_path), "dataset-fashion-mnist")})
+    ds = data.load_dataset("fashion_mnist", "", max_train=4)
+    np.testing.assert_array_equal(ds.train_y, arrays[1][:4])
+    np.testing.assert_array_equal(ds.test_x[..., 0] * np.float32(255), arrays[2].astype(np.float32))
+    assert idx.default_dir("fashion_mnist") == str(tmp_path) and idx.default_dir("mnist") == ""
+    with pytest.raises(ValueError, match=r"--config.data.dir"):
+        data.load_dataset("mnist", "")  # no Debian package: still needs data.dir
+    os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(FileNotFoundError,
+                       match=r"t10k-labels-idx1-ubyte.*apt-get install dataset-fashion-mnist.*--config.data.dir"):
+        data.load_dataset("fashion_mnist", "")
+    missing = str(tmp_path / "nowhere")
+    monkeypatch.setattr(idx, "DEFAULT_DIRS", {"fashion_mnist": (missing, "dataset-fashion-mnist")})
+    with pytest.raises(FileNotFoundError) as err:
+        data.load_dataset("fashion_mnist", "")
+    msg = str(err.value)
+    assert missing in msg and "apt-get install dataset-fashion-mnist" in msg and "--config.data.dir" in msg
+    assert "\n" not in msg  # one line for the scripts' error: line
 
 
 # ----------------------------------------------------------------------------- CIFAR-10

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from spikepipe_jax import snn, train
+from spikepipe_jax.train import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -200,3 +201,112 @@ def test_cpu_gemm_compiler_option():
     x = jax.numpy.ones((64, 64))
     hlo = jax.jit(lambda a, b: a @ b, compiler_options=opts).lower(x, x).compile().as_text()
     assert "ynn_fusion" not in hlo
+
+
+# ----------------------------------------------------------------------------- bad config files
+@pytest.mark.parametrize("body,message", [
+    (None, "cannot load config file '{path}': no such file"),
+    ("x = 1 / 0\n", "config file '{path}' failed to load: ZeroDivisionError"),
+    ("def get_config(arg=''):\n    raise ValueError('no such network')\n",
+     "config file '{path}' failed to load: ValueError: no such network"),
+    ("def get_config(arg=''):\n    return {}.missing\n",  # not to be taken for an unknown config key
+     "config file '{path}' failed to load: AttributeError: 'dict' object has no attribute 'missing'"),
+])
+def test_bad_config_file_one_line_error_naming_it(tmp_path, body, message):
+    path = str(tmp_path / "nope.py")
+    if body is not None:
+        with open(path, "w") as f:
+            f.write(body)
+    wd = tmp_path / "wd"
+    for extra in ([], ["--config.seed=3"]):  # an override makes config_flags fail at parse time
+        r = _run_script([f"--config={path}", *extra, f"--workdir={wd}"], timeout=120)
+        assert r.returncode == 1
+        err_lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+        assert len(err_lines) == 1 and message.format(path=path) in err_lines[0], r.stderr[-1500:]
+        assert "Traceback" not in r.stderr
+        assert not wd.exists()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_rotation_and_fallback_units(tmp_path):
+    path = str(tmp_path / "checkpoint.msgpack")
+    prev = str(tmp_path / "checkpoint.prev.msgpack")
+    template = {"w": np.zeros(3, np.float32), "step": np.int32(0)}
+    assert checkpoint.restore_latest(path, template, warn=print) is None and not checkpoint.exists(path)
+    for k in range(1, 4):
+        checkpoint.save_rotating(path, {"w": np.full(3, k, np.float32), "step": np.int32(k)})
+    assert checkpoint.prev_path(path) == prev
+    warnings = []
+    state, used = checkpoint.restore_latest(path, template, warn=warnings.append)
+    assert used == path and int(state["step"]) == 3 and not warnings
+    assert int(checkpoint.restore(prev, template)["step"]) == 2  # only the newest two are kept
+    with open(path, "r+b") as f:  # damage the newest
+        f.truncate(10)
+    state, used = checkpoint.restore_latest(path, template, warn=warnings.append)
+    assert used == prev and int(state["step"]) == 2
+    np.testing.assert_array_equal(state["w"], np.full(3, 2, np.float32))
+    assert len(warnings) == 1 and path in warnings[0] and "previous checkpoint" in warnings[0]
+    assert os.path.exists(path + ".corrupt") and not os.path.exists(path)
+    state, used = checkpoint.restore_latest(path, template, warn=warnings.append)  # e.g. killed after rotating
+    assert used == prev and int(state["step"]) == 2 and len(warnings) == 1
+    checkpoint.save_rotating(path, {"w": np.full(3, 4, np.float32), "step": np.int32(4)})
+    assert int(checkpoint.restore(prev, template)["step"]) == 2  # the good one was kept
+    for p in (path, prev):
+        with open(p, "wb") as f:
+            f.write(b"\x00garbage")
+    with pytest.raises(ValueError, match=r"corrupt.*previous checkpoint .*prev.msgpack cannot be read either"):
+        checkpoint.restore_latest(path, template, warn=warnings.append)
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, caplog):
+    """A finished run's newest checkpoint is damaged: a re-run resumes from the previous one (with
+    a warning), replays the last steps and ends with the same parameters, bit for bit."""
+    c = _cfg("fc_digits")
+    c.train.epochs, c.train.checkpoint_every_steps = 2, 3  # 4 steps per epoch: saves at 3, 4, 6, 8
+    wd = str(tmp_path)
+    first = train.train_and_evaluate(c, wd, log=lambda s: None)
+    assert first["step"] == 8
+    params_first = _params(wd)
+    ckpt = os.path.join(wd, "checkpoint.msgpack")
+    with open(ckpt, "r+b") as f:  # cut in half, as a partial write by a failing disk would leave it
+        f.truncate(os.path.getsize(ckpt) // 2)
+    with caplog.at_level("WARNING"):
+        again = train.train_and_evaluate(c, wd, log=lambda s: None)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("checkpoint.msgpack" in w and "previous checkpoint" in w for w in warned), warned
+    assert again["resumed_from"] == 6 and again["step"] == 8
+    assert os.path.exists(ckpt + ".corrupt")
+    for la, lb in zip(jax.tree.leaves(params_first), jax.tree.leaves(_params(wd))):
+        np.testing.assert_array_equal(la, lb)
+    recs = train.read_metrics(wd)
+    assert sum(1 for r in recs if r.get("final")) == 1
+
+
+# ----------------------------------------------------------------------------- one run per workdir
+_HOLD_LOCK = ("import sys; from spikepipe_jax.train import workdir_lock\n"
+              "with workdir_lock(sys.argv[1]):\n"
+              "    print('locked', flush=True); sys.stdin.read()\n")
+
+
+def test_second_run_on_a_workdir_refuses_naming_the_holder(tmp_path):
+    wd = tmp_path / "wd"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(wd)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = _run_script(["--config=configs/fc_digits.py:smoke", f"--workdir={wd}"], timeout=120)
+        assert r.returncode == 1
+        err_lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+        assert len(err_lines) == 1, r.stderr[-1500:]
+        assert f"workdir {wd} is in use" in err_lines[0] and f"process {holder.pid} " in err_lines[0]
+        assert "Traceback" not in r.stderr
+        assert sorted(os.listdir(wd)) == ["run.lock"]  # the refused run wrote nothing
+        with pytest.raises(train.WorkdirBusyError, match=f"process {holder.pid} "):
+            train.train_and_evaluate(_cfg("fc_digits"), str(wd), log=lambda s: None)
+    finally:
+        holder.kill()  # SIGKILL: the OS drops the lock with the process
+        holder.wait()
+    summary = train.train_and_evaluate(_cfg("fc_digits"), str(wd), log=lambda s: None)
+    assert summary["final"] and summary["resumed_from"] == 0
+    with open(wd / "run.lock") as f:
+        assert f.read().strip() == str(os.getpid())  # the last holder's PID stays; the lock does not

@@ -1,11 +1,23 @@
 """Writes notebooks/*.ipynb from the cell sources below (outputs stripped). Run after editing:
 
     .venv/bin/python tools/make_notebooks.py
+
+Figures appear inline (``%matplotlib inline`` in the set-up cell; Jupyter, Colab and nbclient
+all render them as ``image/png`` outputs). A cell that draws one is made with :func:`figure_cell`,
+which tags it ``figure``; ``tests/test_notebooks.py`` checks that each tagged cell produced an
+image and that every cell drawing with ``plt.`` or ``Image(`` is tagged.
 """
 import pathlib
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+FIGURE_TAG = "figure"
+
+
+def figure_cell(source: str):
+    """A code cell that draws a figure (tagged, so the notebook test expects an image from it)."""
+    return new_code_cell(source, metadata={"tags": [FIGURE_TAG]})
 
 SETUP = '''# Colab: install the package from its repository (set REPO to your clone's URL); locally: nothing to do.
 import os, sys
@@ -17,8 +29,7 @@ if "google.colab" in sys.modules:
 elif not os.path.exists("spikepipe_jax") and os.path.exists("../spikepipe_jax"):
     os.chdir("..")  # started from notebooks/: work from the repository root
 sys.path.insert(0, os.getcwd())
-import matplotlib
-matplotlib.use("Agg")
+%matplotlib inline
 import matplotlib.pyplot as plt
 import jax, jax.numpy as jnp, numpy as np
 print("jax", jax.__version__, "devices", jax.devices())'''
@@ -29,7 +40,7 @@ NB1 = [
                       "surrogate spike functions, and backpropagation through time."),
     new_code_cell(SETUP),
     new_markdown_cell("## A neuron driven by a noisy current\n`lif_scan` runs `lif_step` over the leading time axis."),
-    new_code_cell('''from spikepipe_jax import snn
+    figure_cell('''from spikepipe_jax import snn
 T = 100
 current = 0.25 + 0.1 * jax.random.normal(jax.random.key(0), (T, 1))
 spk, mem = snn.lif_scan(current, beta=0.9, threshold=1.0, reset="subtract")
@@ -38,17 +49,17 @@ a.plot(mem[:, 0]); a.axhline(1.0, ls="--", c="k", lw=0.8); a.set_ylabel("membran
 b.eventplot(np.where(np.asarray(spk[:, 0]) > 0)[0]); b.set_ylabel("spikes"); b.set_xlabel("time step t")
 print("spikes:", int(spk.sum()))'''),
     new_markdown_cell("## Surrogate gradients\nForward: exact Heaviside. Backward: a smooth stand-in."),
-    new_code_cell('''x = jnp.linspace(-1.5, 1.5, 301)
+    figure_cell('''x = jnp.linspace(-1.5, 1.5, 301)
 for name, fn in [("fast_sigmoid(25)", snn.fast_sigmoid(25.0)), ("arctan(2)", snn.arctan(2.0))]:
     plt.plot(x, jax.vmap(jax.grad(fn))(x), label=name)
 plt.xlabel("U - threshold"); plt.ylabel("dS/dU (surrogate)"); plt.legend()
 assert (snn.fast_sigmoid()(x) == (x > 0)).all()'''),
     new_markdown_cell("## BPTT through the scan\nThe gradient of the spike count w.r.t. every input current, by reverse-mode through `lax.scan`."),
-    new_code_cell('''grad = jax.grad(lambda c: snn.lif_scan(c, beta=0.9, surrogate=snn.fast_sigmoid())[0].sum())(current)
+    figure_cell('''grad = jax.grad(lambda c: snn.lif_scan(c, beta=0.9, surrogate=snn.fast_sigmoid())[0].sum())(current)
 plt.plot(grad[:, 0]); plt.xlabel("time step t"); plt.ylabel("d(spike count)/d I[t]")
 print("finite:", bool(jnp.isfinite(grad).all()))'''),
     new_markdown_cell("## Train a spiking network on the bundled digits\n`configs/fc_digits.py` with a few epochs."),
-    new_code_cell('''import importlib, tempfile
+    figure_cell('''import importlib, tempfile
 from spikepipe_jax import train
 config = importlib.import_module("configs.fc_digits").get_config()
 config.train.epochs = 3
@@ -80,7 +91,7 @@ L = 8
 print("1F1B           ", delays_for("1f1b", num_layers=L))
 print("fully pipelined", delays_for("fully_pipelined", num_layers=L))'''),
     new_markdown_cell("## Train the deep network with and without 1F1B delays (and a mitigation)"),
-    new_code_cell('''import importlib, tempfile
+    figure_cell('''import importlib, tempfile
 curves = {}
 for name, delays, mitigation in [("no delay", "none", "none"), ("1F1B delays", "1f1b", "none"),
                                  ("1F1B + weight prediction", "1f1b", "weight_prediction")]:
@@ -93,7 +104,7 @@ for name, delays, mitigation in [("no delay", "none", "none"), ("1F1B delays", "
     print(f"{name:28s} test accuracy {s['test_accuracy']:.3f}")
 for name, acc in curves.items():
     plt.plot(range(1, len(acc) + 1), acc, "o-", label=name)
-plt.xlabel("epoch"); plt.ylabel("test accuracy"); plt.legend()'''),
+plt.xlabel("epoch"); plt.ylabel("test accuracy"); plt.legend(); plt.show()'''),
 ]
 
 NB3 = [
@@ -101,7 +112,7 @@ NB3 = [
                       "GEMM cycles on an R×C array (SCALE-Sim 3.0.0 semantics) in `jax.numpy`, swept with `vmap`; "
                       "the SNN training tasks of a network; a SpikePipe schedule on P arrays vs PipeDream 1F1B."),
     new_code_cell(SETUP),
-    new_code_cell('''from spikepipe_jax import hardware
+    figure_cell('''from spikepipe_jax import hardware
 sizes = jnp.array([8, 16, 32, 64, 128, 256])
 # one jitted, vmapped call: conv_medium's second-layer forward GEMM on square arrays, 3 dataflows
 m, k, n = 204800, 300, 64
@@ -116,7 +127,7 @@ config = importlib.import_module("configs.conv_medium").get_config()
 tasks = hardware.training_tasks_from_config(config, rows=32, cols=32, dataflow="ws")
 for t in tasks:
     print(f"{t['name']:4s} cycles {t['cycles']:>12,}  GEMM {t['gemm']}")'''),
-    new_code_cell('''from spikepipe_jax import schedule as sch
+    figure_cell('''from spikepipe_jax import schedule as sch
 from spikepipe_jax.schedule import study
 from spikepipe_jax.schedule.gantt import plot_gantt
 P = 4

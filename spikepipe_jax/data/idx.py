@@ -13,12 +13,18 @@ spelling ``train-images.idx3-ubyte`` some mirrors use is accepted too; raw wins 
 
 Images are scaled by 1/255 to ``float32 [N, H, W, 1]`` in ``[0, 1]``; the official
 60,000/10,000 split and file order are kept, and ``max_train``/``max_test`` keep a prefix.
+
+An empty ``data_dir`` means the dataset's default folder where it has one (:data:`DEFAULT_DIRS`):
+Fashion-MNIST is read from Debian's package ``dataset-fashion-mnist``, which installs the original
+gzipped files in ``/usr/share/datasets/fashion-mnist``. MNIST has no such package, so it needs
+``data_dir``.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import types
 import zlib
 
 import numpy as np
@@ -45,6 +51,22 @@ _FILES = {
 }
 
 EXPECTED_FILES = ", ".join(_FILES.values()) + " (each raw or .gz)"
+
+# Immutable {dataset name: (folder used when data_dir is empty, Debian package that fills it)}.
+DEFAULT_DIRS = types.MappingProxyType({
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist", "dataset-fashion-mnist"),
+})
+
+
+def default_dir(name: str) -> str:
+    """The folder an empty ``data_dir`` means for dataset ``name`` ("" where there is none)."""
+    return DEFAULT_DIRS[name][0] if name in DEFAULT_DIRS else ""
+
+
+def _how_to_get(name: str) -> str:
+    folder, package = DEFAULT_DIRS[name]
+    return (f"get them with `apt-get install {package}` (Debian's package that installs {folder}, "
+            f"read when data.dir is empty) or pass --config.data.dir=/path")
 
 
 def _read_bytes(path: str) -> bytes:
@@ -140,7 +162,9 @@ def load_idx_dataset(name: str, data_dir: str, *, max_train: int = 0,
 
     Args:
       name: dataset name stored in the result.
-      data_dir: folder holding the four IDX files (see module docstring).
+      data_dir: folder holding the four IDX files (see module docstring); empty: the
+        dataset's folder in :data:`DEFAULT_DIRS` (an error naming how to get the files when it
+        is missing), or an error for a dataset without one.
       max_train: keep the first ``max_train`` training samples (0 = all).
       max_test: keep the first ``max_test`` test samples (0 = all).
 
@@ -148,9 +172,21 @@ def load_idx_dataset(name: str, data_dir: str, *, max_train: int = 0,
       A :class:`Dataset` with ``x`` of shape ``[N, 28, 28, 1]`` in ``[0, 1]``.
     """
     base.check_max(max_train, max_test)
-    base.require_dir(data_dir, name, EXPECTED_FILES)
-    train_x, train_y = _load_split(data_dir, "train", max_train)
-    test_x, test_y = _load_split(data_dir, "test", max_test)
+    hint = ""
+    if not data_dir and name in DEFAULT_DIRS:
+        data_dir, hint = default_dir(name), _how_to_get(name)
+        if not os.path.isdir(data_dir):
+            raise FileNotFoundError(f"dataset {name!r}: data.dir is empty and the default folder "
+                                    f"{data_dir} does not exist; it must hold {EXPECTED_FILES}: {hint}")
+    else:
+        base.require_dir(data_dir, name, EXPECTED_FILES)
+    try:
+        train_x, train_y = _load_split(data_dir, "train", max_train)
+        test_x, test_y = _load_split(data_dir, "test", max_test)
+    except FileNotFoundError as e:
+        if not hint:
+            raise
+        raise FileNotFoundError(f"{e}; {hint}") from None
     try:  # the Dataset checks that training and test images have the same size
         return base.Dataset(name=name, train_x=train_x, train_y=train_y, test_x=test_x,
                             test_y=test_y, num_classes=NUM_CLASSES)
@@ -164,5 +200,6 @@ def load_mnist(data_dir: str, *, max_train: int = 0, max_test: int = 0) -> base.
 
 
 def load_fashion_mnist(data_dir: str, *, max_train: int = 0, max_test: int = 0) -> base.Dataset:
-    """Fashion-MNIST from IDX files in ``data_dir`` (same file names as MNIST)."""
+    """Fashion-MNIST from IDX files in ``data_dir`` (same file names as MNIST); an empty
+    ``data_dir`` reads Debian's ``dataset-fashion-mnist`` folder (see :data:`DEFAULT_DIRS`)."""
     return load_idx_dataset("fashion_mnist", data_dir, max_train=max_train, max_test=max_test)

@@ -2,9 +2,9 @@
 
 from spikepipe_jax.train.checkpoint import restore, save
 from spikepipe_jax.train.losses import LOSSES, compute_loss, per_example_loss
-from spikepipe_jax.train.loop import (TrainState, config_json, evaluate, make_eval_step, make_train_step,
-                                      read_metrics, step_metrics, eval_curve, train_and_evaluate,
-                                      validate_config)
+from spikepipe_jax.train.loop import (TrainState, WorkdirBusyError, config_json, evaluate, make_eval_step,
+                                      make_train_step, read_metrics, step_metrics, eval_curve,
+                                      train_and_evaluate, validate_config, workdir_lock)
 from spikepipe_jax.train.pipeline import make_base_optimizer, make_optimizer, resolve_delays
 from spikepipe_jax.train.delays import (POSITIONS, DelayedGradientsState, broadcast_delays,
                                         delayed_gradients, layer_delays, make_delayed_optimizer,

@@ -19,6 +19,8 @@ all-reduce (``jax.sharding``; no pmap).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -177,6 +179,38 @@ def _diff_keys(a, b, prefix=""):
         yield prefix.rstrip(".")
 
 
+class WorkdirBusyError(ValueError):
+    """Another process holds the workdir's lock (a ValueError, so scripts print one error line)."""
+
+
+LOCK_FILE = "run.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Holds an exclusive ``fcntl.flock`` on ``workdir/run.lock`` (created with the workdir).
+
+    The lock file holds the owner's PID. A second run on the same workdir raises
+    :class:`WorkdirBusyError` naming the workdir and that PID. The OS drops the lock when its
+    process ends, however it ends, so a run killed with ``kill -9`` leaves no stale lock.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise WorkdirBusyError(f"workdir {workdir} is in use by another run (process {holder} holds "
+                                   f"{path}); wait for it to end or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class _Metrics:
     """metrics.jsonl writer: one JSON object per line, flushed; resume drops lines past the checkpoint."""
 
@@ -218,7 +252,10 @@ def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> t
 def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = logging.info) -> dict:
     """Trains ``config`` (validated first), writing metrics, config and checkpoints to ``workdir``.
 
-    Returns the final summary dict (also the last line of ``workdir/metrics.jsonl``).
+    Returns the final summary dict (also the last line of ``workdir/metrics.jsonl``). Bad
+    config or data raise before the workdir is touched; the run then holds the workdir's lock
+    (:func:`workdir_lock`: a second run on it raises :class:`WorkdirBusyError`) and resumes
+    from its newest readable checkpoint (:func:`checkpoint.restore_latest`).
     """
     model = validate_config(config)
     dataset = data_lib.load_dataset(config.data.name, config.data.dir, num_steps=config.model.num_steps,
@@ -229,25 +266,31 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
                          f"dataset {config.data.name!r} has {dataset.num_classes} classes "
                          f"(model.layers: last features)")
     t_cfg = config.train
-    num_steps = int(config.model.num_steps)
     steps_per_epoch = len(dataset.train_x) // t_cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size={t_cfg.batch_size} exceeds the {len(dataset.train_x)} training samples")
-    total_steps = steps_per_epoch * t_cfg.epochs
 
+    # --- everything validated: now the run takes the workdir (one run at a time) and touches it.
+    with workdir_lock(workdir):
+        return _train(config, workdir, model, dataset, steps_per_epoch, log)
+
+
+def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: int,
+           log: Callable[[str], None]) -> dict:
+    """The body of :func:`train_and_evaluate` once the config is valid and the workdir locked."""
+    t_cfg = config.train
+    num_steps = int(config.model.num_steps)
+    total_steps = steps_per_epoch * t_cfg.epochs
     ckpt_path = os.path.join(workdir, "checkpoint.msgpack")
     config_path = os.path.join(workdir, "config.json")
     config_dict = config_json(config)
-    if os.path.exists(ckpt_path) and os.path.exists(config_path):
+    if checkpoint.exists(ckpt_path) and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
         if saved != config_dict:
             changed = sorted(_diff_keys(saved, config_dict))
             raise ValueError(f"workdir {workdir} holds a checkpoint of a run with another config "
                              f"(differs in {', '.join(changed[:5])}); use a new --workdir to start afresh")
-
-    # --- everything validated: now touch the workdir.
-    os.makedirs(workdir, exist_ok=True)
     atomic_write_json(config_path, config_dict)
 
     devices = jax.local_devices()
@@ -277,10 +320,11 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
             loss_fn_from_output=lambda out, y: losses.compute_loss(t_cfg.loss, out, y, dataset.num_classes),
             encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal))
     resumed_from = 0
-    if os.path.exists(ckpt_path):
-        state = checkpoint.restore(ckpt_path, state)
+    restored = checkpoint.restore_latest(ckpt_path, state, warn=logging.warning)
+    if restored is not None:
+        state, path = restored
         resumed_from = int(state.step)
-        log(f"resumed from {ckpt_path} at step {resumed_from}")
+        log(f"resumed from {path} at step {resumed_from}")
     state = jax.device_put(state, replicated)
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
 
@@ -318,7 +362,7 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
                                    "train_accuracy": acc, "samples_per_s": rate})
                 window_t, window_n, window, eval_s = time.perf_counter(), 0, [], 0.0
             if step % t_cfg.checkpoint_every_steps == 0 and step < total_steps:
-                checkpoint.save(ckpt_path, state)
+                checkpoint.save_rotating(ckpt_path, state)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
         test_acc, test_loss = evaluate(eval_step, state.params, dataset.test_x, dataset.test_y,
@@ -328,7 +372,7 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
             raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
         log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
         metrics_log.write({"step": step, "epoch": epoch, "test_accuracy": test_acc, "test_loss": test_loss})
-        checkpoint.save(ckpt_path, state)
+        checkpoint.save_rotating(ckpt_path, state)
         eval_s += time.perf_counter() - eval_t0
 
     if resumed_from >= total_steps:  # the run had already finished: re-evaluate for the summary
