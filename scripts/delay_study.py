@@ -11,7 +11,7 @@ import functools
 
 from absl import app, flags
 
-from spikepipe_jax.experiments import exit_with_error
+from spikepipe_jax.experiments import exit_with_error, run_script
 
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _NETS = flags.DEFINE_list("nets", ["fc_digits", "conv_digits", "deep_digits"], "Network configs.")
@@ -51,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -22,7 +22,7 @@ import time
 
 from absl import app, flags
 
-from spikepipe_jax.experiments import exit_with_error
+from spikepipe_jax.experiments import exit_with_error, run_script
 
 _OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md and everything else.")
 _SCALE = flags.DEFINE_enum("scale", "quick", ["smoke", "quick", "full"],
@@ -206,4 +206,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -10,13 +10,16 @@ Writes:   <out>/schedules.json ({"graph", "processors", "lower_bound", "methods"
           "placements", "bytes_communicated", "delays", ...}}}; periods and starts in cycles),
           <out>/gantt.png;  with --sweep: <out>/sweep.csv, <out>/sweep.md, <out>/sweep_summary.json,
           <out>/speedup_vs_P.png (SpikePipe with task splitting), <out>/speedup_nosplit_vs_P.png.
+Bad input (a graph file that is missing, truncated, has a zero-delay cycle or a negative duration;
+a config file that cannot be loaded; --rows/--cols <= 0; an unwritable --out) ends with one
+``error: ...`` line and exit status 1 (``experiments.run_script``).
 Runtime:  about a second for one network and P; the full sweep (144 cases) under a minute on
           one core (JAX is imported for the cost model only).
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Network config file (configs/<net>.py).",
@@ -43,24 +46,26 @@ def main(argv):
     from spikepipe_jax import experiments
 
     if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.processors <= 0:
-        raise app.UsageError(f"--processors must be positive, got {FLAGS.processors}")
+        raise ValueError(f"--processors must be positive, got {FLAGS.processors}")
     if FLAGS.sweep:
-        experiments.schedule_sweep(FLAGS.out, nets=FLAGS.sweep_nets, processors=[int(p) for p in FLAGS.sweep_processors],
-                  arrays=experiments.parse_arrays(FLAGS.sweep_arrays), dataflows=FLAGS.sweep_dataflows,
-                  link_bytes_per_cycle=FLAGS.link_bytes_per_cycle, link_latency=FLAGS.link_latency,
-                  split=FLAGS.split)
+        experiments.schedule_sweep(FLAGS.out, nets=FLAGS.sweep_nets,
+                                   processors=experiments.parse_ints("--sweep_processors", FLAGS.sweep_processors),
+                                   arrays=experiments.parse_arrays(FLAGS.sweep_arrays), dataflows=FLAGS.sweep_dataflows,
+                                   link_bytes_per_cycle=FLAGS.link_bytes_per_cycle, link_latency=FLAGS.link_latency,
+                                   split=FLAGS.split)
         return
-    if (FLAGS.config is None) == (FLAGS.graph is None):
-        raise app.UsageError("give exactly one of --config=configs/<net>.py and --graph=FILE.json "
-                             "(or --sweep)")
-    experiments.schedule_one(FLAGS.out, config=FLAGS.config, graph_path=FLAGS.graph,
+    config = experiments.config_flag("config")
+    if (config is None) == (FLAGS.graph is None):
+        raise ValueError("give exactly one of --config=configs/<net>.py and --graph=FILE.json (or --sweep)")
+    experiments.schedule_one(FLAGS.out, config=config, graph_path=FLAGS.graph,
                              processors=FLAGS.processors, rows=FLAGS.rows, cols=FLAGS.cols,
                              dataflow=FLAGS.dataflow, link_bytes_per_cycle=FLAGS.link_bytes_per_cycle,
                              link_latency=FLAGS.link_latency, split=FLAGS.split, gantt=FLAGS.gantt)
 
 
 if __name__ == "__main__":
+    from spikepipe_jax.experiments import run_script
     flags.mark_flags_as_required(["out"])
-    app.run(main)
+    run_script(main)

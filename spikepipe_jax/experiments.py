@@ -33,6 +33,59 @@ def exit_with_error(e: BaseException) -> None:
     sys.exit(1)
 
 
+#: Exceptions that mean bad input (or an unusable path) rather than a bug: scripts end them with
+#: one ``error:`` line. ``OSError`` covers unwritable ``--out`` folders and missing files.
+BAD_INPUT = (ValueError, OSError, KeyError, FloatingPointError)
+
+
+def parse_flags(argv):
+    """absl flag parsing (``app.run(..., flags_parser=parse_flags)``) that ends a bad flag value
+    or an unknown ``--config.<key>`` with one ``error:`` line instead of a traceback."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except (KeyError, AttributeError) as e:
+        keys = [a for a in argv[1:] if a.startswith("--config.")]
+        exit_with_error(ValueError(f"unknown config key {str(e).strip() or type(e).__name__} in {keys}"))
+    except (flags.Error, ValueError, TypeError) as e:
+        exit_with_error(e)
+
+
+def run_script(main) -> None:
+    """``app.run(main)`` with the scripts' one error path: bad flags (:func:`parse_flags`), a
+    usage error, or bad input raised by ``main`` (:data:`BAD_INPUT`) end with one ``error:`` line
+    and exit status 1."""
+    from absl import app
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (app.UsageError, *BAD_INPUT) as e:
+            exit_with_error(e)
+
+    app.run(guarded, flags_parser=parse_flags)
+
+
+def config_flag(name: str = "config"):
+    """The value of a ``config_flags.DEFINE_config_file`` flag (``None`` when not given); a file
+    that cannot be loaded is a ``ValueError`` naming it (ml_collections defers that failure to
+    the first access and raises a multi-line ``OSError``)."""
+    from absl import flags
+    from ml_collections import config_flags
+    import ml_collections
+    holder = flags.FLAGS[name]
+    try:
+        value = holder.value
+        if value is not None and not isinstance(value, ml_collections.ConfigDict):
+            getattr(value, "model")  # a failed load is a stand-in that raises on first use
+        return value
+    except OSError as e:
+        path = config_flags.get_config_filename(holder)
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise ValueError(f"--{name}={path}: cannot load the config file "
+                         f"({lines[-1] if lines else type(e).__name__})") from None
+
+
 def network_specs(names) -> dict:
     """``{name: parse_spec(...)}`` for network configs ``configs/<name>.py``."""
     from spikepipe_jax import spec
@@ -107,7 +160,12 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
         title = f"{os.path.basename(graph_path)}, P={processors}"
     else:
         hw = config.hardware
-        rows, cols, dataflow = rows or hw.rows, cols or hw.cols, dataflow or hw.dataflow
+        rows = hw.rows if rows is None else rows
+        cols = hw.cols if cols is None else cols
+        dataflow = hw.dataflow if dataflow is None else dataflow
+        for what, v in (("rows", rows), ("cols", cols)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{what} must be a positive integer, got {v!r}")
         tasks = _tasks_fn(config, rows, cols, dataflow)
         bsz = config.train.batch_size
 
@@ -162,6 +220,14 @@ def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_
     plot_speedups(rows, os.path.join(out, "speedup_nosplit_vs_P.png"), method="spikepipe_nosplit")
     logging.info("%d cases in %.1f s; wrote %s", len(rows), time.time() - t0, out)
     return summary
+
+
+def parse_ints(flag: str, items) -> list[int]:
+    """``["2", "3"]`` -> ``[2, 3]``; a non-integer is a ``ValueError`` naming ``flag`` and the item."""
+    try:
+        return [int(x) for x in items]
+    except ValueError:
+        raise ValueError(f"{flag} takes integers, got {list(items)!r}") from None
 
 
 def parse_arrays(items):

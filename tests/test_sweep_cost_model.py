@@ -136,3 +136,20 @@ def test_benchmark_entry_points():
     assert r["evals_per_call"] == r["gemms"] * 4 * 3 and r["evals_per_s"] > 0
     s = cost_model.bench_scalesim() if importlib.util.find_spec("scalesim") is None else {"skipped": "x"}
     assert "skipped" in s
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--out={d}/file/sub", "--quick"], ["Not a directory", "file/sub"]),
+    (["--out={d}/o", "--quick", "--networks=nope"], ["configs/nope.py"]),
+    (["--out={d}/o", "--quick", "--vector_lanes=x"], ["vector_lanes", "'x'"]),
+])
+def test_script_bad_input_is_one_error_line(tmp_path, args, words):
+    (tmp_path / "file").write_text("not a folder")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-m", "scripts.sweep_cost_model",
+                          *(a.format(d=tmp_path) for a in args)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
