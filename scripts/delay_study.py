@@ -45,7 +45,7 @@ def main(argv):
                                         config_arg="smoke" if _SMOKE.value else "", overrides=overrides)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         exit_with_error(e)
-    paths = write_delay_study(records, _OUT.value)
+    paths = write_delay_study(records, delay_study.summarize(records), _OUT.value)
     print(open(paths["md"]).read())
     print("wrote", ", ".join(sorted(paths.values())))
 

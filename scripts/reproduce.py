@@ -116,8 +116,9 @@ def stage_delay_study(params):
 
         records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
                                config_arg=params.get("arg", ""), log=lambda m: _log("  " + m))
-        write_delay_study(records, d)
-        return dict(summary=ds.summarize(records))
+        summary = ds.summarize(records)
+        write_delay_study(records, summary, d)
+        return dict(summary=summary)
     return run
 
 

@@ -100,6 +100,7 @@ def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes
     """Runs the sweep and writes its outputs into ``out``; returns ``{name: path}``."""
     from spikepipe_jax.hardware import sweep
     from spikepipe_jax.io import atomic_save_figure, atomic_write_text
+    from spikepipe_jax.report import cost_model_report as report
 
     os.makedirs(out, exist_ok=True)
     nets = network_specs(networks)
@@ -108,12 +109,12 @@ def write_cost_sweep(out: str, *, quick: bool, networks: list[str], vector_lanes
     ref = sweep.reference_point(grid)
     paths = {"csv": os.path.join(out, "cost_model_sweep.csv"),
              "grid": os.path.join(out, "grid.json")}
-    atomic_write_text(paths["csv"], sweep.format_csv(result))
+    atomic_write_text(paths["csv"], report.format_csv(result))
     atomic_write_text(paths["grid"], json.dumps(dict(grid._asdict(), networks=networks,
                                                vector_lanes=vector_lanes, plots=ref), indent=1))
-    for name, plot in (("task_cycles", sweep.plot_task_cycles),
-                       ("best_dataflow", sweep.plot_best_dataflow),
-                       ("utilization", sweep.plot_utilization)):
+    for name, plot in (("task_cycles", report.plot_task_cycles),
+                       ("best_dataflow", report.plot_best_dataflow),
+                       ("utilization", report.plot_utilization)):
         fig = plot(result, ref)
         paths[name] = os.path.join(out, f"{name}.png")
         atomic_save_figure(paths[name], fig, dpi=110)  # a plain Figure (no pyplot state to close)
@@ -144,8 +145,8 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
             gantt: bool = True) -> dict:
     """Schedules one network (``config``) or one JSON graph; writes schedules.json (+ Gantt)."""
     from spikepipe_jax.io import atomic_write_json
+    from spikepipe_jax.report.schedule_report import plot_gantt
     from spikepipe_jax.schedule import CommModel, graph_from_json, study
-    from spikepipe_jax.schedule.gantt import plot_gantt
 
     comm = CommModel(link_bytes_per_cycle, link_latency)
     if (config is None) == (graph_path is None):
@@ -197,8 +198,8 @@ def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_
               link_latency: int = 0, split: bool = True) -> dict:
     """The study's table: writes sweep.csv, sweep.md, sweep_summary.json and the speedup plots."""
     from spikepipe_jax.io import atomic_write_json, atomic_write_text
+    from spikepipe_jax.report import schedule_report as report
     from spikepipe_jax.schedule import CommModel, study
-    from spikepipe_jax.schedule.gantt import plot_speedups
 
     comm = CommModel(link_bytes_per_cycle, link_latency)
     t0 = time.time()
@@ -210,14 +211,14 @@ def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_
                        gemm_cycles_fn=_gemm_cycles, split=split, progress=logging.info)
     summary = study.summarize(rows)
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(os.path.join(out, "sweep.csv"), study.to_csv(rows))
-    atomic_write_text(os.path.join(out, "sweep.md"), study.to_markdown(rows, summary))
+    atomic_write_text(os.path.join(out, "sweep.csv"), report.to_csv(rows))
+    atomic_write_text(os.path.join(out, "sweep.md"), report.to_markdown(rows, summary))
     atomic_write_json(os.path.join(out, "sweep_summary.json"),
                       {"summary": summary, "comm": comm.to_json(), "nets": list(nets),
                        "processors": list(processors), "arrays": [f"{r}x{c}" for r, c in arrays],
                        "dataflows": list(dataflows), "seconds": round(time.time() - t0, 1)})
-    plot_speedups(rows, os.path.join(out, "speedup_vs_P.png"))
-    plot_speedups(rows, os.path.join(out, "speedup_nosplit_vs_P.png"), method="spikepipe_nosplit")
+    report.plot_speedups(rows, os.path.join(out, "speedup_vs_P.png"))
+    report.plot_speedups(rows, os.path.join(out, "speedup_nosplit_vs_P.png"), method="spikepipe_nosplit")
     logging.info("%d cases in %.1f s; wrote %s", len(rows), time.time() - t0, out)
     return summary
 

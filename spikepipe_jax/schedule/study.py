@@ -2,9 +2,9 @@ r"""The scheduling study: every method on the same graph and costs, and the swee
 
 Methods (names used in ``schedules.json`` and the table):
 
-* ``spikepipe``: the proposed list scheduler (``listsched.spikepipe_schedule``) on the training
+* ``spikepipe``: the proposed list scheduler (``policies.spikepipe_schedule``) on the training
   graph with B split into its LIF and GEMM parts and LayerPipe2's delays
-  (:math:`d_l = 2(L-1-l)`, ``graph.layerpipe_delays``) on the update loops, splitting long GEMM
+  (:math:`d_l = 2(L-1-l)`, ``retiming.layerpipe_delays``) on the update loops, splitting long GEMM
   tasks by output columns where that lowers the period;
 * ``spikepipe_nosplit``: the same without splitting tasks;
 * ``pipedream_1f1b``, ``gpipe``, ``zb_h1``: the standard pipelines of ``baselines.py`` on the
@@ -12,22 +12,24 @@ Methods (names used in ``schedules.json`` and the table):
 
 Each method's entry carries its period, placements, bytes communicated, utilisation and the
 gradient delays its timeline implies (``delays.delays_for``), so speed and staleness sit side by
-side.  This module does no I/O; the cost model is passed in as functions (``schedule`` does not
+side.  This module does no I/O (tables and plots: ``report/schedule_report.py``); the cost model is passed in as functions (``schedule`` does not
 import ``hardware``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-import spikepipe_jax.schedule.baselines as baselines
-import spikepipe_jax.schedule.bounds as bounds
-import spikepipe_jax.schedule.delays as delays
+from spikepipe_jax.schedule import baselines, bounds, delays
 from spikepipe_jax.schedule.comm import CommModel, training_bytes
-from spikepipe_jax.schedule.graph import (TaskGraph, graph_from_tasks, graph_to_json, is_training_graph,
-                                          layerpipe_delays, with_update_distances)
-from spikepipe_jax.schedule.listsched import modulo_schedule, spikepipe_schedule
+from spikepipe_jax.schedule.graph import TaskGraph
+from spikepipe_jax.schedule.graph_json import graph_to_json
+from spikepipe_jax.schedule.period_search import modulo_schedule
+from spikepipe_jax.schedule.policies import spikepipe_schedule
+from spikepipe_jax.schedule.retiming import layerpipe_delays, with_update_distances
+from spikepipe_jax.schedule.training_graph import graph_from_tasks, is_training_graph
 from spikepipe_jax.schedule.validate import Schedule, validate
 
 METHODS = ("spikepipe", "spikepipe_nosplit", "pipedream_1f1b", "gpipe", "zb_h1")
@@ -163,7 +165,6 @@ def compare_graph(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(
 
 
 def _renamed(s: Schedule, method: str) -> Schedule:
-    import dataclasses
     return dataclasses.replace(s, method=method)
 
 
@@ -266,62 +267,5 @@ def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[s
     return rows_out
 
 
-_MD_COLUMNS = (
-    ("net", "net"), ("array", "array"), ("dataflow", "df"), ("processors", "P"),
-    ("lower_bound_split", "LB"), ("period_spikepipe", "SpikePipe"), ("period_spikepipe_nosplit", "no split"),
-    ("period_pipedream_1f1b", "1F1B"), ("period_gpipe", "GPipe"), ("period_zb_h1", "ZB-H1"),
-    ("speedup_vs_pipedream_1f1b", "x 1F1B"), ("speedup_vs_gpipe", "x GPipe"), ("speedup_vs_zb_h1", "x ZB-H1"),
-    ("speedup_nosplit_vs_pipedream_1f1b", "no split x 1F1B"), ("gap_to_lower_bound", "gap"),
-    ("util_spikepipe", "util"), ("extra_comm_pct_vs_1f1b", "extra comm %"),
-    ("delays_spikepipe", "delays SpikePipe"), ("delays_pipedream_1f1b", "delays 1F1B"), ("splits", "splits"))
-
-
-def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """All columns of all rows as CSV text."""
-    import csv
-    import io
-    keys: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
-def to_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None = None) -> str:
-    """A summary of speedups per network, then the main columns of every row."""
-    lines = []
-    if summary:
-        lines += ["| scope | cases | SpikePipe / 1F1B mean (max) | / GPipe mean (max) | / ZB-H1 mean (max) | "
-                  "no split / 1F1B mean (max) | gap to LB mean | extra comm % vs 1F1B mean (max) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for scope, s in summary.items():
-            def f(key, stat="mean", s=s):
-                v = s.get(key)
-                return "" if v is None else f"{v[stat]:.2f}"
-            def both(key, f=f):
-                return f"{f(key)} ({f(key, 'max')})"
-            cells = [scope, str(s["cases"]), both("speedup_vs_pipedream_1f1b"), both("speedup_vs_gpipe"),
-                     both("speedup_vs_zb_h1"), both("speedup_nosplit_vs_pipedream_1f1b"),
-                     f("gap_to_lower_bound"), both("extra_comm_pct_vs_1f1b")]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    cols = [(k, h) for k, h in _MD_COLUMNS if any(k in r for r in rows)]
-    lines.append("| " + " | ".join(h for _, h in cols) + " |")
-    lines.append("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for k, _ in cols:
-            v = r.get(k, "")
-            cells.append(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 __all__ = ["METHODS", "BASELINES", "compare_training", "compare_graph", "method_entry",
-           "summary_row", "summarize", "sweep", "to_csv", "to_markdown"]
+           "summary_row", "summarize", "sweep"]

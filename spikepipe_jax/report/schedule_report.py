@@ -1,10 +1,10 @@
-"""Gantt charts of periodic schedules (matplotlib, Agg backend, imported lazily)."""
+"""Schedule-study outputs from results: the sweep table (CSV, Markdown), Gantt charts and speedup
+plots (matplotlib, Agg backend, imported lazily).  Reads results only (``Schedule`` objects and
+the sweep rows of ``schedule.study``); written atomically."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-from spikepipe_jax.schedule.validate import Schedule
+from typing import Any, Mapping, Sequence
 
 _COLORS = {"F": "#4C78A8", "B": "#E45756", "BL": "#F58518", "BG": "#E45756", "W": "#54A24B",
            "U": "#999999", "": "#B279A2"}
@@ -15,7 +15,64 @@ def _save(fig, path: str) -> None:
     atomic_save_figure(path, fig, dpi=110)
 
 
-def plot_gantt(schedules: Mapping[str, Schedule], path: str, *, title: str = "",
+_MD_COLUMNS = (
+    ("net", "net"), ("array", "array"), ("dataflow", "df"), ("processors", "P"),
+    ("lower_bound_split", "LB"), ("period_spikepipe", "SpikePipe"), ("period_spikepipe_nosplit", "no split"),
+    ("period_pipedream_1f1b", "1F1B"), ("period_gpipe", "GPipe"), ("period_zb_h1", "ZB-H1"),
+    ("speedup_vs_pipedream_1f1b", "x 1F1B"), ("speedup_vs_gpipe", "x GPipe"), ("speedup_vs_zb_h1", "x ZB-H1"),
+    ("speedup_nosplit_vs_pipedream_1f1b", "no split x 1F1B"), ("gap_to_lower_bound", "gap"),
+    ("util_spikepipe", "util"), ("extra_comm_pct_vs_1f1b", "extra comm %"),
+    ("delays_spikepipe", "delays SpikePipe"), ("delays_pipedream_1f1b", "delays 1F1B"), ("splits", "splits"))
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """All columns of all rows as CSV text."""
+    import csv
+    import io
+    keys: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None = None) -> str:
+    """A summary of speedups per network, then the main columns of every row."""
+    lines = []
+    if summary:
+        lines += ["| scope | cases | SpikePipe / 1F1B mean (max) | / GPipe mean (max) | / ZB-H1 mean (max) | "
+                  "no split / 1F1B mean (max) | gap to LB mean | extra comm % vs 1F1B mean (max) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for scope, s in summary.items():
+            def f(key, stat="mean", s=s):
+                v = s.get(key)
+                return "" if v is None else f"{v[stat]:.2f}"
+            def both(key, f=f):
+                return f"{f(key)} ({f(key, 'max')})"
+            cells = [scope, str(s["cases"]), both("speedup_vs_pipedream_1f1b"), both("speedup_vs_gpipe"),
+                     both("speedup_vs_zb_h1"), both("speedup_nosplit_vs_pipedream_1f1b"),
+                     f("gap_to_lower_bound"), both("extra_comm_pct_vs_1f1b")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    cols = [(k, h) for k, h in _MD_COLUMNS if any(k in r for r in rows)]
+    lines.append("| " + " | ".join(h for _, h in cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, "")
+            cells.append(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_gantt(schedules: Mapping[str, "Schedule"], path: str, *, title: str = "",
                label_tasks: bool = True) -> str:
     """One row of bars per processor and one panel per schedule, over one period.
 
@@ -111,4 +168,4 @@ def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str
     return path
 
 
-__all__ = ["plot_gantt", "plot_speedups"]
+__all__ = ["to_csv", "to_markdown", "plot_gantt", "plot_speedups"]
