@@ -9,7 +9,10 @@ Commands:
 Writes:   <out>/schedules.json ({"graph", "processors", "lower_bound", "methods": {name: {"period",
           "placements", "bytes_communicated", "delays", ...}}}; periods and starts in cycles),
           <out>/gantt.png;  with --sweep: <out>/sweep.csv, <out>/sweep.md, <out>/sweep_summary.json,
-          <out>/speedup_vs_P.png (SpikePipe with task splitting), <out>/speedup_nosplit_vs_P.png.
+          <out>/speedup_vs_P.png (SpikePipe with task splitting), <out>/speedup_nosplit_vs_P.png,
+          <out>/pareto.png (speedup over 1F1B vs extra communication, per network and P).
+          --comm_budget_pct (default 0.5, the paper's) caps the bytes SpikePipe moves beyond 1F1B's;
+          --comm_budget_pct=-1 drops the cap (the schedules of earlier versions).
 Bad input (a graph file that is missing, truncated, has a zero-delay cycle or a negative duration;
 a config file that cannot be loaded; --rows/--cols <= 0; an unwritable --out) ends with one
 ``error: ...`` line and exit status 1 (``experiments.run_script``).
@@ -38,6 +41,8 @@ flags.DEFINE_list("sweep_dataflows", ["os", "ws", "is"], "Dataflows of the sweep
 flags.DEFINE_float("link_bytes_per_cycle", 64.0, "Inter-processor link bandwidth (0 = ideal).")
 flags.DEFINE_integer("link_latency", 0, "Inter-processor link latency in cycles.")
 flags.DEFINE_bool("split", True, "Let the SpikePipe scheduler split long GEMM tasks.")
+flags.DEFINE_float("comm_budget_pct", 0.5, "Bytes the SpikePipe schedules may move beyond PipeDream "
+                   "1F1B's, in percent of all training bytes (negative: no budget).")
 flags.DEFINE_bool("gantt", True, "Draw the Gantt chart.")
 FLAGS = flags.FLAGS
 
@@ -49,12 +54,13 @@ def main(argv):
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.processors <= 0:
         raise ValueError(f"--processors must be positive, got {FLAGS.processors}")
+    budget = None if FLAGS.comm_budget_pct < 0 else FLAGS.comm_budget_pct
     if FLAGS.sweep:
         experiments.schedule_sweep(FLAGS.out, nets=FLAGS.sweep_nets,
                                    processors=experiments.parse_ints("--sweep_processors", FLAGS.sweep_processors),
                                    arrays=experiments.parse_arrays(FLAGS.sweep_arrays), dataflows=FLAGS.sweep_dataflows,
                                    link_bytes_per_cycle=FLAGS.link_bytes_per_cycle, link_latency=FLAGS.link_latency,
-                                   split=FLAGS.split)
+                                   split=FLAGS.split, comm_budget_pct=budget)
         return
     config = experiments.config_flag("config")
     if (config is None) == (FLAGS.graph is None):
@@ -62,7 +68,8 @@ def main(argv):
     experiments.schedule_one(FLAGS.out, config=config, graph_path=FLAGS.graph,
                              processors=FLAGS.processors, rows=FLAGS.rows, cols=FLAGS.cols,
                              dataflow=FLAGS.dataflow, link_bytes_per_cycle=FLAGS.link_bytes_per_cycle,
-                             link_latency=FLAGS.link_latency, split=FLAGS.split, gantt=FLAGS.gantt)
+                             link_latency=FLAGS.link_latency, split=FLAGS.split, gantt=FLAGS.gantt,
+                             comm_budget_pct=budget)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def _gemm_cycles(m, k, n, rows, cols, dataflow):
 def schedule_one(out: str, *, config=None, graph_path: str | None = None, processors: int = 4,
             rows: int | None = None, cols: int | None = None, dataflow: str | None = None,
             link_bytes_per_cycle: float = 64.0, link_latency: int = 0, split: bool = True,
-            gantt: bool = True) -> dict:
+            gantt: bool = True, comm_budget_pct: float | None = 0.5) -> dict:
     """Schedules one network (``config``) or one JSON graph; writes schedules.json (+ Gantt)."""
     from spikepipe_jax.io import atomic_write_json
     from spikepipe_jax.report.schedule_report import plot_gantt
@@ -157,7 +157,8 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
                 obj = json.load(f)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{graph_path}: not valid JSON ({err})") from err
-        result, scheds = study.compare_graph(graph_from_json(obj), processors, comm=comm)
+        result, scheds = study.compare_graph(graph_from_json(obj), processors, comm=comm,
+                                             comm_budget_pct=comm_budget_pct)
         title = f"{os.path.basename(graph_path)}, P={processors}"
     else:
         hw = config.hardware
@@ -178,7 +179,8 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
 
         result, scheds = study.compare_training(tasks, processors, comm=comm, cols=cols,
                                                 dataflow=dataflow, micro_tasks_fn=micro,
-                                                gemm_cycles_fn=gemm, split=split)
+                                                gemm_cycles_fn=gemm, split=split,
+                                                comm_budget_pct=comm_budget_pct)
         result.update(array={"rows": rows, "cols": cols, "dataflow": dataflow},
                       batch=bsz, num_steps=config.model.num_steps)
         title = f"{rows}x{cols} {dataflow}, B={bsz}, T={config.model.num_steps}, P={processors}"
@@ -195,8 +197,9 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
 
 
 def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_per_cycle: float = 64.0,
-              link_latency: int = 0, split: bool = True) -> dict:
-    """The study's table: writes sweep.csv, sweep.md, sweep_summary.json and the speedup plots."""
+              link_latency: int = 0, split: bool = True, comm_budget_pct: float | None = 0.5) -> dict:
+    """The study's table: writes sweep.csv, sweep.md, sweep_summary.json, the speedup plots and
+    (with a budget) pareto.png, the trade-off of speedup over 1F1B vs extra communication."""
     from spikepipe_jax.io import atomic_write_json, atomic_write_text
     from spikepipe_jax.report import schedule_report as report
     from spikepipe_jax.schedule import CommModel, study
@@ -208,17 +211,22 @@ def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_
         return load_config(net).train.batch_size
 
     rows = study.sweep(_tasks_fn, nets, processors, arrays, dataflows, comm=comm, batch_of=batch_of,
-                       gemm_cycles_fn=_gemm_cycles, split=split, progress=logging.info)
+                       gemm_cycles_fn=_gemm_cycles, split=split, comm_budget_pct=comm_budget_pct,
+                       progress=logging.info)
     summary = study.summarize(rows)
+    tradeoff = study.tradeoff_by_net_and_p(rows)
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "sweep.csv"), report.to_csv(rows))
     atomic_write_text(os.path.join(out, "sweep.md"), report.to_markdown(rows, summary))
     atomic_write_json(os.path.join(out, "sweep_summary.json"),
                       {"summary": summary, "comm": comm.to_json(), "nets": list(nets),
                        "processors": list(processors), "arrays": [f"{r}x{c}" for r, c in arrays],
-                       "dataflows": list(dataflows), "seconds": round(time.time() - t0, 1)})
+                       "dataflows": list(dataflows), "comm_budget_pct": comm_budget_pct,
+                       "tradeoff_by_net_and_p": tradeoff, "seconds": round(time.time() - t0, 1)})
     report.plot_speedups(rows, os.path.join(out, "speedup_vs_P.png"))
     report.plot_speedups(rows, os.path.join(out, "speedup_nosplit_vs_P.png"), method="spikepipe_nosplit")
+    if tradeoff:
+        report.plot_tradeoff(tradeoff, os.path.join(out, "pareto.png"), budget_pct=comm_budget_pct)
     logging.info("%d cases in %.1f s; wrote %s", len(rows), time.time() - t0, out)
     return summary
 

@@ -22,6 +22,8 @@ _MD_COLUMNS = (
     ("speedup_vs_pipedream_1f1b", "x 1F1B"), ("speedup_vs_gpipe", "x GPipe"), ("speedup_vs_zb_h1", "x ZB-H1"),
     ("speedup_nosplit_vs_pipedream_1f1b", "no split x 1F1B"), ("gap_to_lower_bound", "gap"),
     ("util_spikepipe", "util"), ("extra_comm_pct_vs_1f1b", "extra comm %"),
+    ("extra_comm_pct_nosplit_vs_1f1b", "no split extra comm %"), ("comm_time_overhead_pct", "comm time %"),
+    ("speedup_nosplit_upper_bound_at_budget", "no split x 1F1B bound"),
     ("delays_spikepipe", "delays SpikePipe"), ("delays_pipedream_1f1b", "delays 1F1B"), ("splits", "splits"))
 
 
@@ -31,11 +33,11 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     import io
     keys: list[str] = []
     for r in rows:
-        for k in r:
-            if k not in keys:
+        for k, v in r.items():
+            if k not in keys and not isinstance(v, (dict, list)):  # nested data: sweep_summary.json
                 keys.append(k)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow(r)
@@ -47,17 +49,22 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | 
     lines = []
     if summary:
         lines += ["| scope | cases | SpikePipe / 1F1B mean (max) | / GPipe mean (max) | / ZB-H1 mean (max) | "
-                  "no split / 1F1B mean (max) | gap to LB mean | extra comm % vs 1F1B mean (max) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "no split / 1F1B mean (max) | gap to LB mean | extra comm % vs 1F1B mean (max) | "
+                  "no split extra comm % mean (max) | comm time overhead % mean (max) | "
+                  "no split / 1F1B upper bound at the budget, mean (max) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for scope, s in summary.items():
             def f(key, stat="mean", s=s):
                 v = s.get(key)
                 return "" if v is None else f"{v[stat]:.2f}"
+
             def both(key, f=f):
-                return f"{f(key)} ({f(key, 'max')})"
+                return "" if f(key) == "" else f"{f(key)} ({f(key, 'max')})"
             cells = [scope, str(s["cases"]), both("speedup_vs_pipedream_1f1b"), both("speedup_vs_gpipe"),
                      both("speedup_vs_zb_h1"), both("speedup_nosplit_vs_pipedream_1f1b"),
-                     f("gap_to_lower_bound"), both("extra_comm_pct_vs_1f1b")]
+                     f("gap_to_lower_bound"), both("extra_comm_pct_vs_1f1b"),
+                     both("extra_comm_pct_nosplit_vs_1f1b"), both("comm_time_overhead_pct"),
+                     both("speedup_nosplit_upper_bound_at_budget")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     cols = [(k, h) for k, h in _MD_COLUMNS if any(k in r for r in rows)]
@@ -168,4 +175,40 @@ def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str
     return path
 
 
-__all__ = ["to_csv", "to_markdown", "plot_gantt", "plot_speedups"]
+def plot_tradeoff(tradeoff: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]], path: str, *,
+                  budget_pct: float | None = None) -> str:
+    """Pareto fronts: mean speedup over 1F1B (over arrays and dataflows) reachable within an extra
+    communication (percent of the training bytes over 1F1B's), one panel per network, one line
+    per P; solid: tasks not split, dotted: splits allowed.  ``tradeoff`` is
+    ``study.tradeoff_by_net_and_p``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(tradeoff)
+    if not nets:
+        raise ValueError("no trade-off curves to plot")
+    fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets), 3.6), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        for i, (p, curves) in enumerate(sorted(tradeoff[net].items(), key=lambda kv: int(kv[0]))):
+            for kind, ls in (("nosplit", "-"), ("split", ":")):
+                pts = sorted((float(k), v) for k, v in curves[kind].items())
+                if pts:
+                    xs = [max(x, 0.05) for x, _ in pts]  # 0 % drawn at the left edge of the log axis
+                    ax.step(xs, [y for _, y in pts], ls, where="post", color=f"C{i % 10}",
+                            label=f"P={p}" if kind == "nosplit" else None)
+        ax.axhline(1.6, color="gray", lw=0.6, ls="--")
+        if budget_pct is not None:
+            ax.axvline(max(budget_pct, 0.05), color="k", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_title(net, fontsize=10)
+        ax.set_xlabel("extra communication vs 1F1B (% of training bytes)")
+        ax.set_ylabel("speedup over PipeDream 1F1B")
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["to_csv", "to_markdown", "plot_gantt", "plot_speedups", "plot_tradeoff"]
