@@ -67,7 +67,7 @@ def test_exact_front_matches_brute_force_and_bounds_the_layer_cut(procs):
         got = min((b for m, b in pts if m <= x), default=None)
         assert got == want, x
         if want is not None:
-            assert comm_bounds.layer_cut_bytes(g, x) <= want
+            assert comm_bounds.layer_cut_bytes(g, x) <= comm_bounds.layer_chain_bytes(g, x) <= want
 
 
 def test_min_period_bound_holds_for_every_scheduled_candidate():
@@ -112,3 +112,18 @@ def test_comm_time_overhead_is_zero_on_ideal_links():
     assert study.comm_time_overhead_pct(s) == 0.0
     slow = spikepipe_schedule(g, 3, comm=CommModel(1, 1000))
     assert study.comm_time_overhead_pct(slow) > 0.0
+
+
+def test_bytes_by_tensor_adds_up_to_bytes_communicated():
+    import random
+    from spikepipe_jax.schedule.comm import bytes_by_tensor
+    g = G.graph_from_tasks(G.toy_training_tasks(3, seed=2), split_backward=True, split={"F1": 2, "W2": 3})
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(30):
+        a = {t.name: rng.randrange(3) for t in g.tasks}
+        parts = bytes_by_tensor(g, a)
+        assert sum(parts.values()) == bytes_communicated(g, a)
+        kinds |= {k for k, v in parts.items() if v}
+    assert {"spikes", "grad", "delta", "weights"} <= kinds <= {"spikes", "grad", "membranes", "delta", "weights"}
+    assert bytes_by_tensor(g, {t.name: 0 for t in g.tasks}) == {}

@@ -178,8 +178,9 @@ def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str
 def plot_tradeoff(tradeoff: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]], path: str, *,
                   budget_pct: float | None = None) -> str:
     """Pareto fronts: mean speedup over 1F1B (over arrays and dataflows) reachable within an extra
-    communication (percent of the training bytes over 1F1B's), one panel per network, one line
-    per P; solid: tasks not split, dotted: splits allowed.  ``tradeoff`` is
+    communication (percent of the training bytes over 1F1B's), one panel per network, one colour
+    per P; solid: the scheduler, tasks not split; dotted: splits allowed; dashed: the upper bound
+    for unsplit tasks (``schedule.comm_bounds``).  ``tradeoff`` is
     ``study.tradeoff_by_net_and_p``."""
     import matplotlib
     matplotlib.use("Agg")
@@ -191,11 +192,12 @@ def plot_tradeoff(tradeoff: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
     fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets), 3.6), squeeze=False)
     for ax, net in zip(axes[0], nets):
         for i, (p, curves) in enumerate(sorted(tradeoff[net].items(), key=lambda kv: int(kv[0]))):
-            for kind, ls in (("nosplit", "-"), ("split", ":")):
-                pts = sorted((float(k), v) for k, v in curves[kind].items())
+            for kind, ls in (("nosplit", "-"), ("split", ":"), ("upper_bound", "--")):
+                pts = sorted((float(k), v) for k, v in curves.get(kind, {}).items())
                 if pts:
                     xs = [max(x, 0.05) for x, _ in pts]  # 0 % drawn at the left edge of the log axis
                     ax.step(xs, [y for _, y in pts], ls, where="post", color=f"C{i % 10}",
+                            lw=0.8 if kind == "upper_bound" else 1.4,
                             label=f"P={p}" if kind == "nosplit" else None)
         ax.axhline(1.6, color="gray", lw=0.6, ls="--")
         if budget_pct is not None:

@@ -14,7 +14,9 @@ Modules, each importing only those above it (no circles)::
     comm_search     layer affinity, local search for fewer bytes at a fixed period
     period_search   modulo_schedule: the smallest period a phase reaches
     partition       contiguous layer partitions (min-max, PipeDream's DP)
-    policies        spikepipe_schedule: processor policies and task splitting
+    tradeoff        assignments trading largest load for bytes (the budget policy)
+    comm_bounds     lower bounds on the period under a byte budget (exact / per-layer)
+    policies        spikepipe_schedule: processor policies, task splitting, the byte budget
     baselines       GPipe, PipeDream 1F1B, ZB-H1     exact    branch and bound
     delays          gradient delays from timelines   study    all methods on one graph; the sweep
 

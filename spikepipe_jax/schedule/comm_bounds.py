@@ -17,7 +17,8 @@ bounds of ``bounds.py`` (iteration bound, work / P, longest task).
   once by ``bytes_communicated``).  If the three do not fit on one processor (load > X), every
   grouping of them cuts at least two of the three edges, so at least
   :math:`\min(m_l + w_l,\ \delta_l + w_l,\ m_l + \delta_l)` bytes cross, more when single tasks
-  or pairs exceed X; tags differ per layer, so the layers' costs add up.
+  or pairs exceed X; tags differ per layer, so the layers' costs add up.  :func:`layer_chain_bytes`
+  adds the boundaries between whole layers placed apart (a dynamic program over the chain).
 
 :func:`min_period_for_budget` turns either into the smallest period a budget allows.  Pure Python.
 """
@@ -135,6 +136,68 @@ def layer_cut_bytes(g: TaskGraph, x: float) -> float:
     return sum(_triangle_cost(durs, nb, x) for durs, nb in _layer_triangles(g))
 
 
+def _edge_bytes(g: TaskGraph, src: str | None, dst: str | None) -> int:
+    if src is None or dst is None:
+        return 0
+    return max((e.bytes for e in g.edges if e.src == src and e.dst == dst), default=0)
+
+
+def _chain(g: TaskGraph):
+    """Per layer: cluster load F + B(L) + W and the bytes of a boundary to the next layer when
+    both are kept whole on different processors: spikes, plus the input gradient or (BG of the
+    next layer on this side) its delta and weights."""
+    names = {(t.kind, t.layer): t.name for t in g.tasks if t.layer >= 0 and not t.origin}
+    tri = _layer_triangles(g)
+    loads = [sum(d) for d, _ in tri]
+    bounds = []
+    for l in range(len(tri) - 1):
+        b_here = names.get(("BL", l)) or names.get(("B", l))
+        spikes = _edge_bytes(g, names.get(("F", l)), names.get(("F", l + 1)))
+        bg = names.get(("BG", l + 1))
+        if bg is None:  # B whole: the gradient leaves B_{l+1}
+            cut = _edge_bytes(g, names.get(("B", l + 1)), b_here)
+        else:
+            cut = min(_edge_bytes(g, bg, b_here),
+                      _edge_bytes(g, names.get(("BL", l + 1)), bg) + _edge_bytes(g, names.get(("W", l + 1)), bg))
+        bounds.append(spikes + cut)
+    return tri, loads, bounds
+
+
+def layer_chain_bytes(g: TaskGraph, x: float) -> float:
+    r"""Lower bound on the bytes of any assignment whose largest load is at most ``x``
+    (at least :func:`layer_cut_bytes`).
+
+    Relaxation over the chain of layers: a layer is either kept whole (its F, B(L), W on one
+    processor) or cut (at least its :func:`layer_cut_bytes` share).  Consecutive whole layers on
+    one processor form a run whose load (F + B(L) + W each; BG and cut layers counted as 0) is at
+    most x; two consecutive whole layers on different processors pay their boundary (spikes,
+    plus the input gradient or the next layer's delta and weights for its BG task).  Tags differ
+    per layer, so the parts add up; a dynamic program takes the cheapest choice."""
+    tri, loads, bounds = _chain(g)
+    n = len(tri)
+    if n == 0:
+        return 0.0
+    inf = math.inf
+    best = [[inf, inf] for _ in range(n + 1)]  # [layers done][previous layer whole?]
+    best[0][0] = 0.0
+    for j in range(n):
+        for flag in (0, 1):
+            cur = best[j][flag]
+            if cur == inf:
+                continue
+            c = _triangle_cost(*tri[j], x)
+            if c < inf:
+                best[j + 1][0] = min(best[j + 1][0], cur + c)
+            enter = cur + (bounds[j - 1] if flag and j > 0 else 0)
+            run = 0
+            for k in range(j, n):
+                run += loads[k]
+                if run > x:
+                    break
+                best[k + 1][1] = min(best[k + 1][1], enter)
+    return min(best[n])
+
+
 def min_period_for_budget(g: TaskGraph, processors: int, budget_bytes: float, *,
                           front: Sequence[Sequence[tuple[int, int]]] | None = None) -> tuple[int, str]:
     """``(lower bound on the period of any schedule of g moving <= budget_bytes, how)``.
@@ -147,13 +210,17 @@ def min_period_for_budget(g: TaskGraph, processors: int, budget_bytes: float, *,
         xs = [mx for k in range(1, min(processors, len(front) - 1) + 1) for mx, b in front[k]
               if b <= budget_bytes]
         return max(base, min(xs) if xs else math.inf), "exact"
+    tri, loads, _ = _chain(g)
     cands = {base}
-    for (tf, tb, tw), _ in _layer_triangles(g):
+    for (tf, tb, tw), _ in tri:
         cands.update((tf, tb, tw, tf + tb, tf + tw, tb + tw, tf + tb + tw))
-    for x in sorted(c for c in cands if c >= base):
-        if layer_cut_bytes(g, x) <= budget_bytes:
-            return x, "layer_cut"
-    return math.inf, "layer_cut"
+    for j in range(len(loads)):  # run loads
+        for k in range(j + 1, len(loads) + 1):
+            cands.add(sum(loads[j:k]))
+    for x in sorted(c for c in cands if c >= base):  # the bound is a step function of x
+        if layer_chain_bytes(g, x) <= budget_bytes:
+            return x, "layer_chain"
+    return math.inf, "layer_chain"
 
 
-__all__ = ["exact_front", "layer_cut_bytes", "min_period_for_budget"]
+__all__ = ["exact_front", "layer_cut_bytes", "layer_chain_bytes", "min_period_for_budget"]

@@ -74,15 +74,22 @@ def partition_contiguous(costs: Sequence[int], boundary: Sequence[int], stages: 
 
 
 def pipedream_partition(g: TaskGraph, processors: int, comm: CommModel = CommModel()) -> list[int]:
-    """PipeDream's partition (no replication) over S <= min(P, L) stages; stage per layer."""
-    num_layers = require_training_graph(g, processors)
+    """PipeDream's partition (no replication) over S <= min(P, L) stages; stage per layer.
+
+    ``g``: a training graph (F/B/W per layer), or one with B split into BL/BG (the input
+    gradient then crosses a boundary as BG_{l+1} -> BL_l)."""
+    check_processors(processors)
+    if not g.tasks or any(t.layer < 0 for t in g.tasks) or not is_training_graph(g) and \
+            not {t.kind for t in g.tasks} <= {"F", "BL", "BG", "W"}:
+        require_training_graph(g, processors)  # raises with the usual message
+    num_layers = g.num_layers
     costs = layer_costs(g)
     boundary = [0] * num_layers  # comm time across the boundary after layer l
     for e in g.edges:
         s, d = g.task(e.src), g.task(e.dst)
         if (s.kind, d.kind) == ("F", "F") and d.layer == s.layer + 1:
             boundary[s.layer] += comm.transfer_cycles(e.bytes)
-        elif (s.kind, d.kind) == ("B", "B") and d.layer == s.layer - 1:
+        elif (s.kind, d.kind) in (("B", "B"), ("BG", "BL")) and d.layer == s.layer - 1:
             boundary[d.layer] += comm.transfer_cycles(e.bytes)
     best = None
     for stages in range(1, min(processors, num_layers) + 1):

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 from spikepipe_jax.schedule.bounds import lower_bound
 from spikepipe_jax.schedule.comm import CommModel
 from spikepipe_jax.schedule.graph import TaskGraph
-from spikepipe_jax.schedule.partition import layer_costs, partition_min_max
+from spikepipe_jax.schedule.partition import layer_costs, partition_min_max, pipedream_partition
 from spikepipe_jax.schedule.period_search import modulo_schedule
 from spikepipe_jax.schedule.tradeoff import tradeoff_assignments
 from spikepipe_jax.schedule.validate import Schedule
@@ -85,9 +85,16 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
             cands.append(modulo_schedule(graph, processors, comm=comm, phases=("affinity",),
                                          lower_bound=lb))
             if comm_budget is not None:
+                starts = None
+                if all(t.layer >= 0 for t in graph.tasks):  # PipeDream's stages: a cheap start
+                    pd = pipedream_partition(graph, processors, comm)
+                    stages = [pd[t.layer] for t in graph.tasks]
+                    starts = [[0] * len(graph.tasks), stages]
+                    if part is not None:
+                        starts.append([part[t.name] for t in graph.tasks])
                 cands += [modulo_schedule(graph, processors, comm=comm, fixed=a, phases=("list",),
                                           lower_bound=lb)
-                          for a in tradeoff_assignments(graph, processors)]
+                          for a in tradeoff_assignments(graph, processors, starts=starts)]
         if comm_budget is not None:
             pieces = len(info.get("split", {}))
             points.extend([s.period, s.bytes_communicated, pieces] for s in cands)

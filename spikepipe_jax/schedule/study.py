@@ -23,7 +23,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from spikepipe_jax.schedule import baselines, bounds, comm_bounds, delays
-from spikepipe_jax.schedule.comm import CommModel, training_bytes
+from spikepipe_jax.schedule.comm import CommModel, bytes_by_tensor, training_bytes
 from spikepipe_jax.schedule.graph import TaskGraph
 from spikepipe_jax.schedule.graph_json import graph_to_json
 from spikepipe_jax.schedule.period_search import modulo_schedule
@@ -40,6 +40,7 @@ def method_entry(s: Schedule, top_graph: Mapping[str, Any] | None = None) -> dic
     """JSON entry of one method; includes its graph when it is not the top-level graph."""
     d = s.to_json()
     d["method"] = s.method
+    d["bytes_by_tensor"] = bytes_by_tensor(s.graph, s.processor_of)
     try:
         d["delays"] = delays.delays_for(s)
     except ValueError:
@@ -149,8 +150,13 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
                 cache[g_sp] = comm_bounds.exact_front(g_sp, EXACT_MAX_TASKS)
             front = cache[g_sp]
         min_period, how = comm_bounds.min_period_for_budget(g_sp, processors, budget, front=front)
+        by_pct = {}
+        if one_f_one_b is not None:
+            for pct in BUDGET_LADDER:
+                cap = one_f_one_b.bytes_communicated + pct / 100.0 * total
+                by_pct[str(pct)] = comm_bounds.min_period_for_budget(g_sp, processors, cap, front=front)[0]
         extra["comm_budget"] = {"pct": comm_budget_pct, "bytes": budget, "min_period_nosplit": min_period,
-                                "bound": how}
+                                "bound": how, "min_period_nosplit_by_pct": by_pct}
     return _result(g_sp, processors, comm, scheds, total, lb_split, extra), scheds
 
 
@@ -246,6 +252,12 @@ def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
         if "pipedream_1f1b" in m:
             extra = m["spikepipe_nosplit"]["bytes_communicated"] - m["pipedream_1f1b"]["bytes_communicated"]
             row["extra_comm_pct_nosplit_vs_1f1b"] = round(100.0 * extra / result["training_bytes"], 4)
+            # the same, counting only what crosses between layers (spikes, input gradients): the
+            # accounting in which a layer's membranes, deltas and weights never count as traffic
+            inter = [sum(v for k, v in m[x].get("bytes_by_tensor", {}).items() if k in INTER_LAYER)
+                     for x in ("spikepipe_nosplit", "pipedream_1f1b")]
+            row["extra_comm_pct_nosplit_vs_1f1b_interlayer"] = round(
+                100.0 * (inter[0] - inter[1]) / result["training_bytes"], 4)
     for name, v in result.get("comm_time_overhead_pct", {}).items():
         row["comm_time_overhead_pct" + ("" if name == "spikepipe" else "_nosplit")] = v
     cb = result.get("comm_budget")
@@ -262,8 +274,17 @@ def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
         if "pipedream_1f1b" in m and "spikepipe" in m:
             row["tradeoff"] = tradeoff_curve(m["spikepipe"]["info"].get("candidates", []),
                                              m["pipedream_1f1b"], result["training_bytes"])
+            row["tradeoff"]["upper_bound"] = {
+                pct: round(m["pipedream_1f1b"]["period"] / x, 4)
+                for pct, x in cb.get("min_period_nosplit_by_pct", {}).items() if x not in (None, math.inf)}
     return row
 
+
+#: Tensors that cross between layers (the rest belong to one layer: membranes, deltas, weights).
+INTER_LAYER = ("spikes", "grad")
+
+#: Curves of the trade-off: the scheduler's best without / with split tasks, and the bound.
+TRADEOFF_KINDS = ("nosplit", "split", "upper_bound")
 
 #: Extra-communication thresholds (percent of training bytes over 1F1B) of the trade-off curves.
 BUDGET_LADDER = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 200.0)
@@ -274,7 +295,9 @@ def tradeoff_curve(candidates: Sequence[Sequence[int]], one_f_one_b: Mapping[str
     """Best speedup over 1F1B reachable within each extra-communication threshold of
     :data:`BUDGET_LADDER`, from the SpikePipe scheduler's candidates ``[period, bytes, split
     tasks]``: ``{"nosplit": {pct: speedup}, "split": {pct: speedup}}`` (``split`` allows split
-    tasks; a threshold no candidate meets is left out)."""
+    tasks; a threshold no candidate meets is left out).  :func:`summary_row` adds
+    ``"upper_bound"``: the most any schedule of the unsplit tasks can reach within each threshold
+    (``comm_bounds.min_period_for_budget``)."""
     out: dict[str, dict[str, float]] = {"nosplit": {}, "split": {}}
     for pct in BUDGET_LADDER:
         cap = one_f_one_b["bytes_communicated"] + pct / 100.0 * total_bytes
@@ -307,8 +330,8 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             out["tradeoff_mean"] = {
                 kind: {pct: round(sum(c[kind][pct] for c in curves) / len(curves), 4)
                        for pct in map(str, BUDGET_LADDER) if all(pct in c[kind] for c in curves)}
-                for kind in ("nosplit", "split")}
-            for kind in ("nosplit", "split"):
+                for kind in TRADEOFF_KINDS if all(kind in c for c in curves)}
+            for kind in out["tradeoff_mean"]:
                 reach = [float(p) for p, v in out["tradeoff_mean"][kind].items() if v >= 1.6]
                 out[f"smallest_budget_pct_for_1_6x_{kind}"] = min(reach) if reach else None
         return out
@@ -334,7 +357,7 @@ def tradeoff_by_net_and_p(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
             out.setdefault(net, {})[str(p)] = {
                 kind: {pct: round(sum(c[kind][pct] for c in curves) / len(curves), 4)
                        for pct in map(str, BUDGET_LADDER) if all(pct in c[kind] for c in curves)}
-                for kind in ("nosplit", "split")}
+                for kind in TRADEOFF_KINDS if all(kind in c for c in curves)}
     return out
 
 
