@@ -16,8 +16,8 @@ Writes:   <out>/schedules.json ({"graph", "processors", "lower_bound", "methods"
 Bad input (a graph file that is missing, truncated, has a zero-delay cycle or a negative duration;
 a config file that cannot be loaded; --rows/--cols <= 0; an unwritable --out) ends with one
 ``error: ...`` line and exit status 1 (``experiments.run_script``).
-Runtime:  about a second for one network and P; the full sweep (144 cases) under a minute on
-          one core (JAX is imported for the cost model only).
+Runtime:  a few seconds for one network and P; the full sweep (144 cases) a few minutes on one
+          core, more with the budget (its trade-off candidates and bounds); see benchmarks/README.md.
 """
 
 from __future__ import annotations
