@@ -74,6 +74,31 @@ def test_tiny_sweep(tmp_path):
     assert s["cases"] == 2 and s["speedup_vs_pipedream_1f1b"]["mean"] > 1.0
     assert s["speedup_vs_gpipe"]["max"] >= s["speedup_vs_gpipe"]["mean"]
     assert os.path.getsize(tmp_path / "speedup_vs_P.png") > 1000
+    # the default budget: 0.5 % of the training bytes beyond 1F1B's, and its report
+    saved = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert saved["comm_budget_pct"] == 0.5
+    for key in ("speedup_nosplit_vs_pipedream_1f1b", "speedup_vs_pipedream_1f1b", "extra_comm_pct_vs_1f1b",
+                "comm_time_overhead_pct"):
+        assert {"mean", "max"} <= set(saved["summary"]["all"][key]), key
+    assert saved["summary"]["all"]["extra_comm_pct_vs_1f1b"]["max"] <= 0.5
+    assert saved["summary"]["all"]["extra_comm_pct_nosplit_vs_1f1b"]["max"] <= 0.5
+    assert set(saved["tradeoff_by_net_and_p"]["fc_small"]) == {"2", "3"}
+    assert os.path.getsize(tmp_path / "pareto.png") > 1000
+    assert "comm_budget_pct" in rows[0] and "tradeoff" not in rows[0]  # nested curves stay in JSON
+
+
+def test_no_budget_keeps_the_unbudgeted_scheduler(tmp_path):
+    config = importlib.import_module("configs.fc_small").get_config("smoke")
+    free = script.schedule_one(str(tmp_path / "a"), config=config, processors=3, rows=32, cols=32,
+                               dataflow="ws", gantt=False, comm_budget_pct=None)
+    tight = script.schedule_one(str(tmp_path / "b"), config=config, processors=3, rows=32, cols=32,
+                                dataflow="ws", gantt=False, comm_budget_pct=0.0)
+    assert "comm_budget" not in free and tight["comm_budget"]["pct"] == 0.0
+    base = tight["methods"]["pipedream_1f1b"]["bytes_communicated"]
+    for name in ("spikepipe", "spikepipe_nosplit"):
+        assert tight["methods"][name]["bytes_communicated"] <= base
+        assert free["methods"][name]["period"] <= tight["methods"][name]["period"]
+    assert free["methods"]["spikepipe_nosplit"]["bytes_communicated"] > base
 
 
 def test_bad_input(tmp_path):
