@@ -10,6 +10,12 @@ Methods (names used in ``schedules.json`` and the table):
 * ``pipedream_1f1b``, ``gpipe``, ``zb_h1``: the standard pipelines of ``baselines.py`` on the
   training graph with B whole.
 
+With ``comm_budget_pct`` the SpikePipe schedules may move at most that percentage of the
+training bytes beyond 1F1B's schedule; each case then also reports the communication time
+overhead (:func:`comm_time_overhead_pct`), the trade-off curve of its candidates (best speedup
+over 1F1B within each extra communication of :data:`BUDGET_LADDER`) and the upper bound any
+unsplit schedule can reach within it (``comm_bounds``).
+
 Each method's entry carries its period, placements, bytes communicated, utilisation and the
 gradient delays its timeline implies (``delays.delays_for``), so speed and staleness sit side by
 side.  This module does no I/O (tables and plots: ``report/schedule_report.py``); the cost model is passed in as functions (``schedule`` does not
