@@ -127,8 +127,8 @@ def quality(num_graphs: int) -> list[dict]:
 
 def _loop_share(g) -> float:
     from spikepipe_jax.schedule import CommModel
-    from spikepipe_jax.schedule.listsched import _Prep
-    prep = _Prep(g, CommModel())
+    from spikepipe_jax.schedule.indexed import IndexedGraph
+    prep = IndexedGraph(g, CommModel())
     return sum(prep.in_loop) / max(1, prep.n)
 
 

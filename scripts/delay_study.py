@@ -11,7 +11,7 @@ import functools
 
 from absl import app, flags
 
-from spikepipe_jax.experiments import exit_with_error
+from spikepipe_jax.experiments import exit_with_error, run_script
 
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _NETS = flags.DEFINE_list("nets", ["fc_digits", "conv_digits", "deep_digits"], "Network configs.")
@@ -45,10 +45,10 @@ def main(argv):
                                         config_arg="smoke" if _SMOKE.value else "", overrides=overrides)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         exit_with_error(e)
-    paths = write_delay_study(records, _OUT.value)
+    paths = write_delay_study(records, delay_study.summarize(records), _OUT.value)
     print(open(paths["md"]).read())
     print("wrote", ", ".join(sorted(paths.values())))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

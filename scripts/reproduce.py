@@ -22,7 +22,7 @@ import time
 
 from absl import app, flags
 
-from spikepipe_jax.experiments import exit_with_error
+from spikepipe_jax.experiments import exit_with_error, run_script
 
 _OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md and everything else.")
 _SCALE = flags.DEFINE_enum("scale", "quick", ["smoke", "quick", "full"],
@@ -37,7 +37,7 @@ SCALES = {
                          settings=["none", "1f1b"]),
         cost_model=dict(quick=True),
         schedule=dict(nets=["fc_small"], processors=[2], arrays=[[32, 32]], dataflows=["ws"],
-                      gantt_net="fc_small", gantt_processors=2),
+                      gantt_net="fc_small", gantt_processors=2, comm_budget_pct=0.5),
     ),
     "quick": dict(
         train=dict(config="fc_digits"),
@@ -48,7 +48,7 @@ SCALES = {
         cost_model=dict(quick=True),
         schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 4, 8, 16],
                       arrays=[[32, 32], [128, 128]], dataflows=["ws"], gantt_net="conv_medium",
-                      gantt_processors=4),
+                      gantt_processors=4, comm_budget_pct=0.5),
     ),
     "full": dict(
         train=dict(config="fc_digits"),
@@ -57,7 +57,7 @@ SCALES = {
         cost_model=dict(quick=False),
         schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 3, 4, 6, 8, 9, 12, 16],
                       arrays=[[32, 32], [128, 128]], dataflows=["os", "ws", "is"], gantt_net="conv_medium",
-                      gantt_processors=4),
+                      gantt_processors=4, comm_budget_pct=0.5),
     ),
 }
 
@@ -116,8 +116,9 @@ def stage_delay_study(params):
 
         records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
                                config_arg=params.get("arg", ""), log=lambda m: _log("  " + m))
-        write_delay_study(records, d)
-        return dict(summary=ds.summarize(records))
+        summary = ds.summarize(records)
+        write_delay_study(records, summary, d)
+        return dict(summary=summary)
     return run
 
 
@@ -167,9 +168,11 @@ def stage_schedule(params):
         summary = experiments.schedule_sweep(os.path.join(d, "sweep"), nets=params["nets"],
                                              processors=params["processors"],
                                              arrays=[tuple(a) for a in params["arrays"]],
-                                             dataflows=params["dataflows"])
+                                             dataflows=params["dataflows"],
+                                             comm_budget_pct=params.get("comm_budget_pct"))
         one = experiments.schedule_one(os.path.join(d, "gantt"), config=load_config(params["gantt_net"]),
-                                       processors=params["gantt_processors"])
+                                       processors=params["gantt_processors"],
+                                       comm_budget_pct=params.get("comm_budget_pct"))
         with open(os.path.join(d, "sweep", "sweep.md")) as f:
             table = f.read()
         return dict(summary=summary, table=table, gantt=dict(net=params["gantt_net"], result={
@@ -206,4 +209,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_script(main)

@@ -9,14 +9,20 @@ Commands:
 Writes:   <out>/schedules.json ({"graph", "processors", "lower_bound", "methods": {name: {"period",
           "placements", "bytes_communicated", "delays", ...}}}; periods and starts in cycles),
           <out>/gantt.png;  with --sweep: <out>/sweep.csv, <out>/sweep.md, <out>/sweep_summary.json,
-          <out>/speedup_vs_P.png (SpikePipe with task splitting), <out>/speedup_nosplit_vs_P.png.
-Runtime:  about a second for one network and P; the full sweep (144 cases) under a minute on
-          one core (JAX is imported for the cost model only).
+          <out>/speedup_vs_P.png (SpikePipe with task splitting), <out>/speedup_nosplit_vs_P.png,
+          <out>/pareto.png (speedup over 1F1B vs extra communication, per network and P).
+          --comm_budget_pct (default 0.5, the paper's) caps the bytes SpikePipe moves beyond 1F1B's;
+          --comm_budget_pct=-1 drops the cap (the schedules of earlier versions).
+Bad input (a graph file that is missing, truncated, has a zero-delay cycle or a negative duration;
+a config file that cannot be loaded; --rows/--cols <= 0; an unwritable --out) ends with one
+``error: ...`` line and exit status 1 (``experiments.run_script``).
+Runtime:  a few seconds for one network and P; the full sweep (144 cases) a few minutes on one
+          core, more with the budget (its trade-off candidates and bounds); see benchmarks/README.md.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Network config file (configs/<net>.py).",
@@ -35,6 +41,8 @@ flags.DEFINE_list("sweep_dataflows", ["os", "ws", "is"], "Dataflows of the sweep
 flags.DEFINE_float("link_bytes_per_cycle", 64.0, "Inter-processor link bandwidth (0 = ideal).")
 flags.DEFINE_integer("link_latency", 0, "Inter-processor link latency in cycles.")
 flags.DEFINE_bool("split", True, "Let the SpikePipe scheduler split long GEMM tasks.")
+flags.DEFINE_float("comm_budget_pct", 0.5, "Bytes the SpikePipe schedules may move beyond PipeDream "
+                   "1F1B's, in percent of all training bytes (negative: no budget).")
 flags.DEFINE_bool("gantt", True, "Draw the Gantt chart.")
 FLAGS = flags.FLAGS
 
@@ -43,24 +51,28 @@ def main(argv):
     from spikepipe_jax import experiments
 
     if len(argv) > 1:
-        raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.processors <= 0:
-        raise app.UsageError(f"--processors must be positive, got {FLAGS.processors}")
+        raise ValueError(f"--processors must be positive, got {FLAGS.processors}")
+    budget = None if FLAGS.comm_budget_pct < 0 else FLAGS.comm_budget_pct
     if FLAGS.sweep:
-        experiments.schedule_sweep(FLAGS.out, nets=FLAGS.sweep_nets, processors=[int(p) for p in FLAGS.sweep_processors],
-                  arrays=experiments.parse_arrays(FLAGS.sweep_arrays), dataflows=FLAGS.sweep_dataflows,
-                  link_bytes_per_cycle=FLAGS.link_bytes_per_cycle, link_latency=FLAGS.link_latency,
-                  split=FLAGS.split)
+        experiments.schedule_sweep(FLAGS.out, nets=FLAGS.sweep_nets,
+                                   processors=experiments.parse_ints("--sweep_processors", FLAGS.sweep_processors),
+                                   arrays=experiments.parse_arrays(FLAGS.sweep_arrays), dataflows=FLAGS.sweep_dataflows,
+                                   link_bytes_per_cycle=FLAGS.link_bytes_per_cycle, link_latency=FLAGS.link_latency,
+                                   split=FLAGS.split, comm_budget_pct=budget)
         return
-    if (FLAGS.config is None) == (FLAGS.graph is None):
-        raise app.UsageError("give exactly one of --config=configs/<net>.py and --graph=FILE.json "
-                             "(or --sweep)")
-    experiments.schedule_one(FLAGS.out, config=FLAGS.config, graph_path=FLAGS.graph,
+    config = experiments.config_flag("config")
+    if (config is None) == (FLAGS.graph is None):
+        raise ValueError("give exactly one of --config=configs/<net>.py and --graph=FILE.json (or --sweep)")
+    experiments.schedule_one(FLAGS.out, config=config, graph_path=FLAGS.graph,
                              processors=FLAGS.processors, rows=FLAGS.rows, cols=FLAGS.cols,
                              dataflow=FLAGS.dataflow, link_bytes_per_cycle=FLAGS.link_bytes_per_cycle,
-                             link_latency=FLAGS.link_latency, split=FLAGS.split, gantt=FLAGS.gantt)
+                             link_latency=FLAGS.link_latency, split=FLAGS.split, gantt=FLAGS.gantt,
+                             comm_budget_pct=budget)
 
 
 if __name__ == "__main__":
+    from spikepipe_jax.experiments import run_script
     flags.mark_flags_as_required(["out"])
-    app.run(main)
+    run_script(main)

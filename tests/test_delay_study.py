@@ -20,7 +20,7 @@ def test_study_runs_caches_and_writes(tmp_path):
     recs2 = ds.run_study(["fc_digits"], settings, [0], str(tmp_path), config_arg="smoke", log=logs2.append)
     assert all("(cached)" in l for l in logs2)
     assert [r["test_accuracy"] for r in recs2] == [r["test_accuracy"] for r in recs]
-    paths = write_delay_study(recs, str(tmp_path))
+    paths = write_delay_study(recs, ds.summarize(recs), str(tmp_path))
     for p in paths.values():
         assert os.path.getsize(p) > 0
     assert open(paths["png"], "rb").read(4) == b"\x89PNG"

@@ -5,7 +5,7 @@ import pytest
 from spikepipe_jax.schedule import (CommModel, delays_for, delays_from_timeline, gpipe_schedule,
                                     layerpipe_delays, pipedream_schedule, spikepipe_schedule,
                                     update_delays)
-from spikepipe_jax.schedule import graph as G
+import spikepipe_jax.schedule as G
 from spikepipe_jax.schedule.study import method_entry
 
 

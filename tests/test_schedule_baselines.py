@@ -7,7 +7,7 @@ import pytest
 from spikepipe_jax.schedule import (CommModel, delays_for, gpipe_schedule, partition_min_max,
                                     pipedream_partition, pipedream_schedule, validate,
                                     zb_h1_schedule)
-from spikepipe_jax.schedule import graph as G
+import spikepipe_jax.schedule as G
 
 
 def uniform_tasks(num_layers, f, b, w):

@@ -8,7 +8,7 @@ import pytest
 
 from spikepipe_jax.schedule import (Placement, SearchLimit, exact_schedule, lower_bound,
                                     modulo_schedule, schedule_violations, validate)
-from spikepipe_jax.schedule import graph as G
+import spikepipe_jax.schedule as G
 
 
 def brute_min_period(g, procs, max_offset=2):

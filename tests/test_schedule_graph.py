@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from spikepipe_jax.schedule import graph as G
+import spikepipe_jax.schedule as G
 from spikepipe_jax.schedule import CommModel, Placement, modulo_schedule, schedule_violations
 
 

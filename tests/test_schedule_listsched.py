@@ -8,7 +8,7 @@ import pytest
 from spikepipe_jax.schedule import (CommModel, bytes_communicated, graph_from_json, graph_to_json,
                                     layerpipe_delays, lower_bound, modulo_schedule,
                                     schedule_violations, spikepipe_schedule, validate)
-from spikepipe_jax.schedule import graph as G
+import spikepipe_jax.schedule as G
 
 
 def er_graph(seed, n, p, back, dmax=3, dur=(1, 100)):
@@ -93,7 +93,7 @@ def test_zero_duration_tasks():
     assert s.period == 10
 
 
-def test_training_graph_beats_standard_pipelining_load():
+def test_training_graph_beats_the_best_contiguous_partition():
     tasks = G.toy_training_tasks(4, seed=11)
     g = G.graph_from_tasks(tasks, delays=layerpipe_delays(4), split_backward=True)
     for procs in (2, 3, 4):
@@ -103,7 +103,7 @@ def test_training_graph_beats_standard_pipelining_load():
         costs = [sum(t["cycles"] for t in tasks if t["layer"] == l) for l in range(4)]
         best_stage = min(max(sum(costs[a:b]) for a, b in zip((0,) + cut, cut + (4,)))
                          for k in range(procs) for cut in _cuts(4, k))
-        assert s.period <= best_stage
+        assert s.period < best_stage  # strictly: F, B and W of one layer need not share a stage
 
 
 def _cuts(n, k):
@@ -132,14 +132,19 @@ def test_splitting_long_tasks_lowers_the_period():
 
 
 def test_communication_is_counted_and_reduced():
+    """At the same period, the communication-aware passes (the bytes-first list phase and the
+    local moves) move strictly fewer bytes than the plain list phase on this graph."""
     tasks = G.toy_training_tasks(3, seed=13)
     g = G.graph_from_tasks(tasks, delays=layerpipe_delays(3), split_backward=True)
-    s = spikepipe_schedule(g, 3, comm=CommModel(64))
-    procs = {p.task: p.processor for p in s.placements}
-    assert s.bytes_communicated == bytes_communicated(g, procs)
-    everything_apart = {t.name: i % 3 for i, t in enumerate(g.tasks)}
-    assert bytes_communicated(g, {t.name: 0 for t in g.tasks}) == 0
-    assert bytes_communicated(g, everything_apart) > 0
+    for procs in (2, 4):
+        plain = modulo_schedule(g, procs, comm=CommModel(64), prefer_fewer_bytes=False)
+        aware = modulo_schedule(g, procs, comm=CommModel(64))
+        validate(plain)
+        validate(aware)
+        for s in (plain, aware):
+            assert s.bytes_communicated == bytes_communicated(g, {p.task: p.processor for p in s.placements})
+        assert aware.period == plain.period
+        assert aware.bytes_communicated < plain.bytes_communicated, procs
 
 
 @pytest.mark.parametrize("procs", [0, -2, 1.5, True])
@@ -149,12 +154,9 @@ def test_bad_processor_counts(procs):
         modulo_schedule(g, procs)
 
 
-def test_thousand_tasks_quickly():
-    import time
+def test_thousand_tasks_near_the_lower_bound():
+    """Quality on the benchmark's size (its time is measured by benchmarks/scheduler.py)."""
     g = G.random_graph(2024, 1000, back_edges=100, window=30)
-    t = time.perf_counter()
     s = modulo_schedule(g, 64)
-    elapsed = time.perf_counter() - t
     check(s)
-    assert elapsed < 6.0  # the benchmark's target is 2 s on an idle core
     assert s.period <= 1.05 * lower_bound(g, 64)

@@ -74,6 +74,31 @@ def test_tiny_sweep(tmp_path):
     assert s["cases"] == 2 and s["speedup_vs_pipedream_1f1b"]["mean"] > 1.0
     assert s["speedup_vs_gpipe"]["max"] >= s["speedup_vs_gpipe"]["mean"]
     assert os.path.getsize(tmp_path / "speedup_vs_P.png") > 1000
+    # the default budget: 0.5 % of the training bytes beyond 1F1B's, and its report
+    saved = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert saved["comm_budget_pct"] == 0.5
+    for key in ("speedup_nosplit_vs_pipedream_1f1b", "speedup_vs_pipedream_1f1b", "extra_comm_pct_vs_1f1b",
+                "comm_time_overhead_pct"):
+        assert {"mean", "max"} <= set(saved["summary"]["all"][key]), key
+    assert saved["summary"]["all"]["extra_comm_pct_vs_1f1b"]["max"] <= 0.5
+    assert saved["summary"]["all"]["extra_comm_pct_nosplit_vs_1f1b"]["max"] <= 0.5
+    assert set(saved["tradeoff_by_net_and_p"]["fc_small"]) == {"2", "3"}
+    assert os.path.getsize(tmp_path / "pareto.png") > 1000
+    assert "comm_budget_pct" in rows[0] and "tradeoff" not in rows[0]  # nested curves stay in JSON
+
+
+def test_no_budget_keeps_the_unbudgeted_scheduler(tmp_path):
+    config = importlib.import_module("configs.fc_small").get_config("smoke")
+    free = script.schedule_one(str(tmp_path / "a"), config=config, processors=3, rows=32, cols=32,
+                               dataflow="ws", gantt=False, comm_budget_pct=None)
+    tight = script.schedule_one(str(tmp_path / "b"), config=config, processors=3, rows=32, cols=32,
+                                dataflow="ws", gantt=False, comm_budget_pct=0.0)
+    assert "comm_budget" not in free and tight["comm_budget"]["pct"] == 0.0
+    base = tight["methods"]["pipedream_1f1b"]["bytes_communicated"]
+    for name in ("spikepipe", "spikepipe_nosplit"):
+        assert tight["methods"][name]["bytes_communicated"] <= base
+        assert free["methods"][name]["period"] <= tight["methods"][name]["period"]
+    assert free["methods"]["spikepipe_nosplit"]["bytes_communicated"] > base
 
 
 def test_bad_input(tmp_path):
@@ -88,3 +113,54 @@ def test_bad_input(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         script.schedule_one(str(tmp_path / "o"), graph_path=str(path), processors=2)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_GRAPHS = {
+    "cycle.json": json.dumps({"tasks": [{"name": "a", "duration": 1}, {"name": "b", "duration": 2}],
+                              "edges": [{"src": "a", "dst": "b"}, {"src": "b", "dst": "a"}]}),
+    "negative.json": json.dumps({"tasks": [{"name": "a", "duration": -1}], "edges": []}),
+    "truncated.json": '{"tasks": [{"name": "a", "dur',
+}
+
+
+def _run_script(module, *args):
+    import subprocess
+    import sys
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--graph={d}/cycle.json"], ["zero delays", "b -> a -> b"]),
+    (["--graph={d}/negative.json"], ["duration", "-1"]),
+    (["--graph={d}/truncated.json"], ["truncated.json", "not valid JSON"]),
+    (["--graph={d}/missing.json"], ["missing.json"]),
+    (["--config=configs/nope.py"], ["--config=configs/nope.py", "No such file"]),
+    (["--config=configs/fc_small.py:smoke", "--rows=0"], ["rows", "got 0"]),
+    (["--config=configs/fc_small.py:smoke", "--cols=-4"], ["cols", "got -4"]),
+    (["--config=configs/fc_small.py:smoke", "--config.nope=1"], ["unknown config key", "nope"]),
+    (["--graph={d}/negative.json", "--processors=0"], ["--processors", "got 0"]),
+    (["--sweep", "--sweep_processors=2,x"], ["--sweep_processors", "'x'"]),
+    (["--sweep", "--sweep_nets=nope"], ["configs/nope.py"]),
+    (["--sweep", "--sweep_arrays=32y32"], ["32y32"]),
+    ([], ["exactly one of --config"]),
+])
+def test_script_bad_input_is_one_error_line(tmp_path, args, words):
+    """Every bad input of scripts.schedule ends with one ``error:`` line naming it, exit status 1."""
+    for name, text in _GRAPHS.items():
+        (tmp_path / name).write_text(text)
+    res = _run_script("scripts.schedule", *(a.format(d=tmp_path) for a in args), f"--out={tmp_path}/o")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not (tmp_path / "o").exists()
+
+
+def test_rows_zero_is_an_error_in_the_library(tmp_path):
+    config = importlib.import_module("configs.fc_small").get_config("smoke")
+    with pytest.raises(ValueError, match="rows must be a positive integer, got 0"):
+        script.schedule_one(str(tmp_path), config=config, processors=2, rows=0, gantt=False)

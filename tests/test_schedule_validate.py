@@ -3,7 +3,7 @@
 import pytest
 
 from spikepipe_jax.schedule import CommModel, Placement, Schedule, schedule_violations, validate
-from spikepipe_jax.schedule import graph as G
+import spikepipe_jax.schedule as G
 
 
 def chain():

@@ -91,7 +91,9 @@ def test_best_dataflow_table_is_argmin():
     nets = {"conv_medium": _nets()["conv_medium"]}
     grid = sweep.default_grid(quick=True)
     res = sweep.sweep(nets, grid)
-    layers, arrays, best = sweep.best_dataflow_table(res, "conv_medium", 2, 2)
+    from spikepipe_jax.report.cost_model_report import DATAFLOWS, best_dataflow_table
+    assert DATAFLOWS == systolic.DATAFLOWS
+    layers, arrays, best = best_dataflow_table(res, "conv_medium", 2, 2)
     assert len(layers) == 3 and list(arrays) == [8, 32]
     infos = nets["conv_medium"]
     for i, l in enumerate(layers):
@@ -109,7 +111,8 @@ def test_script_writes_csv_and_figures(tmp_path):
 
     paths = experiments.write_cost_sweep(str(tmp_path), quick=True, networks=["fc_small", "conv_medium"])
     rows = list(csv.DictReader(io.StringIO(pathlib.Path(paths["csv"]).read_text())))
-    assert tuple(rows[0]) == sweep.CSV_COLUMNS
+    from spikepipe_jax.report.cost_model_report import CSV_COLUMNS
+    assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == (2 * 3 + 3 * 3) * 4 * 3
     assert {r["network"] for r in rows} == {"fc_small", "conv_medium"}
     b0 = [r for r in rows if r["task"] == "B0"]
@@ -136,3 +139,20 @@ def test_benchmark_entry_points():
     assert r["evals_per_call"] == r["gemms"] * 4 * 3 and r["evals_per_s"] > 0
     s = cost_model.bench_scalesim() if importlib.util.find_spec("scalesim") is None else {"skipped": "x"}
     assert "skipped" in s
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--out={d}/file/sub", "--quick"], ["Not a directory", "file/sub"]),
+    (["--out={d}/o", "--quick", "--networks=nope"], ["configs/nope.py"]),
+    (["--out={d}/o", "--quick", "--vector_lanes=x"], ["vector_lanes", "'x'"]),
+])
+def test_script_bad_input_is_one_error_line(tmp_path, args, words):
+    (tmp_path / "file").write_text("not a folder")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-m", "scripts.sweep_cost_model",
+                          *(a.format(d=tmp_path) for a in args)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])

@@ -129,7 +129,7 @@ for t in tasks:
     print(f"{t['name']:4s} cycles {t['cycles']:>12,}  GEMM {t['gemm']}")'''),
     figure_cell('''from spikepipe_jax import schedule as sch
 from spikepipe_jax.schedule import study
-from spikepipe_jax.schedule.gantt import plot_gantt
+from spikepipe_jax.report.schedule_report import plot_gantt
 P = 4
 result, schedules = study.compare_training(tasks, P, cols=32, dataflow="ws")
 print("lower bound on the period:", f"{result['lower_bound']:,} cycles")

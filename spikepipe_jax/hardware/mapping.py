@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from spikepipe_jax.hardware.systolic import DATAFLOWS, _positive, dataflow_code, gemm_cost_exact
+from spikepipe_jax.hardware.systolic import DATAFLOWS, positive_int, dataflow_code, gemm_cost_exact
 from spikepipe_jax.spec import LayerInfo, parse_spec
 
 
@@ -140,10 +140,10 @@ def _validate(infos, batch, num_steps, rows, cols, dataflow, spike_bits, float_b
     for i, info in enumerate(infos):
         if not isinstance(info, LayerInfo):
             raise ValueError(f"infos[{i}] must be a spec.LayerInfo, got {type(info).__name__}")
-    sizes = [_positive(name, v) for name, v in (
+    sizes = [positive_int(name, v) for name, v in (
         ("batch", batch), ("num_steps", num_steps), ("rows", rows), ("cols", cols),
         ("spike_bits", spike_bits), ("float_bits", float_bits))]
-    in_bits = sizes[4] if input_bits is None else _positive("input_bits", input_bits)
+    in_bits = sizes[4] if input_bits is None else positive_int("input_bits", input_bits)
     if isinstance(vector_lanes, bool) or not isinstance(vector_lanes, int) or vector_lanes < 0:
         raise ValueError(f"vector_lanes must be a non-negative integer (0 = cols), got {vector_lanes!r}")
     return (dataflow_code(dataflow), vector_lanes or sizes[3], *sizes, in_bits)

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spikepipe_jax.hardware.systolic import DATAFLOWS, _positive, dataflow_code
+from spikepipe_jax.hardware.systolic import DATAFLOWS, positive_int, dataflow_code
 
 
 class SimResult(NamedTuple):
@@ -230,7 +230,7 @@ def simulate_gemm(a: np.ndarray, b: np.ndarray, rows: int, cols: int,
         raise ValueError(f"need a [M, K] and b [K, N], got shapes {a.shape} and {b.shape}")
     if min(a.shape + b.shape) <= 0:
         raise ValueError(f"empty operand: shapes {a.shape} and {b.shape}")
-    rows, cols = _positive("rows", rows), _positive("cols", cols)
+    rows, cols = positive_int("rows", rows), positive_int("cols", cols)
     code = dataflow_code(dataflow)
     if DATAFLOWS[code] == "os":
         out, folds, drain, useful, pe_macs = _simulate_os(a, b, rows, cols)

@@ -267,7 +267,8 @@ def best_dataflow(m: int, k: int, n: int, rows: int, cols: int) -> str:
     return DATAFLOWS[int(np.argmin(cycles))]
 
 
-def _positive(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``int(value)`` for a positive integer (NumPy integers included); ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
@@ -284,9 +285,9 @@ def scalesim_conv_to_gemm(ifmap_h: int, ifmap_w: int, filt_h: int, filt_w: int, 
       ValueError: if a size is not a positive integer, the filter is larger than the input, or
         the stride is larger than the input.
     """
-    h, w = _positive("ifmap_h", ifmap_h), _positive("ifmap_w", ifmap_w)
-    fh, fw = _positive("filt_h", filt_h), _positive("filt_w", filt_w)
-    c, f, s = _positive("channels", channels), _positive("num_filt", num_filt), _positive("stride", stride)
+    h, w = positive_int("ifmap_h", ifmap_h), positive_int("ifmap_w", ifmap_w)
+    fh, fw = positive_int("filt_h", filt_h), positive_int("filt_w", filt_w)
+    c, f, s = positive_int("channels", channels), positive_int("num_filt", num_filt), positive_int("stride", stride)
     if fh > h or fw > w:
         raise ValueError(f"filter {fh}x{fw} larger than the input {h}x{w}")
     if s > h or s > w:
@@ -308,9 +309,9 @@ def conv_to_gemm(in_h: int, in_w: int, channels: int, features: int, kernel: int
       ValueError: if a size is not a positive integer, padding is negative, or the kernel or
         stride is larger than the padded input.
     """
-    h, w = _positive("in_h", in_h), _positive("in_w", in_w)
-    c, f = _positive("channels", channels), _positive("features", features)
-    kk, s = _positive("kernel", kernel), _positive("stride", stride)
+    h, w = positive_int("in_h", in_h), positive_int("in_w", in_w)
+    c, f = positive_int("channels", channels), positive_int("features", features)
+    kk, s = positive_int("kernel", kernel), positive_int("stride", stride)
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
     hp, wp = h + 2 * int(padding), w + 2 * int(padding)

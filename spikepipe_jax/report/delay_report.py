@@ -21,10 +21,10 @@ COLUMNS = (
 )
 
 
-def write_delay_study(records: Sequence[dict], out: str) -> dict[str, str]:
+def write_delay_study(records: Sequence[dict], rows: Sequence[dict], out: str) -> dict[str, str]:
+    """Writes ``delay_study.{json,md,csv,png}`` from the runs and their summary rows
+    (``train.delay_study.summarize(records)``, computed by the caller: report/ reads results only)."""
     from spikepipe_jax.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-    from spikepipe_jax.train.delay_study import summarize
-    rows = summarize(records)
     paths = {k: os.path.join(out, f"delay_study.{k}") for k in ("json", "md", "csv", "png")}
     atomic_write_json(paths["json"], {"runs": list(records), "summary": rows})
     atomic_write_text(paths["md"], markdown_table(rows, COLUMNS))

@@ -96,6 +96,13 @@ def _schedule_section(out: str, r: Mapping) -> list[str]:
              "percentage of all bytes training moves):\n",
              r["table"],
              _img(out, "schedule/sweep/speedup_vs_P.png", "speedup vs P")]
+    if os.path.exists(os.path.join(out, "schedule/sweep/pareto.png")):
+        lines += ["\nTrade-off between speed and communication (per network and P, mean over arrays and "
+                  "dataflows): the best speedup over 1F1B the scheduler reaches within each extra "
+                  "communication (solid: tasks not split; dotted: split allowed) and the upper bound "
+                  "for unsplit tasks (dashed, `schedule.comm_bounds`); the vertical line is the budget "
+                  "the table above used:\n",
+                  _img(out, "schedule/sweep/pareto.png", "speedup vs extra communication")]
     g = r["gantt"]
     lines.append(f"\nGantt charts for `{g['net']}` (P = {g['result'].get('processors')}):\n")
     lines.append(_img(out, "schedule/gantt/gantt.png", "Gantt charts"))

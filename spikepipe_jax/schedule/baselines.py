@@ -12,10 +12,7 @@ and run a stage's tasks on its processor:
 * :func:`pipedream_schedule` (PipeDream 1F1B, Narayanan et al., SOSP 2019): asynchronous, no
   flush, weight stashing; each stage does one forward and one whole backward (B and W together)
   per mini-batch in steady state, so stage s trains with gradient delay S-1-s.  The partition is
-  PipeDream's dynamic program without replication:
-  :math:`A(j, s) = \min_{i<j} \max(A(i, s-1),\, C_i,\, T_{i+1..j})` with :math:`T` the stage's
-  compute time and :math:`C_i` the time to send the activations forward and the gradients back
-  across the boundary after layer i, over S <= min(P, L).  The periodic schedule is made by the
+  PipeDream's dynamic program without replication (``partition.pipedream_partition``).  The periodic schedule is made by the
   modulo list scheduler with every task fixed to its stage's processor, from the largest stage
   load upward.
 * :func:`zb_h1_schedule` (zero bubble, Qi et al., ICLR 2024, schedule ZB-H1): synchronous with
@@ -39,88 +36,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping, Sequence
 
-from spikepipe_jax.schedule.bounds import _check_p
+from spikepipe_jax.schedule import timeline
 from spikepipe_jax.schedule.comm import CommModel
-from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph, is_training_graph, with_update_distances
-from spikepipe_jax.schedule.listsched import modulo_schedule
+from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph
+from spikepipe_jax.schedule.partition import (layer_costs, partition_min_max, pipedream_partition,
+                                              require_training_graph)
+from spikepipe_jax.schedule.period_search import modulo_schedule
+from spikepipe_jax.schedule.retiming import with_update_distances
 from spikepipe_jax.schedule.validate import Schedule, normalize
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
-
-
-def _check(g: TaskGraph, processors: int) -> int:
-    _check_p(processors)
-    if not is_training_graph(g):
-        raise ValueError("standard pipelining baselines need a training graph with one F, B and W "
-                         "task per layer (kinds F/B/W, layers 0..L-1)")
-    return g.num_layers
-
-
-def _layer_costs(g: TaskGraph) -> list[int]:
-    cost = [0] * g.num_layers
-    for t in g.tasks:
-        cost[t.layer] += t.duration
-    return cost
-
-
-def partition_min_max(costs: Sequence[int], stages: int) -> list[int]:
-    """Contiguous partition of layers into exactly ``stages`` stages minimising the largest
-    stage sum (dynamic programming, O(S L^2)); returns the stage of each layer."""
-    return _partition(costs, [0] * len(costs), stages)
-
-
-def _partition(costs: Sequence[int], boundary: Sequence[int], stages: int) -> list[int]:
-    n = len(costs)
-    if not 1 <= stages <= n:
-        raise ValueError(f"stages must be in [1, {n}], got {stages}")
-    pre = [0]
-    for c in costs:
-        pre.append(pre[-1] + c)
-    inf = float("inf")
-    # a[s][j]: best bottleneck for layers [0, j) in s stages; cut[s][j]: start of the last stage
-    a = [[inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    a[0][0] = 0
-    for s in range(1, stages + 1):
-        for j in range(s, n + 1):
-            for i in range(s - 1, j):
-                if a[s - 1][i] == inf:
-                    continue
-                val = max(a[s - 1][i], pre[j] - pre[i], boundary[i - 1] if i > 0 else 0)
-                if val < a[s][j]:
-                    a[s][j], cut[s][j] = val, i
-    out = [0] * n
-    j = n
-    for s in range(stages, 0, -1):
-        i = cut[s][j]
-        for l in range(i, j):
-            out[l] = s - 1
-        j = i
-    return out
-
-
-def pipedream_partition(g: TaskGraph, processors: int, comm: CommModel = CommModel()) -> list[int]:
-    """PipeDream's partition (no replication) over S <= min(P, L) stages; stage per layer."""
-    num_layers = _check(g, processors)
-    costs = _layer_costs(g)
-    boundary = [0] * num_layers  # comm time across the boundary after layer l
-    for e in g.edges:
-        s, d = g.task(e.src), g.task(e.dst)
-        if (s.kind, d.kind) == ("F", "F") and d.layer == s.layer + 1:
-            boundary[s.layer] += comm.transfer_cycles(e.bytes)
-        elif (s.kind, d.kind) == ("B", "B") and d.layer == s.layer - 1:
-            boundary[d.layer] += comm.transfer_cycles(e.bytes)
-    best = None
-    for stages in range(1, min(processors, num_layers) + 1):
-        part = _partition(costs, boundary, stages)
-        loads = [0] * stages
-        for l, st in enumerate(part):
-            loads[st] += costs[l]
-        bott = max(max(loads), max((boundary[l] for l in range(num_layers - 1)
-                                    if part[l] != part[l + 1]), default=0))
-        if best is None or bott < best[0]:
-            best = (bott, part)
-    return best[1]
 
 
 def linear_micro_graph(g: TaskGraph, m: int) -> TaskGraph:
@@ -201,81 +126,44 @@ def _stages(g: TaskGraph, part: Sequence[int], comm: CommModel) -> _Stages:
 
 
 def _macro_sim(st: _Stages, m: int, policy: str) -> dict[tuple[str, int, int], tuple[int, int]]:
-    """Event simulation of stage-level ops ``(kind, stage, micro-batch) -> (start, end)``."""
+    """Stage-level timeline ``(kind, stage, micro-batch) -> (start, end)`` (``timeline.simulate``).
+
+    ``"gpipe"``: each stage runs all forwards, then the backwards (each with its weight gradient)
+    in reverse micro-batch order.  ``"zbh1"``: each stage greedily runs its next B, else its next F
+    while fewer than S-s micro-batches are between their F and B, else its next W.
+    """
     nst = len(st.f)
     dur = {"F": st.f, "B": st.b, "W": st.w}
-    times: dict[tuple[str, int, int], tuple[int, int]] = {}
-    free = [0] * nst
-    if policy == "gpipe":
-        orders = [[("F", s, j) for j in range(m)] +
-                  [op for j in reversed(range(m)) for op in (("B", s, j), ("W", s, j))]
-                  for s in range(nst)]
-    nxt = [0] * nst
-    n_f = [0] * nst  # forwards started (in micro-batch order)
-    nb = [0] * nst  # backwards done (in order)
-    n_w = [0] * nst  # weight gradients done (in order)
 
-    def ready(op) -> int | None:
+    def deps(op):
         kind, s, j = op
         if kind == "F":
-            if s == 0:
-                return 0
-            dep = times.get(("F", s - 1, j))
-            return None if dep is None else dep[1] + st.f_lag[s]
+            return [(("F", s - 1, j), st.f_lag[s])] if s > 0 else []
         if kind == "B":
-            own = times.get(("F", s, j))
-            if own is None:
-                return None
-            if s == nst - 1:
-                return own[1]
-            dep = times.get(("B", s + 1, j))
-            return None if dep is None else max(own[1], dep[1] + st.b_lag[s])
-        dep = times.get(("B", s, j))
-        return None if dep is None else dep[1]
+            own = (("F", s, j), 0)
+            return [own] if s == nst - 1 else [own, (("B", s + 1, j), st.b_lag[s])]
+        return [(("B", s, j), 0)]
 
-    total = 3 * nst * m
-    while len(times) < total:
-        best = None
-        for s in range(nst):
-            if policy == "gpipe":
-                if nxt[s] >= len(orders[s]):
+    if policy == "gpipe":
+        next_ops = timeline.fixed_order(
+            [[("F", s, j) for j in range(m)] +
+             [op for j in reversed(range(m)) for op in (("B", s, j), ("W", s, j))] for s in range(nst)])
+    else:
+        done = {k: [0] * nst for k in "FBW"}  # ops of each kind run so far, in micro-batch order
+
+        def next_ops(s, times):
+            for kind, cnt in done.items():
+                while cnt[s] < m and (kind, s, cnt[s]) in times:
+                    cnt[s] += 1
+            out = []
+            for kind, prio in (("B", 0), ("F", 1), ("W", 2)):
+                j = done[kind][s]
+                if j >= m or (kind == "F" and done["F"][s] - done["B"][s] >= nst - s):
                     continue
-                op = orders[s][nxt[s]]
-                r = ready(op)
-                cands = [] if r is None else [(max(free[s], r), 0, op)]
-            else:  # zb-h1 greedy: next B, next F (memory permitting), next W
-                cands = []
-                for kind, prio, j in (("B", 0, nb[s]), ("F", 1, n_f[s]), ("W", 2, n_w[s])):
-                    if j >= m:
-                        continue
-                    if kind == "F" and n_f[s] - nb[s] >= nst - s:
-                        continue
-                    op = (kind, s, j)
-                    r = ready(op)
-                    if r is not None:
-                        cands.append((max(free[s], r), prio, op))
-            if not cands:
-                continue
-            start = min(c[0] for c in cands)
-            # among ops that can start by the earliest start, the highest priority
-            now = [c for c in cands if c[0] <= max(start, free[s])]
-            c = min(now, key=lambda c: (c[1], c[2][2], c[0]))
-            if best is None or (c[0], s) < (best[0], best[3]):
-                best = (c[0], c[1], c[2], s)
-        if best is None:
-            raise ValueError("pipeline simulation deadlocked")
-        start, _, op, s = best
-        kind, _, j = op
-        times[op] = (start, start + dur[kind][s])
-        free[s] = start + dur[kind][s]
-        nxt[s] += 1
-        if kind == "F":
-            n_f[s] += 1
-        elif kind == "B":
-            nb[s] += 1
-        else:
-            n_w[s] += 1
-    return times
+                out.append(((prio, j), (kind, s, j)))
+            return out
+
+    return timeline.simulate(nst, next_ops, deps, lambda op: dur[op[0]][op[1]])
 
 
 def _expand(g_micro1: TaskGraph, part: Sequence[int], m: int, processors: int, comm: CommModel,
@@ -304,13 +192,13 @@ def _expand(g_micro1: TaskGraph, part: Sequence[int], m: int, processors: int, c
 def _best_sync(g: TaskGraph, processors: int, comm: CommModel, policy: str, method: str,
                micro_batches: Sequence[int] | None,
                micro_graph_fn: Callable[[int], TaskGraph | None] | None) -> Schedule:
-    num_layers = _check(g, processors)
+    num_layers = require_training_graph(g, processors)
     best = None
     for m in (micro_batches or MICRO_BATCHES):
         gm1 = micro_graph_fn(m) if micro_graph_fn is not None else linear_micro_graph(g, m)
         if gm1 is None:
             continue
-        costs = _layer_costs(gm1)
+        costs = layer_costs(gm1)
         for stages in range(1, min(processors, num_layers) + 1):
             part = partition_min_max(costs, stages)
             times = _macro_sim(_stages(gm1, part, comm), m, policy)
@@ -339,7 +227,7 @@ def zb_h1_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
 
 def pipedream_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel()) -> Schedule:
     """PipeDream 1F1B, asynchronous with delays S-1-s (module docstring)."""
-    _check(g, processors)
+    require_training_graph(g, processors)
     part = pipedream_partition(g, processors, comm)
     nst = part[-1] + 1
     delays = [nst - 1 - part[l] for l in range(g.num_layers)]
@@ -352,6 +240,6 @@ def pipedream_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
     return dataclasses.replace(s, info=info)
 
 
-__all__ = ["gpipe_schedule", "pipedream_schedule", "zb_h1_schedule", "partition_min_max",
-           "pipedream_partition", "micro_batch_graph", "linear_micro_graph", "MICRO_BATCHES"]
+__all__ = ["gpipe_schedule", "pipedream_schedule", "zb_h1_schedule", "micro_batch_graph",
+           "linear_micro_graph", "MICRO_BATCHES"]
 

@@ -25,53 +25,7 @@ import math
 from fractions import Fraction
 from typing import Any, Optional
 
-from spikepipe_jax.schedule.graph import TaskGraph
-
-
-def _sccs(n: int, succ: list[list[int]]) -> list[list[int]]:
-    """Strongly connected components (iterative Tarjan)."""
-    index = [-1] * n
-    low = [0] * n
-    on = [False] * n
-    stack: list[int] = []
-    out: list[list[int]] = []
-    counter = 0
-    for root in range(n):
-        if index[root] >= 0:
-            continue
-        work = [(root, 0)]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on[root] = True
-        while work:
-            v, i = work[-1]
-            if i < len(succ[v]):
-                work[-1] = (v, i + 1)
-                w = succ[v][i]
-                if index[w] < 0:
-                    index[w] = low[w] = counter
-                    counter += 1
-                    stack.append(w)
-                    on[w] = True
-                    work.append((w, 0))
-                elif on[w]:
-                    low[v] = min(low[v], index[w])
-            else:
-                work.pop()
-                if work:
-                    u = work[-1][0]
-                    low[u] = min(low[u], low[v])
-                if low[v] == index[v]:
-                    comp = []
-                    while True:
-                        w = stack.pop()
-                        on[w] = False
-                        comp.append(w)
-                        if w == v:
-                            break
-                    out.append(comp)
-    return out
+from spikepipe_jax.schedule.graph import TaskGraph, sccs
 
 
 def _howard(nodes: list[int], out: dict[int, list[tuple[int, int, int]]],
@@ -240,7 +194,7 @@ def max_cycle_ratio(g: TaskGraph) -> tuple[Fraction, list[str]]:
         succ[u].append(v)
         edges.append((u, v, e.distance))
     comp_of = [0] * n
-    comps = _sccs(n, succ)
+    comps = sccs(n, succ)
     for ci, comp in enumerate(comps):
         for v in comp:
             comp_of[v] = ci
@@ -267,11 +221,11 @@ def iteration_bound(g: TaskGraph) -> Fraction:
 
 def resource_bound(g: TaskGraph, processors: int) -> Fraction:
     """Total work per processor, ``sum(durations) / P``."""
-    _check_p(processors)
+    check_processors(processors)
     return Fraction(g.total_duration, processors)
 
 
-def _check_p(processors: Any) -> None:
+def check_processors(processors: Any) -> None:
     if isinstance(processors, bool) or not isinstance(processors, int) or processors <= 0:
         raise ValueError(f"processors must be a positive integer, got {processors!r}")
 
@@ -284,7 +238,7 @@ def lower_bound(g: TaskGraph, processors: int) -> int:
 def period_bounds(g: TaskGraph, processors: int) -> dict[str, Any]:
     """All bounds as plain data: iteration bound (float and exact string), critical loop,
     resource bound, longest task and the integer lower bound (tasks not split)."""
-    _check_p(processors)
+    check_processors(processors)
     tinf, loop = max_cycle_ratio(g)
     res = Fraction(g.total_duration, processors)
     longest = max((t.duration for t in g.tasks), default=0)

@@ -81,6 +81,27 @@ def bytes_communicated(g: TaskGraph, processor_of: Mapping[str, int]) -> int:
     return total + sum(groups.values())
 
 
+def bytes_by_tensor(g: TaskGraph, processor_of: Mapping[str, int]) -> dict[str, int]:
+    """:func:`bytes_communicated` split by tensor: the tag without its layer number and block
+    suffix (``"spikes"``, ``"grad"``, ``"membranes"``, ``"delta"``, ``"weights"``; ``""`` for
+    untagged edges)."""
+    groups: dict[tuple[str, str, int], int] = {}
+    out: dict[str, int] = {}
+    for e in g.edges:
+        if e.src == e.dst or processor_of[e.src] == processor_of[e.dst]:
+            continue
+        kind = e.tag.split(">")[0].rstrip("0123456789")
+        if e.tag:
+            key = (e.src, e.tag, processor_of[e.dst])
+            groups[key] = max(groups.get(key, 0), e.bytes)
+        else:
+            out[kind] = out.get(kind, 0) + e.bytes
+    for (_, tag, _), b in groups.items():
+        kind = tag.split(">")[0].rstrip("0123456789")
+        out[kind] = out.get(kind, 0) + b
+    return out
+
+
 def training_bytes(g: TaskGraph) -> int:
     """All bytes training moves per iteration (module docstring); >= 1."""
     tot = sum(t.bytes_in + t.bytes_out + t.bytes_weights for t in g.tasks)
@@ -89,4 +110,4 @@ def training_bytes(g: TaskGraph) -> int:
     return max(1, tot)
 
 
-__all__ = ["CommModel", "bytes_communicated", "training_bytes"]
+__all__ = ["CommModel", "bytes_communicated", "bytes_by_tensor", "training_bytes"]

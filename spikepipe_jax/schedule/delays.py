@@ -37,7 +37,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from spikepipe_jax.schedule.graph import TaskGraph, stage_map
+from spikepipe_jax.schedule import timeline
+from spikepipe_jax.schedule.graph import TaskGraph
+from spikepipe_jax.schedule.retiming import stage_map
 from spikepipe_jax.schedule.validate import Schedule, schedule_from_json
 
 KINDS = ("none", "1f1b", "fully_pipelined")
@@ -76,39 +78,11 @@ def delays_from_timeline(forward_start: Sequence[Sequence[float]],
     return out
 
 
-def _simulate(order: Sequence[Sequence[tuple]], deps: Mapping[tuple, Sequence[tuple[tuple, float]]],
-              dur: Mapping[tuple, float]) -> tuple[dict[tuple, float], dict[tuple, float]]:
-    """Runs per-stage op sequences: an op starts when its stage is free and its deps are done.
-
-    ``deps[op]`` lists ``(other op, lag)``: op may start at ``end(other) + lag``.
-    """
-    start: dict[tuple, float] = {}
-    end: dict[tuple, float] = {}
-    nxt = [0] * len(order)
-    free = [0.0] * len(order)
-    remaining = sum(len(o) for o in order)
-    while remaining:
-        progressed = False
-        for s, ops in enumerate(order):
-            while nxt[s] < len(ops):
-                op = ops[nxt[s]]
-                ready = free[s]
-                ok = True
-                for other, lag in deps.get(op, ()):
-                    if other not in end:
-                        ok = False
-                        break
-                    ready = max(ready, end[other] + lag)
-                if not ok:
-                    break
-                start[op], end[op] = ready, ready + dur[op]
-                free[s] = end[op]
-                nxt[s] += 1
-                remaining -= 1
-                progressed = True
-        if not progressed:
-            raise ValueError("pipeline simulation deadlocked (inconsistent op order)")
-    return start, end
+def _run(order, deps, dur) -> tuple[dict, dict]:
+    """Per-stage op sequences through ``timeline.simulate``; ``(start, end)`` dicts."""
+    times = timeline.simulate(len(order), timeline.fixed_order(order), lambda op: deps.get(op, ()),
+                              dur.__getitem__)
+    return {op: t[0] for op, t in times.items()}, {op: t[1] for op, t in times.items()}
 
 
 def one_f_one_b_timeline(stages: Sequence[int], num_iterations: int, *, forward_time: float = 1.0,
@@ -134,7 +108,7 @@ def one_f_one_b_timeline(stages: Sequence[int], num_iterations: int, *, forward_
             deps[("F", s, j)] = [(("F", s - 1, j), 0.0)] if s > 0 else []
             up = ("B", s + 1, j) if s + 1 < nst else ("F", s, j)
             deps[("B", s, j)] = [(up, 0.0), (("F", s, j), 0.0)]
-    start, end = _simulate(order, deps, dur)
+    start, end = _run(order, deps, dur)
     fs = [[start[("F", stages[l], j)] for j in range(n)] for l in range(len(stages))]
     ue = [[end[("B", stages[l], j)] for j in range(n)] for l in range(len(stages))]
     return fs, ue
@@ -178,7 +152,7 @@ def fully_pipelined_timeline(stages: Sequence[int], num_iterations: int,
                 deps[("B", s, j)] = [(("B", s + 1, j), 0.5), (("F", s, j), 0.0)]
             else:
                 deps[("B", s, j)] = [(("F", s, j), 0.0)]
-    start, end = _simulate(order, deps, dur)
+    start, end = _run(order, deps, dur)
     fs = [[start[("F", stages[l], j)] for j in range(n)] for l in range(len(stages))]
     ue = [[end[("B", stages[l], j)] for j in range(n)] for l in range(len(stages))]
     return fs, ue

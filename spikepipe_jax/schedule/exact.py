@@ -27,10 +27,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import spikepipe_jax.schedule.bounds as _bounds
+from spikepipe_jax.schedule import bounds
 from spikepipe_jax.schedule.comm import CommModel
 from spikepipe_jax.schedule.graph import TaskGraph, relax_longest
-from spikepipe_jax.schedule.listsched import _gaps_mod, _min_offset, _Prep, modulo_schedule
+from spikepipe_jax.schedule.indexed import IndexedGraph
+from spikepipe_jax.schedule.period_search import modulo_schedule
+from spikepipe_jax.schedule.phases import min_offset
+from spikepipe_jax.schedule.reservation import gaps_mod
 from spikepipe_jax.schedule.validate import Schedule, normalize
 
 
@@ -67,14 +70,14 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
     Raises:
       ValueError: bad P, more than ``max_tasks`` tasks; :class:`SearchLimit` past ``node_limit``.
     """
-    _bounds._check_p(processors)
+    bounds.check_processors(processors)
     n = len(g.tasks)
     if n > max_tasks:
         raise ValueError(f"exact search is limited to {max_tasks} tasks, the graph has {n}")
     heur = modulo_schedule(g, processors, comm=comm, method="list")
     lb = heur.info["lower_bound"]  # bounds.lower_bound(g, processors): no fixed / min_period
-    # _Prep gives self-loops transfer 0: harmless, both ends are on one processor
-    prep = _Prep(g, comm)
+    # IndexedGraph gives self-loops transfer 0: harmless, both ends are on one processor
+    prep = IndexedGraph(g, comm)
     dur, edges, in_loop, rank = prep.dur, prep.edges, prep.in_loop, prep.rank
     loop = sorted((v for v in range(n) if in_loop[v]), key=lambda v: rank[v])
     rest = sorted((v for v in range(n) if not in_loop[v]), key=lambda v: -dur[v])
@@ -96,7 +99,7 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
             return True
 
         def cons_of(placed: set[int]) -> list[tuple[int, int, int]]:
-            return [(u, v, _min_offset(ii, pos, dur, proc, u, v, d, tr))
+            return [(u, v, min_offset(ii, pos, dur, proc, u, v, d, tr))
                     for u, v, d, tr in loop_edges if u in placed and v in placed]
 
         def pack(i: int, gaps: list[tuple[int, int, int]]) -> bool:
@@ -127,7 +130,7 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
             if nodes[0] > node_limit:
                 raise SearchLimit(f"exact search exceeded {node_limit} nodes")
             if i == len(loop):
-                return pack(0, _gaps_mod(busy, ii))
+                return pack(0, gaps_mod(busy, ii))
             v = loop[i]
             d = dur[v]
             for p in range(min(processors, used + 1)):
@@ -155,7 +158,7 @@ def exact_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel
         found = feasible(ii)
         if found is not None:
             proc, pos = found
-            k = _longest(n, [(u, v, _min_offset(ii, pos, dur, proc, u, v, d, tr))
+            k = _longest(n, [(u, v, min_offset(ii, pos, dur, proc, u, v, d, tr))
                              for u, v, d, tr in edges])
             names = [t.name for t in g.tasks]
             times = {names[v]: pos[v] + k[v] * ii for v in range(n)}

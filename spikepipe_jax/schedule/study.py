@@ -2,32 +2,40 @@ r"""The scheduling study: every method on the same graph and costs, and the swee
 
 Methods (names used in ``schedules.json`` and the table):
 
-* ``spikepipe``: the proposed list scheduler (``listsched.spikepipe_schedule``) on the training
+* ``spikepipe``: the proposed list scheduler (``policies.spikepipe_schedule``) on the training
   graph with B split into its LIF and GEMM parts and LayerPipe2's delays
-  (:math:`d_l = 2(L-1-l)`, ``graph.layerpipe_delays``) on the update loops, splitting long GEMM
+  (:math:`d_l = 2(L-1-l)`, ``retiming.layerpipe_delays``) on the update loops, splitting long GEMM
   tasks by output columns where that lowers the period;
 * ``spikepipe_nosplit``: the same without splitting tasks;
 * ``pipedream_1f1b``, ``gpipe``, ``zb_h1``: the standard pipelines of ``baselines.py`` on the
   training graph with B whole.
 
+With ``comm_budget_pct`` the SpikePipe schedules may move at most that percentage of the
+training bytes beyond 1F1B's schedule; each case then also reports the communication time
+overhead (:func:`comm_time_overhead_pct`), the trade-off curve of its candidates (best speedup
+over 1F1B within each extra communication of :data:`BUDGET_LADDER`) and the upper bound any
+unsplit schedule can reach within it (``comm_bounds``).
+
 Each method's entry carries its period, placements, bytes communicated, utilisation and the
 gradient delays its timeline implies (``delays.delays_for``), so speed and staleness sit side by
-side.  This module does no I/O; the cost model is passed in as functions (``schedule`` does not
+side.  This module does no I/O (tables and plots: ``report/schedule_report.py``); the cost model is passed in as functions (``schedule`` does not
 import ``hardware``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-import spikepipe_jax.schedule.baselines as baselines
-import spikepipe_jax.schedule.bounds as bounds
-import spikepipe_jax.schedule.delays as delays
-from spikepipe_jax.schedule.comm import CommModel, training_bytes
-from spikepipe_jax.schedule.graph import (TaskGraph, graph_from_tasks, graph_to_json, is_training_graph,
-                                          layerpipe_delays, with_update_distances)
-from spikepipe_jax.schedule.listsched import modulo_schedule, spikepipe_schedule
+from spikepipe_jax.schedule import baselines, bounds, comm_bounds, delays
+from spikepipe_jax.schedule.comm import CommModel, bytes_by_tensor, training_bytes
+from spikepipe_jax.schedule.graph import TaskGraph
+from spikepipe_jax.schedule.graph_json import graph_to_json
+from spikepipe_jax.schedule.period_search import modulo_schedule
+from spikepipe_jax.schedule.policies import spikepipe_schedule
+from spikepipe_jax.schedule.retiming import layerpipe_delays, with_update_distances
+from spikepipe_jax.schedule.training_graph import graph_from_tasks, is_training_graph
 from spikepipe_jax.schedule.validate import Schedule, validate
 
 METHODS = ("spikepipe", "spikepipe_nosplit", "pipedream_1f1b", "gpipe", "zb_h1")
@@ -38,6 +46,7 @@ def method_entry(s: Schedule, top_graph: Mapping[str, Any] | None = None) -> dic
     """JSON entry of one method; includes its graph when it is not the top-level graph."""
     d = s.to_json()
     d["method"] = s.method
+    d["bytes_by_tensor"] = bytes_by_tensor(s.graph, s.processor_of)
     try:
         d["delays"] = delays.delays_for(s)
     except ValueError:
@@ -66,6 +75,7 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
                      micro_tasks_fn: Callable[[int], Sequence[Mapping[str, Any]] | None] | None = None,
                      gemm_cycles_fn: Callable[[int, int, int], int] | None = None,
                      split: bool = True, methods: Sequence[str] = METHODS,
+                     comm_budget_pct: float | None = None, front_cache: dict | None = None,
                      ) -> tuple[dict[str, Any], dict[str, Schedule]]:
     """All methods on one network's training tasks (cost-model format).
 
@@ -79,6 +89,11 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
       gemm_cycles_fn: ``(m, k, n) -> cycles`` for GEMM pieces.
       split: allow the proposed scheduler to split tasks.
       methods: subset of :data:`METHODS` to run.
+      comm_budget_pct: the SpikePipe schedules may move at most this percentage of the
+        training bytes more than PipeDream 1F1B's schedule (``training_bytes`` of the graph; the
+        1F1B schedule is computed first); None: no budget.
+      front_cache: a dict the caller keeps across calls (e.g. over P) for the exact trade-off
+        fronts of small graphs (``comm_bounds.exact_front``).
 
     Returns:
       ``(result, schedules)``: the ``schedules.json`` dict (top-level graph = the proposed
@@ -100,17 +115,24 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
             return None if t is None else graph_from_tasks(t, cols=cols, dataflow=dataflow)
 
     scheds: dict[str, Schedule] = {}
+    total = training_bytes(g_base)  # g_base's tasks carry the input tasks' bytes unchanged
+    one_f_one_b = None
+    if "pipedream_1f1b" in methods:
+        one_f_one_b = baselines.pipedream_schedule(g_base, processors, comm=comm)
+    budget = None
+    if comm_budget_pct is not None:
+        budget = comm_budget_pct / 100.0 * total + (one_f_one_b.bytes_communicated if one_f_one_b else 0)
     unsplit = None
     if "spikepipe" in methods or "spikepipe_nosplit" in methods:
-        unsplit = spikepipe_schedule(g_sp, processors, comm=comm)
+        unsplit = spikepipe_schedule(g_sp, processors, comm=comm, comm_budget=budget)
     for name in methods:
         if name == "spikepipe":
             s = spikepipe_schedule(g_sp, processors, comm=comm, split_fn=split_fn if split else None,
-                                   unsplit=unsplit)
+                                   unsplit=unsplit, comm_budget=budget)
         elif name == "spikepipe_nosplit":
             s = _renamed(unsplit, "spikepipe_nosplit")
         elif name == "pipedream_1f1b":
-            s = baselines.pipedream_schedule(g_base, processors, comm=comm)
+            s = one_f_one_b
         elif name == "gpipe":
             s = baselines.gpipe_schedule(g_base, processors, comm=comm, micro_graph_fn=mgf)
         elif name == "zb_h1":
@@ -119,11 +141,44 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
             raise ValueError(f"unknown method {name!r}; expected some of {METHODS}")
         validate(s)
         scheds[name] = s
-    total = training_bytes(g_base)  # g_base's tasks carry the input tasks' bytes unchanged
     lb_split = None
     if split:
         lb_split = split_lower_bound(g_sp, processors, split_fn)
-    return _result(g_sp, processors, comm, scheds, total, lb_split), scheds
+    extra: dict[str, Any] = {}
+    for name in ("spikepipe", "spikepipe_nosplit"):
+        if name in scheds:
+            extra.setdefault("comm_time_overhead_pct", {})[name] = comm_time_overhead_pct(scheds[name])
+    if budget is not None:
+        front = None
+        if len(g_sp.tasks) <= EXACT_MAX_TASKS:
+            cache = front_cache if front_cache is not None else {}
+            if g_sp not in cache:
+                cache[g_sp] = comm_bounds.exact_front(g_sp, EXACT_MAX_TASKS)
+            front = cache[g_sp]
+        min_period, how = comm_bounds.min_period_for_budget(g_sp, processors, budget, front=front)
+        by_pct = {}
+        if one_f_one_b is not None:
+            for pct in BUDGET_LADDER:
+                cap = one_f_one_b.bytes_communicated + pct / 100.0 * total
+                by_pct[str(pct)] = comm_bounds.min_period_for_budget(g_sp, processors, cap, front=front)[0]
+        extra["comm_budget"] = {"pct": comm_budget_pct, "bytes": budget, "min_period_nosplit": min_period,
+                                "bound": how, "min_period_nosplit_by_pct": by_pct}
+    return _result(g_sp, processors, comm, scheds, total, lb_split, extra), scheds
+
+
+EXACT_MAX_TASKS = 11
+
+
+def comm_time_overhead_pct(s: Schedule) -> float:
+    """The schedule's period with its links over the period of the same placement with ideal links
+    (no transfer time), minus 1, in percent.  The ideal period is that of ``modulo_schedule`` with
+    the processors fixed and ``CommModel()`` (capped by the schedule's own period, which ideal
+    links also allow)."""
+    if s.comm.link_bytes_per_cycle <= 0 and s.comm.link_latency_cycles == 0:
+        return 0.0
+    ideal = modulo_schedule(s.graph, s.processors, comm=CommModel(), fixed=s.processor_of,
+                            phases=("list",), prefer_fewer_bytes=False).period
+    return round(100.0 * (s.period / min(ideal, s.period) - 1.0), 4)
 
 
 def split_lower_bound(g: TaskGraph, processors: int,
@@ -144,26 +199,30 @@ def split_lower_bound(g: TaskGraph, processors: int,
 
 
 def compare_graph(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
-                  ) -> tuple[dict[str, Any], dict[str, Schedule]]:
+                  comm_budget_pct: float | None = None) -> tuple[dict[str, Any], dict[str, Schedule]]:
     """The proposed scheduler (tasks not split) on any graph, as given (its distances are the
     delays it may use), plus, if the graph is a training graph (one F, B, W task per layer), the
     baselines (which impose their own delays: 1F1B's ``S-1-s``; GPipe and ZB-H1 none, with
     micro-batches) and ``spikepipe_layerpipe``: the proposed scheduler on the same graph with
-    LayerPipe2's delays on the update loops, the comparison the study makes."""
+    LayerPipe2's delays on the update loops, the comparison the study makes, under
+    ``comm_budget_pct`` (percent of the training bytes over 1F1B's bytes)."""
     scheds = {"spikepipe": modulo_schedule(g, processors, comm=comm, method="spikepipe")}
     if is_training_graph(g):
-        gl = with_update_distances(g, layerpipe_delays(g.num_layers))
-        scheds["spikepipe_layerpipe"] = spikepipe_schedule(gl, processors, comm=comm)
         scheds["pipedream_1f1b"] = baselines.pipedream_schedule(g, processors, comm=comm)
+        budget = None
+        if comm_budget_pct is not None:
+            budget = scheds["pipedream_1f1b"].bytes_communicated + comm_budget_pct / 100.0 * training_bytes(g)
+        gl = with_update_distances(g, layerpipe_delays(g.num_layers))
+        scheds["spikepipe_layerpipe"] = spikepipe_schedule(gl, processors, comm=comm, comm_budget=budget)
         scheds["gpipe"] = baselines.gpipe_schedule(g, processors, comm=comm)
         scheds["zb_h1"] = baselines.zb_h1_schedule(g, processors, comm=comm)
+        scheds = {k: scheds[k] for k in ("spikepipe", "spikepipe_layerpipe", "pipedream_1f1b", "gpipe", "zb_h1")}
     for s in scheds.values():
         validate(s)
     return _result(g, processors, comm, scheds, training_bytes(g)), scheds
 
 
 def _renamed(s: Schedule, method: str) -> Schedule:
-    import dataclasses
     return dataclasses.replace(s, method=method)
 
 
@@ -196,7 +255,63 @@ def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
             row["extra_comm_pct_vs_1f1b"] = round(100.0 * extra / result["training_bytes"], 4)
     if "spikepipe_nosplit" in m:
         row["gap_nosplit_to_lower_bound"] = round(m["spikepipe_nosplit"]["period"] / result["lower_bound"], 4)
+        if "pipedream_1f1b" in m:
+            extra = m["spikepipe_nosplit"]["bytes_communicated"] - m["pipedream_1f1b"]["bytes_communicated"]
+            row["extra_comm_pct_nosplit_vs_1f1b"] = round(100.0 * extra / result["training_bytes"], 4)
+            # the same, counting only what crosses between layers (spikes, input gradients): the
+            # accounting in which a layer's membranes, deltas and weights never count as traffic
+            inter = [sum(v for k, v in m[x].get("bytes_by_tensor", {}).items() if k in INTER_LAYER)
+                     for x in ("spikepipe_nosplit", "pipedream_1f1b")]
+            row["extra_comm_pct_nosplit_vs_1f1b_interlayer"] = round(
+                100.0 * (inter[0] - inter[1]) / result["training_bytes"], 4)
+    for name, v in result.get("comm_time_overhead_pct", {}).items():
+        row["comm_time_overhead_pct" + ("" if name == "spikepipe" else "_nosplit")] = v
+    cb = result.get("comm_budget")
+    if cb is not None:
+        row["comm_budget_pct"] = cb["pct"]
+        for name in ("spikepipe", "spikepipe_nosplit"):
+            if name in m:
+                row["within_budget" + ("" if name == "spikepipe" else "_nosplit")] = \
+                    bool(m[name]["info"].get("within_budget", True))
+        if "pipedream_1f1b" in m and cb["min_period_nosplit"] not in (None, math.inf):
+            row["speedup_nosplit_upper_bound_at_budget"] = round(
+                m["pipedream_1f1b"]["period"] / cb["min_period_nosplit"], 4)
+            row["upper_bound_kind"] = cb["bound"]
+        if "pipedream_1f1b" in m and "spikepipe" in m:
+            row["tradeoff"] = tradeoff_curve(m["spikepipe"]["info"].get("candidates", []),
+                                             m["pipedream_1f1b"], result["training_bytes"])
+            row["tradeoff"]["upper_bound"] = {
+                pct: round(m["pipedream_1f1b"]["period"] / x, 4)
+                for pct, x in cb.get("min_period_nosplit_by_pct", {}).items() if x not in (None, math.inf)}
     return row
+
+
+#: Tensors that cross between layers (the rest belong to one layer: membranes, deltas, weights).
+INTER_LAYER = ("spikes", "grad")
+
+#: Curves of the trade-off: the scheduler's best without / with split tasks, and the bound.
+TRADEOFF_KINDS = ("nosplit", "split", "upper_bound")
+
+#: Extra-communication thresholds (percent of training bytes over 1F1B) of the trade-off curves.
+BUDGET_LADDER = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 200.0)
+
+
+def tradeoff_curve(candidates: Sequence[Sequence[int]], one_f_one_b: Mapping[str, Any],
+                   total_bytes: int) -> dict[str, dict[str, float]]:
+    """Best speedup over 1F1B reachable within each extra-communication threshold of
+    :data:`BUDGET_LADDER`, from the SpikePipe scheduler's candidates ``[period, bytes, split
+    tasks]``: ``{"nosplit": {pct: speedup}, "split": {pct: speedup}}`` (``split`` allows split
+    tasks; a threshold no candidate meets is left out).  :func:`summary_row` adds
+    ``"upper_bound"``: the most any schedule of the unsplit tasks can reach within each threshold
+    (``comm_bounds.min_period_for_budget``)."""
+    out: dict[str, dict[str, float]] = {"nosplit": {}, "split": {}}
+    for pct in BUDGET_LADDER:
+        cap = one_f_one_b["bytes_communicated"] + pct / 100.0 * total_bytes
+        for key, ok in (("nosplit", lambda c: c[2] == 0), ("split", lambda c: True)):
+            periods = [c[0] for c in candidates if ok(c) and c[1] <= cap]
+            if periods:
+                out[key][str(pct)] = round(one_f_one_b["period"] / min(periods), 4)
+    return out
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -204,13 +319,27 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     def agg(sel: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"cases": len(sel)}
         for key in sorted({k for r in sel for k in r if k.startswith(("speedup", "gap", "extra_comm",
-                                                                          "comm_pct_spikepipe"))}):
+                                                                          "comm_pct_spikepipe",
+                                                                          "comm_time_overhead"))}):
             vals = [r[key] for r in sel if r.get(key) is not None]
             if vals:
                 geo = math.exp(sum(math.log(v) for v in vals) / len(vals)) if all(v > 0 for v in vals) else None
                 out[key] = {"mean": round(sum(vals) / len(vals), 4),
                             "geomean": None if geo is None else round(geo, 4),
                             "min": round(min(vals), 4), "max": round(max(vals), 4)}
+        for key in ("within_budget", "within_budget_nosplit"):
+            flags = [r[key] for r in sel if key in r]
+            if flags:
+                out[key + "_share"] = round(sum(flags) / len(flags), 4)
+        curves = [r["tradeoff"] for r in sel if "tradeoff" in r]
+        if curves:
+            out["tradeoff_mean"] = {
+                kind: {pct: round(sum(c[kind][pct] for c in curves) / len(curves), 4)
+                       for pct in map(str, BUDGET_LADDER) if all(pct in c[kind] for c in curves)}
+                for kind in TRADEOFF_KINDS if all(kind in c for c in curves)}
+            for kind in out["tradeoff_mean"]:
+                reach = [float(p) for p, v in out["tradeoff_mean"][kind].items() if v >= 1.6]
+                out[f"smallest_budget_pct_for_1_6x_{kind}"] = min(reach) if reach else None
         return out
 
     nets = sorted({r["net"] for r in rows})
@@ -222,10 +351,27 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def tradeoff_by_net_and_p(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{net: {P: {"nosplit"|"split": {pct: mean speedup}}}}``: the trade-off curves averaged over
+    arrays and dataflows (the Pareto fronts of speedup over 1F1B vs extra communication)."""
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for net in sorted({r["net"] for r in rows}):
+        for p in sorted({r["processors"] for r in rows if r["net"] == net}):
+            curves = [r["tradeoff"] for r in rows if r["net"] == net and r["processors"] == p and "tradeoff" in r]
+            if not curves:
+                continue
+            out.setdefault(net, {})[str(p)] = {
+                kind: {pct: round(sum(c[kind][pct] for c in curves) / len(curves), 4)
+                       for pct in map(str, BUDGET_LADDER) if all(pct in c[kind] for c in curves)}
+                for kind in TRADEOFF_KINDS if all(kind in c for c in curves)}
+    return out
+
+
 def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[str],
           processors: Sequence[int], arrays: Sequence[tuple[int, int]], dataflows: Sequence[str], *,
           comm: CommModel = CommModel(), batch_of: Callable[[str], int] | None = None,
           gemm_cycles_fn: Callable[..., int] | None = None, split: bool = True,
+          comm_budget_pct: float | None = None,
           progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Networks x arrays x dataflows x P: one :func:`summary_row` each.
 
@@ -236,6 +382,7 @@ def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[s
       batch_of: ``net -> batch size`` (for micro-batches: B/m must divide); None: linear micro-batches.
       gemm_cycles_fn: ``(m, k, n, rows, cols, dataflow) -> cycles`` for split GEMM pieces.
       split: allow splitting in the proposed scheduler.
+      comm_budget_pct: the SpikePipe schedules' budget (:func:`compare_training`).
       progress: optional callback with a one-line message per case.
     """
     rows_out = []
@@ -253,75 +400,23 @@ def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[s
                 if gemm_cycles_fn is not None:
                     def gf(m, k, n, r=r, c=c, df=df):
                         return gemm_cycles_fn(m, k, n, r, c, df)
+                fronts: dict = {}
                 for p in processors:
                     res, _ = compare_training(tasks, p, comm=comm, cols=c, dataflow=df,
-                                              micro_tasks_fn=mt, gemm_cycles_fn=gf, split=split)
+                                              micro_tasks_fn=mt, gemm_cycles_fn=gf, split=split,
+                                              comm_budget_pct=comm_budget_pct, front_cache=fronts)
                     row = summary_row(res, net=net, array=f"{r}x{c}", rows=r, cols=c, dataflow=df,
                                       num_layers=len(tasks) // 3)
                     rows_out.append(row)
                     if progress is not None:
                         progress(f"{net} {r}x{c} {df} P={p}: spikepipe {row['period_spikepipe']:,} "
                                  f"1f1b x{row.get('speedup_vs_pipedream_1f1b')} "
+                                 f"(no split x{row.get('speedup_nosplit_vs_pipedream_1f1b')}, "
+                                 f"extra comm {row.get('extra_comm_pct_nosplit_vs_1f1b')} %) "
                                  f"gpipe x{row.get('speedup_vs_gpipe')}")
     return rows_out
 
 
-_MD_COLUMNS = (
-    ("net", "net"), ("array", "array"), ("dataflow", "df"), ("processors", "P"),
-    ("lower_bound_split", "LB"), ("period_spikepipe", "SpikePipe"), ("period_spikepipe_nosplit", "no split"),
-    ("period_pipedream_1f1b", "1F1B"), ("period_gpipe", "GPipe"), ("period_zb_h1", "ZB-H1"),
-    ("speedup_vs_pipedream_1f1b", "x 1F1B"), ("speedup_vs_gpipe", "x GPipe"), ("speedup_vs_zb_h1", "x ZB-H1"),
-    ("speedup_nosplit_vs_pipedream_1f1b", "no split x 1F1B"), ("gap_to_lower_bound", "gap"),
-    ("util_spikepipe", "util"), ("extra_comm_pct_vs_1f1b", "extra comm %"),
-    ("delays_spikepipe", "delays SpikePipe"), ("delays_pipedream_1f1b", "delays 1F1B"), ("splits", "splits"))
-
-
-def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """All columns of all rows as CSV text."""
-    import csv
-    import io
-    keys: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
-def to_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None = None) -> str:
-    """A summary of speedups per network, then the main columns of every row."""
-    lines = []
-    if summary:
-        lines += ["| scope | cases | SpikePipe / 1F1B mean (max) | / GPipe mean (max) | / ZB-H1 mean (max) | "
-                  "no split / 1F1B mean (max) | gap to LB mean | extra comm % vs 1F1B mean (max) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for scope, s in summary.items():
-            def f(key, stat="mean", s=s):
-                v = s.get(key)
-                return "" if v is None else f"{v[stat]:.2f}"
-            def both(key, f=f):
-                return f"{f(key)} ({f(key, 'max')})"
-            cells = [scope, str(s["cases"]), both("speedup_vs_pipedream_1f1b"), both("speedup_vs_gpipe"),
-                     both("speedup_vs_zb_h1"), both("speedup_nosplit_vs_pipedream_1f1b"),
-                     f("gap_to_lower_bound"), both("extra_comm_pct_vs_1f1b")]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    cols = [(k, h) for k, h in _MD_COLUMNS if any(k in r for r in rows)]
-    lines.append("| " + " | ".join(h for _, h in cols) + " |")
-    lines.append("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for k, _ in cols:
-            v = r.get(k, "")
-            cells.append(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["METHODS", "BASELINES", "compare_training", "compare_graph", "method_entry",
-           "summary_row", "summarize", "sweep", "to_csv", "to_markdown"]
+__all__ = ["METHODS", "BASELINES", "BUDGET_LADDER", "compare_training", "compare_graph", "method_entry",
+           "summary_row", "summarize", "sweep", "tradeoff_curve", "tradeoff_by_net_and_p",
+           "comm_time_overhead_pct"]

@@ -24,7 +24,8 @@ import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
 from spikepipe_jax.schedule.comm import CommModel, bytes_communicated
-from spikepipe_jax.schedule.graph import TaskGraph, graph_from_json, graph_to_json
+from spikepipe_jax.schedule.graph import TaskGraph
+from spikepipe_jax.schedule.graph_json import graph_from_json, graph_to_json
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,330 @@
+r"""The training task graph of one iteration, from the cost model's task list.
+
+Training graph (one iteration = one mini-batch of B samples, T time steps), built by
+:func:`graph_from_tasks` from the cost model's task list
+(``spikepipe_jax.hardware.mapping.training_tasks``)::
+
+    F_l -> F_{l+1}        spikes of layer l                       d = 0
+    F_l -> B_l            membrane potentials of layer l (BPTT)    d = 0  (l = L-1: plus the loss)
+    B_{l+1} -> B_l        gradient w.r.t. the spikes of layer l    d = 0
+    B_l -> W_l            delta of layer l                         d = 0
+    F_{l-1} -> W_l        input spikes of layer l (l >= 1)         d = 0
+    W_l -> F_l, W_l -> B_l   updated weights                       d = d_l + 1
+    W_l -> W_l            the weights are updated in sequence      d = 1
+
+With ``split_backward=True``, ``B_l`` is split into its LIF-backward part ``BL_l`` (vector unit:
+BPTT through the neuron state, producing delta_l) and its GEMM part ``BG_l`` (input gradient
+:math:`W_l^\top\delta_l`, sent to layer l-1), LayerPipe's inter-layer split: ``BL_l -> BG_l``,
+``BG_l -> BL_{l-1}``, ``BL_l -> W_l``, ``W_l -> BG_l``.  ``B_0`` has no GEMM, so no ``BG_0``.
+
+Gradient delays go on the update loops ``W_l -> F_l`` (``retiming.py``).  This module is pure
+Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+from spikepipe_jax.schedule.graph import Edge, Task, TaskGraph, is_int
+from spikepipe_jax.schedule.retiming import retime
+
+
+def piece_bounds(extent: int, pieces: int) -> list[tuple[int, int]]:
+    """Balanced split of ``range(extent)`` into ``pieces`` intervals ``(lo, hi)``."""
+    base, extra = divmod(extent, pieces)
+    out, lo = [], 0
+    for j in range(pieces):
+        hi = lo + base + (1 if j < extra else 0)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def column_folds(n: int, cols: int, dataflow: str) -> int:
+    """Column folds of an n-column GEMM output on an array with ``cols`` columns.
+
+    For ``os`` and ``ws`` the output (resp. weight) columns map to array columns, so time grows
+    with ``ceil(n / cols)``; for ``is`` the n dimension streams through the array, time ~ n.
+    """
+    if dataflow == "is" or cols <= 0:
+        return n
+    return -(-n // cols)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Logical:
+    """An edge of the unsplit training graph with the tensor axes it carries."""
+
+    src: str
+    dst: str
+    distance: int
+    nbytes: int
+    tag: str
+    axes: tuple[int, ...]  # layer channel axes of the tensor
+
+
+def _check_tasks(tasks: Sequence[Mapping[str, Any]]) -> tuple[int, dict[tuple[str, int], Mapping]]:
+    by: dict[tuple[str, int], Mapping[str, Any]] = {}
+    for i, t in enumerate(tasks):
+        if not isinstance(t, Mapping):
+            raise ValueError(f"task #{i} must be a dict, got {type(t).__name__}")
+        kind, layer = t.get("kind"), t.get("layer")
+        if kind not in ("F", "B", "W") or not is_int(layer) or layer < 0:
+            raise ValueError(f"task #{i} ({t.get('name')!r}): kind must be F/B/W and layer a "
+                             f"non-negative integer, got kind={kind!r} layer={layer!r}")
+        if (kind, layer) in by:
+            raise ValueError(f"duplicate task {kind}{layer}")
+        for key in ("cycles", "bytes_out"):
+            v = t.get(key, 0)
+            if not is_int(v) or v < 0:
+                raise ValueError(f"task {t.get('name')!r}: {key} must be a non-negative integer, got {v!r}")
+        by[(kind, layer)] = t
+    num_layers = 1 + max((l for _, l in by), default=-1)
+    for l in range(num_layers):
+        for k in ("F", "B", "W"):
+            if (k, l) not in by:
+                raise ValueError(f"task list has no {k}{l} (need F, B, W for every layer 0..{num_layers - 1})")
+    if num_layers == 0:
+        raise ValueError("task list is empty")
+    return num_layers, by
+
+
+def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int] | None = None,
+                     split_backward: bool = False, split: Mapping[str, int] | None = None,
+                     float_bits: int = 32, spike_bits: int = 1, cols: int = 0,
+                     dataflow: str = "ws", retiming: Mapping[str, int] | None = None,
+                     gemm_cycles_fn: Callable[[int, int, int], int] | None = None) -> TaskGraph:
+    r"""Training task graph from the cost model's task list.
+
+    Args:
+      tasks: ``training_tasks(...)`` output: dicts with ``name, layer, kind ("F"|"B"|"W"), cycles,
+        gemm_cycles, vector_cycles, gemm ({"m","k","n"} or None), bytes_in, bytes_out,
+        bytes_weights`` (missing numbers count as 0).
+      delays: gradient delay :math:`d_l` per layer (default all 0): the update edges
+        ``W_l -> F_l`` and ``W_l -> B_l`` get distance :math:`d_l + 1`.
+      split_backward: split ``B_l`` into ``BL_l`` (LIF backward, ``vector_cycles``) and ``BG_l``
+        (input-gradient GEMM, the rest of ``cycles``).
+      split: ``{task name: pieces}``: split F, W, BL (and BG) tasks by output channels into that
+        many pieces named ``"<name>.<j>"`` (see "Splitting" below).
+      float_bits, spike_bits: bits of a float and of a spike, used only where the task bytes do
+        not determine an edge's tensor (the last layer's spikes).
+      cols, dataflow: array columns and dataflow, for the duration of GEMM pieces (see below).
+      retiming: optional retiming applied at the end (see :func:`retime`).
+      gemm_cycles_fn: ``(m, k, n) -> cycles`` of one GEMM on the array (e.g. the cost model's
+        ``systolic.gemm_cost_exact``), used for the GEMM pieces of split tasks; None: the fold
+        approximation below.
+
+    Edge bytes, from the cost model's per-task bytes (``hardware/mapping.py``: ``F_l`` writes its
+    spikes, membranes and pool masks; ``B_l`` reads the spike gradient and the saved state and
+    writes delta_l and the input gradient; ``W_l`` reads the input spikes and delta_l):
+
+    * spikes of layer l (``F_l -> F_{l+1}``, ``F_l -> W_{l+1}``): ``bytes_in(F_{l+1})``;
+    * saved state (``F_l -> B_l``): ``bytes_out(F_l)`` minus the spikes;
+    * delta_l (``B_l -> W_l``, ``BL_l -> BG_l``): ``bytes_in(W_l) - bytes_in(F_l)``;
+    * input gradient (``B_l -> B_{l-1}``): ``bytes_out(B_l)`` minus delta_l;
+    * updated weights (``W_l -> F_l``, ``W_l -> B_l``): ``bytes_weights`` of the consumer.
+
+    The last layer's spikes (used only for the totals) are
+    ``(bytes_in(B) - bytes_out(F)) * spike_bits / (float_bits - spike_bits)``, from
+    ``bytes_out(F) = s + m + masks`` and ``bytes_in(B) = 2 m + masks`` with
+    ``m = s * float_bits / spike_bits``.
+
+    Splitting: a task cut into k pieces (SpikePipe's option for a GEMM longer than the period): pieces
+    own a contiguous block of the output channels.  ``F_l``, ``BL_l`` and ``W_l`` split layer l's
+    channels, ``BG_l`` splits layer l-1's (its output is the gradient of layer l-1).  A piece
+    computes the GEMM ``(m, k, n_j)`` with ``n_j`` its share of the output columns n, costed by
+    ``gemm_cycles_fn`` if given, else as the whole GEMM's ``gemm_cycles`` times its share of
+    column folds (``ceil(n_j / cols)`` for os/ws, where n maps to the array columns; ``n_j / n``
+    for is, where n streams); the vector part of ``cycles`` is shared linearly.  On os/ws arrays
+    a GEMM with ``n <= cols`` therefore gains nothing from splitting.
+    A piece receives, from each piece of a producer, the part of the tensor it needs: its own
+    channels of a tensor split the same way, the whole producer piece's share otherwise (e.g.
+    every ``F_l`` piece gets all input spikes), a 2-D block for the weights ``W_l -> BG_l``.
+
+    Returns:
+      the validated :class:`TaskGraph`.
+
+    Raises:
+      ValueError: missing F/B/W for a layer, bad numbers, delays of the wrong length or negative,
+        a split of an unknown or unsplittable task or with pieces < 1.
+    """
+    num_layers, by = _check_tasks(tasks)
+    if delays is None:
+        delays = [0] * num_layers
+    delays = list(delays)
+    if len(delays) != num_layers or any(not is_int(d) or d < 0 for d in delays):
+        raise ValueError(f"delays must be {num_layers} non-negative integers, got {delays}")
+    if dataflow not in ("os", "ws", "is"):
+        raise ValueError(f"dataflow must be 'os', 'ws' or 'is', got {dataflow!r}")
+    if not is_int(float_bits) or float_bits <= 0 or not is_int(spike_bits) or spike_bits <= 0:
+        raise ValueError(f"float_bits and spike_bits must be positive integers, got {float_bits}, {spike_bits}")
+
+    def num(t: Mapping[str, Any], key: str) -> int:
+        v = t.get(key, 0) or 0
+        if not is_int(v) or v < 0:
+            raise ValueError(f"task {t.get('name')!r}: {key} must be a non-negative integer, got {v!r}")
+        return v
+
+    def gemm_n(t: Mapping[str, Any]) -> int:
+        g = t.get("gemm")
+        return int(g["n"]) if g else 0
+
+    extent = [max(1, gemm_n(by[("F", l)])) for l in range(num_layers)]  # channels of layer l
+    fo = [num(by[("F", l)], "bytes_out") for l in range(num_layers)]
+    fi = [num(by[("F", l)], "bytes_in") for l in range(num_layers)]
+    spikes = [fi[l + 1] for l in range(num_layers - 1)]
+    last_b_in = num(by[("B", num_layers - 1)], "bytes_in")
+    if float_bits > spike_bits and last_b_in > fo[-1]:
+        spikes.append((last_b_in - fo[-1]) * spike_bits // (float_bits - spike_bits))
+    else:
+        spikes.append(fo[-1] * spike_bits // (spike_bits + float_bits))
+    saved = [max(0, fo[l] - spikes[l]) for l in range(num_layers)]
+    delta = [max(0, num(by[("W", l)], "bytes_in") - fi[l]) for l in range(num_layers)]
+    grad_in = [max(0, num(by[("B", l)], "bytes_out") - delta[l]) for l in range(num_layers)]
+    wts_f = [num(by[("F", l)], "bytes_weights") for l in range(num_layers)]
+    wts_b = [num(by[("B", l)], "bytes_weights") for l in range(num_layers)]
+
+    # Whole tasks: name -> (Task fields, gemm cycles, gemm n, split axis layer or None).
+    whole: dict[str, dict[str, Any]] = {}
+
+    def add(name, kind, layer, dur, gemm_cycles, n_cols, axis, src):
+        gm = src.get("gemm")
+        whole[name] = dict(kind=kind, layer=layer, duration=dur, gemm_cycles=min(gemm_cycles, dur),
+                           n=n_cols, axis=axis, mk=(int(gm["m"]), int(gm["k"])) if gm else None,
+                           bytes_out=num(src, "bytes_out"),
+                           bytes_in=num(src, "bytes_in"), bytes_weights=num(src, "bytes_weights"))
+
+    bname: dict[int, tuple[str, str]] = {}  # layer -> (name receiving grad/membranes, name sending grad)
+    for l in range(num_layers):
+        f, b, w = by[("F", l)], by[("B", l)], by[("W", l)]
+        add(f"F{l}", "F", l, num(f, "cycles"), num(f, "gemm_cycles"), gemm_n(f), l, f)
+        add(f"W{l}", "W", l, num(w, "cycles"), num(w, "gemm_cycles"), gemm_n(w), l, w)
+        if split_backward:
+            vec = min(num(b, "vector_cycles"), num(b, "cycles"))
+            gem = num(b, "cycles") - vec
+            add(f"BL{l}", "BL", l, vec if (gem > 0 and l > 0) else num(b, "cycles"), 0, 0, l, b)
+            whole[f"BL{l}"].update(bytes_out=delta[l], bytes_weights=0)
+            if l > 0 and gem > 0:
+                add(f"BG{l}", "BG", l, gem, gem, gemm_n(b), l - 1, b)
+                whole[f"BG{l}"].update(bytes_in=delta[l], bytes_out=grad_in[l])
+                bname[l] = (f"BL{l}", f"BG{l}")
+            else:
+                bname[l] = (f"BL{l}", "")
+        else:
+            add(f"B{l}", "B", l, num(b, "cycles"), num(b, "gemm_cycles"), gemm_n(b), None, b)
+            bname[l] = (f"B{l}", f"B{l}" if l > 0 else "")
+
+    logical: list[_Logical] = []
+    for l in range(num_layers):
+        recv, send = bname[l]
+        dl = delays[l] + 1
+        if l + 1 < num_layers:
+            logical.append(_Logical(f"F{l}", f"F{l + 1}", 0, spikes[l], f"spikes{l}", (l,)))
+            logical.append(_Logical(f"F{l}", f"W{l + 1}", 0, spikes[l], f"spikes{l}", (l,)))
+            up_send = bname[l + 1][1]
+            if up_send:
+                logical.append(_Logical(up_send, recv, 0, grad_in[l + 1], f"grad{l}", (l,)))
+        logical.append(_Logical(f"F{l}", recv, 0, saved[l], f"membranes{l}", (l,)))
+        logical.append(_Logical(recv, f"W{l}", 0, delta[l], f"delta{l}", (l,)))
+        if split_backward and send:
+            logical.append(_Logical(recv, send, 0, delta[l], f"delta{l}", (l,)))
+        logical.append(_Logical(f"W{l}", f"F{l}", dl, wts_f[l], f"weights{l}", (l - 1, l)))
+        if send:
+            logical.append(_Logical(f"W{l}", send, dl, wts_b[l], f"weights{l}", (l - 1, l)))
+        logical.append(_Logical(f"W{l}", f"W{l}", 1, 0, "", ()))
+
+    split = dict(split or {})
+    for name, k in split.items():
+        if name not in whole:
+            raise ValueError(f"split names unknown task {name!r}; tasks are {sorted(whole)}")
+        if not is_int(k) or k < 1:
+            raise ValueError(f"split of {name!r} must be a positive integer, got {k!r}")
+        if k > 1 and whole[name]["axis"] is None:
+            raise ValueError(f"task {name!r} cannot be split (an unsplit B task mixes two axes; "
+                             "use split_backward=True)")
+
+    # Pieces of every whole task: list of (piece name, lo, hi) over its axis extent.
+    pieces: dict[str, list[tuple[str, int, int]]] = {}
+    out_tasks: list[Task] = []
+    for name, w in whole.items():
+        k = split.get(name, 1)
+        ext = extent[w["axis"]] if w["axis"] is not None and w["axis"] >= 0 else 1
+        k = min(k, ext)
+        if k <= 1:
+            pieces[name] = [(name, 0, ext)]
+            out_tasks.append(Task(name=name, duration=w["duration"], bytes_out=w["bytes_out"],
+                                  layer=w["layer"], kind=w["kind"], bytes_in=w["bytes_in"],
+                                  bytes_weights=w["bytes_weights"],
+                                  split_extent=ext if w["axis"] is not None else 0))
+            continue
+        plist = []
+        n_all = max(1, w["n"])
+        folds_all = column_folds(n_all, cols, dataflow)
+        rest = w["duration"] - w["gemm_cycles"]
+        for j, (lo, hi) in enumerate(piece_bounds(ext, k)):
+            share = (hi - lo) / ext
+            n_j = max(1, round(n_all * share))
+            if w["gemm_cycles"] == 0:
+                gem = 0
+            elif gemm_cycles_fn is not None and w["mk"] is not None:
+                gem = int(gemm_cycles_fn(w["mk"][0], w["mk"][1], n_j))
+            else:
+                gem = -(-w["gemm_cycles"] * column_folds(n_j, cols, dataflow) // folds_all)
+            dur = min(w["duration"], gem + math.ceil(rest * share))
+            pname = f"{name}.{j}"
+            plist.append((pname, lo, hi))
+            out_tasks.append(Task(name=pname, duration=dur, bytes_out=math.ceil(w["bytes_out"] * share),
+                                  layer=w["layer"], kind=w["kind"],
+                                  bytes_in=math.ceil(w["bytes_in"] * share),
+                                  bytes_weights=math.ceil(w["bytes_weights"] * share), origin=name,
+                                  split_extent=hi - lo))
+        pieces[name] = plist
+
+    out_edges: list[Edge] = []
+    for e in logical:
+        sp, dp = pieces[e.src], pieces[e.dst]
+        s_axis, d_axis = whole[e.src]["axis"], whole[e.dst]["axis"]
+        if e.src == e.dst:  # self loop: piece j -> piece j
+            out_edges.extend(Edge(p, p, e.distance, 0, e.tag) for p, _, _ in sp)
+            continue
+        s_ext = extent[s_axis] if s_axis is not None and s_axis >= 0 else 1
+        d_ext = extent[d_axis] if d_axis is not None and d_axis >= 0 else 1
+        for pj, slo, shi in sp:
+            a = (shi - slo) / s_ext
+            for pk, dlo, dhi in dp:
+                b = (dhi - dlo) / d_ext
+                if len(sp) > 1 and len(dp) > 1 and s_axis == d_axis:
+                    frac = max(0, min(shi, dhi) - max(slo, dlo)) / s_ext
+                    if frac == 0:
+                        continue
+                elif len(dp) > 1 and d_axis in e.axes and d_axis != s_axis:
+                    frac = a * b  # a block of a 2-D tensor (weights -> BG pieces)
+                elif len(sp) == 1 and len(dp) > 1 and s_axis == d_axis:
+                    frac = b
+                else:
+                    frac = a  # the consumer needs all of what this producer piece makes
+                tag = e.tag
+                if len(dp) > 1 and d_axis in e.axes and d_axis != s_axis and len(sp) > 0:
+                    tag = f"{e.tag}>{pk}"  # distinct blocks: do not merge as one multicast
+                out_edges.append(Edge(pj, pk, e.distance, math.ceil(e.nbytes * frac), tag))
+    g = TaskGraph(tuple(out_tasks), tuple(out_edges))
+    if retiming is not None:
+        g = retime(g, retiming)
+    return g
+
+
+def is_training_graph(g: TaskGraph) -> bool:
+    """True if every task is an F/B/W task with a layer and each layer has one of each."""
+    seen = set()
+    for t in g.tasks:
+        if t.kind not in ("F", "B", "W") or t.layer < 0 or (t.kind, t.layer) in seen:
+            return False
+        seen.add((t.kind, t.layer))
+    layers = {l for _, l in seen}
+    return bool(layers) and all((k, l) in seen for l in layers for k in ("F", "B", "W")) and \
+        layers == set(range(len(layers)))
+
+
+__all__ = ["graph_from_tasks", "is_training_graph", "piece_bounds", "column_folds"]
