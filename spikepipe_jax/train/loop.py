@@ -52,10 +52,9 @@ def compiler_options(cpu_gemm: str = "eigen") -> dict:
 
     On the CPU backend XLA gives most dots to YNNPACK, whose worker threads keep spinning for
     a while after a GEMM; the memory-bound kernels that follow (the native LIF/readout
-    kernel, fusions) then share the two cores with them. ``"eigen"`` keeps every dot on
-    Eigen (YNNPACK still takes the reductions): fc_small's step 62.0 -> 57.3 and 63.9 -> 59.2
-    ms median in two A/B runs, conv_medium unchanged (255 vs 260 ms; benchmarks/README.md
-    section 8). ``"xla_default"``: no options. Other backends: no options.
+    kernel, fusions) then share the cores with them. ``"eigen"`` keeps every dot on Eigen
+    (YNNPACK still takes the reductions); its measured effect is in benchmarks/README.md
+    (section 8). ``"xla_default"``: no options. Other backends: no options.
     """
     if cpu_gemm not in CPU_GEMMS:
         raise ValueError(f"unknown train.cpu_gemm {cpu_gemm!r}; expected one of {CPU_GEMMS}")
