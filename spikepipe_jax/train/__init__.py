@@ -17,3 +17,4 @@ from spikepipe_jax.train.mitigation import (MITIGATIONS, DelayCompensatedState, 
                                             mitigation_hparams, needs_params_for_gradient,
                                             params_for_gradient, predict_weights, scale_by_delay,
                                             track_weight_velocity)
+from spikepipe_jax.train.stages import partition_layers, stage_costs
