@@ -41,7 +41,7 @@ from spikepipe_jax.io import atomic_write_json, atomic_write_text
 from spikepipe_jax.train import checkpoint, losses, pipesim
 from spikepipe_jax.train import optimizer as optimizer_lib
 from spikepipe_jax.train import pipeline as pipeline_lib
-from spikepipe_jax.train.step import TrainState, step_metrics  # noqa: F401 (re-exported)
+from spikepipe_jax.train.step import TrainState, step_metrics
 
 
 CPU_GEMMS = ("eigen", "xla_default")
