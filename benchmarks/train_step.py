@@ -188,11 +188,11 @@ def make_spikepipe_step(spec: dict) -> tuple[Callable[[], None], dict]:
     import ml_collections
 
     from spikepipe_jax import snn
-    from spikepipe_jax.train import loop, pipeline
+    from spikepipe_jax.train import loop, optimizer
 
     cfg = ml_collections.ConfigDict(spec["config"])
     model = snn.model_from_config(cfg.model)
-    tx = pipeline.make_base_optimizer(cfg.train)
+    tx = optimizer.make_base_optimizer(cfg.train)
     params = snn.init_params(jax.random.key(0), model)
     state = loop.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
     fn = loop.make_train_step(model, tx, loss_name="ce_count", encoding=cfg.data.encoding,

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from spikepipe_jax.train import delays as delays_lib
+from spikepipe_jax.train import optimizer as optimizer_lib
 
 SHAPES = {"layer_0": {"w": (3, 4), "b": (4,)},
           "layer_1": {"w": (4, 2), "b": (2,)},
@@ -42,7 +43,7 @@ def test_sgd_emits_negated_stale_gradient_per_leaf(seed):
     params = _params(rng)
     n = 11
     gs = _grads(rng, n)
-    tx = delays_lib.make_delayed_optimizer(optax.sgd(1.0), layer_d)
+    tx = optimizer_lib.make_delayed_optimizer(optax.sgd(1.0), layer_d)
     state = tx.init(params)
     traces = []
     step = _make_step(tx, traces)
@@ -90,7 +91,7 @@ def test_delay_zero_is_bitwise_plain_optimizer(make_opt, position, zero):
     rng = np.random.default_rng(3)
     gs = _grads(rng, 6)
     p_plain = p_delay = _params(rng)
-    plain, delayed = make_opt(), delays_lib.make_delayed_optimizer(make_opt(), zero, position)
+    plain, delayed = make_opt(), optimizer_lib.make_delayed_optimizer(make_opt(), zero, position)
     s_plain, s_delay = plain.init(p_plain), delayed.init(p_delay)
     up_plain, up_delay = jax.jit(plain.update), jax.jit(delayed.update)
     for g in gs:
@@ -108,7 +109,7 @@ def test_zero_delay_leaves_match_plain_adam_when_others_are_delayed():
     params = _params(rng)
     layer_d = {"layer_0": 2, "layer_1": 0, "layer_2": 1}
     plain = optax.adam(1e-2)
-    delayed = delays_lib.make_delayed_optimizer(optax.adam(1e-2), layer_d)
+    delayed = optimizer_lib.make_delayed_optimizer(optax.adam(1e-2), layer_d)
     s1, s2 = plain.init(params), delayed.init(params)
     for g in gs:
         u1, s1 = plain.update(g, s1, params)
@@ -154,7 +155,7 @@ def test_position_before_vs_after_with_adam(d):
             "after": [zeros] * d + _np_adam(gs)[:n - d]}  # fresh Adam updates, applied late
     got = {}
     for position in ("before", "after"):
-        tx = delays_lib.make_delayed_optimizer(optax.adam(0.05), d, position)
+        tx = optimizer_lib.make_delayed_optimizer(optax.adam(0.05), d, position)
         p = {"w": jnp.zeros(5, jnp.float32)}
         state = tx.init(p)
         got[position] = []
@@ -187,7 +188,7 @@ def test_state_checkpoint_roundtrip_resumes_identically():
     rng = np.random.default_rng(6)
     params = _params(rng)
     gs = _grads(rng, 8)
-    tx = delays_lib.make_delayed_optimizer(optax.adam(1e-2),
+    tx = optimizer_lib.make_delayed_optimizer(optax.adam(1e-2),
                                            {"layer_0": 3, "layer_1": 0, "layer_2": 2})
     state = tx.init(params)
     assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(state))
@@ -225,7 +226,7 @@ def test_mismatched_delay_structure_raises_at_init(bad):
 def test_other_bad_inputs():
     params = _params(np.random.default_rng(0))
     with pytest.raises(ValueError, match="position"):
-        delays_lib.make_delayed_optimizer(optax.sgd(1.0), 1, position="middle")
+        optimizer_lib.make_delayed_optimizer(optax.sgd(1.0), 1, position="middle")
     with pytest.raises(ValueError, match="layer 1"):
         delays_lib.layer_delays([1, -2])
     assert delays_lib.delayed_gradients(np.int64(2)).init(params).buffer["layer_2"]["w"].shape \
@@ -239,11 +240,11 @@ def test_other_bad_inputs():
 def test_make_training_optimizer_returns_gradient_point_function():
     from spikepipe_jax.train import mitigation
     params = _params(np.random.default_rng(0))
-    tx, pfg = delays_lib.make_training_optimizer(optax.sgd(0.1), 2)
+    tx, pfg = optimizer_lib.make_training_optimizer(optax.sgd(0.1), 2)
     assert pfg is None
     assert isinstance(tx.init(params), tuple)
-    tx, pfg = delays_lib.make_training_optimizer(optax.sgd(0.1), 2, "weight_prediction",
+    tx, pfg = optimizer_lib.make_training_optimizer(optax.sgd(0.1), 2, "weight_prediction",
                                                  horizon_scale=0.5)
     assert pfg is mitigation.params_for_gradient
     with pytest.raises(ValueError, match="unknown mitigation"):
-        delays_lib.make_training_optimizer(optax.sgd(0.1), 2, "bogus")
+        optimizer_lib.make_training_optimizer(optax.sgd(0.1), 2, "bogus")

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from spikepipe_jax.train import delays as delays_lib
 from spikepipe_jax.train import mitigation as mit
+from spikepipe_jax.train import optimizer as optimizer_lib
 
 SHAPES = {"layer_0": (3, 4), "layer_1": (4,), "layer_2": (2,)}
 LAYER_D = {"layer_0": 3, "layer_1": 1, "layer_2": 0}
@@ -139,7 +139,7 @@ def test_weight_velocity_and_prediction_match_numpy(beta):
 def test_params_for_gradient_identity_without_prediction():
     params = _tree(np.random.default_rng(3))
     for name in ("none", "lr_scale", "dc_asgd"):
-        tx = mit.make_mitigated_optimizer(optax.sgd(0.1), LAYER_D, name)
+        tx = optimizer_lib.make_mitigated_optimizer(optax.sgd(0.1), LAYER_D, name)
         assert mit.params_for_gradient(params, tx.init(params)) is params
         assert not mit.needs_params_for_gradient(name)
     assert mit.needs_params_for_gradient("lr_scale+weight_prediction")
@@ -174,7 +174,7 @@ def test_every_mitigation_with_zero_delays_is_bitwise_plain_adam(name):
     params = _tree(rng)
     gs = [_tree(rng) for _ in range(4)]
     zero = {k: 0 for k in SHAPES}
-    plain, tx = optax.adam(1e-2), mit.make_mitigated_optimizer(optax.adam(1e-2), zero, name)
+    plain, tx = optax.adam(1e-2), optimizer_lib.make_mitigated_optimizer(optax.adam(1e-2), zero, name)
     p1 = p2 = params
     s1, s2 = plain.init(params), tx.init(params)
     traces = []
@@ -203,8 +203,8 @@ def test_every_mitigation_with_zero_delays_is_bitwise_plain_adam(name):
 def test_none_equals_make_delayed_optimizer():
     rng = np.random.default_rng(5)
     params = _tree(rng)
-    a = mit.make_mitigated_optimizer(optax.adam(1e-2), LAYER_D, "none", position="after")
-    b = delays_lib.make_delayed_optimizer(optax.adam(1e-2), LAYER_D, position="after")
+    a = optimizer_lib.make_mitigated_optimizer(optax.adam(1e-2), LAYER_D, "none", position="after")
+    b = optimizer_lib.make_delayed_optimizer(optax.adam(1e-2), LAYER_D, position="after")
     sa, sb = a.init(params), b.init(params)
     assert jax.tree.structure(sa) == jax.tree.structure(sb)
     for _ in range(4):
@@ -216,14 +216,14 @@ def test_none_equals_make_delayed_optimizer():
 
 def test_combined_chain_layout():
     params = _tree(np.random.default_rng(0))
-    tx = mit.make_mitigated_optimizer(optax.sgd(0.1), LAYER_D, "dc_asgd_adaptive+lr_scale_sqrt",
+    tx = optimizer_lib.make_mitigated_optimizer(optax.sgd(0.1), LAYER_D, "dc_asgd_adaptive+lr_scale_sqrt",
                                       dc_lambda=0.5, lr_anneal_steps=10)
     st = tx.init(params)
     assert len(st) == 3
     assert isinstance(st[0], mit.DelayCompensatedState) and isinstance(st[2],
                                                                         mit.ScaleByDelayState)
     assert st[0].mean_square != ()
-    tx = mit.make_mitigated_optimizer(optax.adam(0.1), LAYER_D, "weight_prediction+lr_scale",
+    tx = optimizer_lib.make_mitigated_optimizer(optax.adam(0.1), LAYER_D, "weight_prediction+lr_scale",
                                       position="after", velocity_decay=0.3)
     kinds = [type(s).__name__ for s in tx.init(params)]
     assert kinds[1:] == ["DelayedGradientsState", "ScaleByDelayState", "WeightPredictionState"]
@@ -247,18 +247,18 @@ def test_combined_chain_layout():
 ])
 def test_factory_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        mit.make_mitigated_optimizer(optax.sgd(0.1), 2, **kwargs)
+        optimizer_lib.make_mitigated_optimizer(optax.sgd(0.1), 2, **kwargs)
 
 
 def test_dc_needs_params_and_bad_delays():
     params = _tree(np.random.default_rng(0))
-    tx = mit.make_mitigated_optimizer(optax.sgd(0.1), 2, "dc_asgd")
+    tx = optimizer_lib.make_mitigated_optimizer(optax.sgd(0.1), 2, "dc_asgd")
     with pytest.raises(ValueError, match="needs the current params"):
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match=">= 0"):
-        mit.make_mitigated_optimizer(optax.sgd(0.1), -2, "lr_scale")
+        optimizer_lib.make_mitigated_optimizer(optax.sgd(0.1), -2, "lr_scale")
     with pytest.raises(ValueError, match="do not match"):
-        mit.make_mitigated_optimizer(optax.sgd(0.1), {"layer_0": 1}, "dc_asgd").init(params)
+        optimizer_lib.make_mitigated_optimizer(optax.sgd(0.1), {"layer_0": 1}, "dc_asgd").init(params)
 
 
 # ------------------------------------------------------------------ real effect on tiny problems
@@ -282,8 +282,8 @@ def _quad_final(tx, n=300):
 def test_mitigation_shrinks_loss_gap_on_delayed_adam_quadratic(name):
     lr, d = 0.1, 6
     undelayed = _quad_final(optax.adam(lr))
-    plain = _quad_final(mit.make_mitigated_optimizer(optax.adam(lr), d, "none"))
-    fixed = _quad_final(mit.make_mitigated_optimizer(optax.adam(lr), d, name))
+    plain = _quad_final(optimizer_lib.make_mitigated_optimizer(optax.adam(lr), d, "none"))
+    fixed = _quad_final(optimizer_lib.make_mitigated_optimizer(optax.adam(lr), d, name))
     gap_plain, gap_fixed = plain - undelayed, fixed - undelayed
     assert gap_plain > 0.05, f"delay should hurt here, gap {gap_plain}"
     assert gap_fixed < 0.5 * gap_plain, (name, gap_fixed, gap_plain)
@@ -319,9 +319,9 @@ def test_delay_compensation_shrinks_loss_gap_on_delayed_sgd_logistic(name, lam):
     x, y = _logistic_problem()
     lr, d = 0.1, 8
     undelayed = _logistic_gap_run(optax.sgd(lr), x, y)
-    plain = _logistic_gap_run(mit.make_mitigated_optimizer(optax.sgd(lr), d, "none"), x, y)
+    plain = _logistic_gap_run(optimizer_lib.make_mitigated_optimizer(optax.sgd(lr), d, "none"), x, y)
     fixed = _logistic_gap_run(
-        mit.make_mitigated_optimizer(optax.sgd(lr), d, name, dc_lambda=lam), x, y)
+        optimizer_lib.make_mitigated_optimizer(optax.sgd(lr), d, name, dc_lambda=lam), x, y)
     gap_plain, gap_fixed = plain - undelayed, fixed - undelayed
     assert gap_plain > 0.1, f"delay should hurt here, gap {gap_plain}"
     assert gap_fixed < 0.5 * gap_plain, (name, gap_fixed, gap_plain)

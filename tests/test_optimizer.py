@@ -4,14 +4,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from spikepipe_jax.train import pipeline as pipeline_lib
+from spikepipe_jax.train import optimizer as optimizer_lib
 
 
 def _lrs(steps, **train):
     """Learning rate of each step, read as the update of plain SGD on a gradient of ones."""
     cfg = ml_collections.ConfigDict(dict(dict(optimizer="sgd", learning_rate=1e-3, lr_schedule="constant",
                                               warmup_steps=0), **train))
-    tx = pipeline_lib.make_base_optimizer(cfg, total_steps=steps)
+    tx = optimizer_lib.make_base_optimizer(cfg, total_steps=steps)
     state = tx.init(jnp.zeros(1))
     out = []
     for _ in range(steps):

@@ -34,18 +34,21 @@ prefix of the params, e.g. ``{"layer_0": 3, "layer_1": 0}`` for params
 
 Train-step usage (nothing special; ``params`` is only needed by some mitigations)::
 
-    tx = make_delayed_optimizer(optax.adam(1e-3), {"layer_0": 2, "layer_1": 0})
+    tx = optax.chain(delayed_gradients({"layer_0": 2, "layer_1": 0}), optax.adam(1e-3))
     opt_state = tx.init(params)
     grads = jax.grad(loss_fn)(params, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
 
-Stale-gradient mitigations live in :mod:`spikepipe_jax.train.mitigation`.
+Stale-gradient mitigations live in :mod:`spikepipe_jax.train.mitigation`; the training
+optimiser (base optimiser, delays, mitigation in one chain) is built in
+:mod:`spikepipe_jax.train.optimizer` (``make_delayed_optimizer`` for delays alone). This module
+imports neither.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,16 +58,11 @@ import optax
 PyTree = Any
 Delays = Any  # int, or a pytree of ints that is a prefix of the params structure
 
-POSITIONS = ("before", "after")
-
 __all__ = [
     "DelayedGradientsState",
-    "POSITIONS",
     "broadcast_delays",
     "delayed_gradients",
     "layer_delays",
-    "make_delayed_optimizer",
-    "make_training_optimizer",
     "validate_delays",
 ]
 
@@ -192,8 +190,8 @@ def delayed_gradients(delays: Delays) -> optax.GradientTransformation:
     .. math:: \tilde u^{(l)}_k = u^{(l)}_{k-d_l}, \qquad u_j := 0 \text{ for } j < 0.
 
     Place it before an optimiser (stale gradients) or after it (stale updates), see
-    :func:`make_delayed_optimizer`. Reference: the delayed LMS / delayed-gradient model
-    (Long, Ling & Proakis 1989; LayerPipe, Unnikrishnan & Parhi 2021).
+    :func:`spikepipe_jax.train.optimizer.make_delayed_optimizer`. Reference: the delayed LMS /
+    delayed-gradient model (Long, Ling & Proakis 1989; LayerPipe, Unnikrishnan & Parhi 2021).
 
     Args:
       delays: an int for every leaf, or a pytree of ints that is a prefix of the params
@@ -235,65 +233,3 @@ def delayed_gradients(delays: Delays) -> optax.GradientTransformation:
         return jax.tree.unflatten(treedef, outs), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _check_position(position: str) -> str:
-    if position not in POSITIONS:
-        raise ValueError(f"delay position must be one of {POSITIONS}, got {position!r}")
-    return position
-
-
-def make_delayed_optimizer(optimizer: optax.GradientTransformation, delays: Delays,
-                           position: str = "before") -> optax.GradientTransformation:
-    """Wraps an optimiser with per-leaf gradient delays.
-
-    Args:
-      optimizer: any optax transformation (e.g. ``optax.adam(lr)``).
-      delays: see :func:`delayed_gradients`.
-      position: ``"before"``: ``chain(delayed_gradients, optimizer)``, stale gradients enter
-        the optimiser state (Adam's moments see ``g_{k-d}``); ``"after"``:
-        ``chain(optimizer, delayed_gradients)``, the optimiser runs on fresh gradients and its
-        update is applied ``d`` steps late.
-
-    Returns:
-      ``optax.chain`` of the two; its state is ``(DelayedGradientsState, opt_state)`` for
-      ``"before"`` and ``(opt_state, DelayedGradientsState)`` for ``"after"``.
-
-    Raises:
-      ValueError: unknown ``position`` or bad delays.
-    """
-    position = _check_position(position)
-    delay = delayed_gradients(delays)
-    if position == "before":
-        return optax.chain(delay, optimizer)
-    return optax.chain(optimizer, delay)
-
-
-def make_training_optimizer(
-        optimizer: optax.GradientTransformation, delays: Delays, mitigation: str = "none",
-        position: str = "before", **hparams: Any,
-) -> tuple[optax.GradientTransformation, Optional[Callable[[Any, Any], Any]]]:
-    """Delayed optimiser plus the train step's gradient-point function, from config values.
-
-    Thin wrapper over :func:`spikepipe_jax.train.mitigation.make_mitigated_optimizer` for the
-    training loop (``config.pipeline.{delays, delay_position, mitigation}``).
-
-    Args:
-      optimizer: the base optimiser.
-      delays: static per-leaf delays (int or params-prefix pytree, e.g. :func:`layer_delays`).
-      mitigation: ``"none"`` or a mitigation name (see ``mitigation.MITIGATIONS``).
-      position: ``"before"`` or ``"after"``.
-      **hparams: mitigation hyperparameters.
-
-    Returns:
-      ``(tx, params_for_gradient)``: ``params_for_gradient`` is
-      :func:`spikepipe_jax.train.mitigation.params_for_gradient` when the mitigation evaluates
-      gradients at predicted weights, else ``None`` (use the current params). Either way
-      ``tx.update`` must receive the real params.
-    """
-    from spikepipe_jax.train import mitigation as mitigation_lib  # mitigation imports this module
-    tx = mitigation_lib.make_mitigated_optimizer(optimizer, delays, mitigation, position,
-                                                 **hparams)
-    pfg = (mitigation_lib.params_for_gradient
-           if mitigation_lib.needs_params_for_gradient(mitigation) else None)
-    return tx, pfg

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,13 +39,9 @@ from spikepipe_jax import native, snn
 from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
 from spikepipe_jax.train import checkpoint, losses, pipesim
+from spikepipe_jax.train import optimizer as optimizer_lib
 from spikepipe_jax.train import pipeline as pipeline_lib
-
-
-class TrainState(NamedTuple):
-    params: Any
-    opt_state: Any
-    step: jax.Array  # int32 scalar: optimiser steps taken
+from spikepipe_jax.train.step import TrainState, step_metrics
 
 
 CPU_GEMMS = ("eigen", "xla_default")
@@ -56,10 +52,9 @@ def compiler_options(cpu_gemm: str = "eigen") -> dict:
 
     On the CPU backend XLA gives most dots to YNNPACK, whose worker threads keep spinning for
     a while after a GEMM; the memory-bound kernels that follow (the native LIF/readout
-    kernel, fusions) then share the two cores with them. ``"eigen"`` keeps every dot on
-    Eigen (YNNPACK still takes the reductions): fc_small's step 62.0 -> 57.3 and 63.9 -> 59.2
-    ms median in two A/B runs, conv_medium unchanged (255 vs 260 ms; benchmarks/README.md
-    section 8). ``"xla_default"``: no options. Other backends: no options.
+    kernel, fusions) then share the cores with them. ``"eigen"`` keeps every dot on Eigen
+    (YNNPACK still takes the reductions); its measured effect is in benchmarks/README.md
+    (section 8). ``"xla_default"``: no options. Other backends: no options.
     """
     if cpu_gemm not in CPU_GEMMS:
         raise ValueError(f"unknown train.cpu_gemm {cpu_gemm!r}; expected one of {CPU_GEMMS}")
@@ -79,7 +74,7 @@ def validate_config(config) -> snn.ModelDef:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"train.{field} must be a positive integer, got {v!r}")
     losses.check_loss_readout(t.loss, model.readout)
-    pipeline_lib.make_base_optimizer(t, total_steps=1)
+    optimizer_lib.make_base_optimizer(t, total_steps=1)
     compiler_options(t.get("cpu_gemm", "eigen"))
     if config.data.encoding not in snn.encoders.ENCODINGS:
         raise ValueError(f"unknown data.encoding {config.data.encoding!r}; "
@@ -117,14 +112,6 @@ def eval_curve(workdir: str) -> list[tuple[int, float]]:
     """``(epoch, test_accuracy)`` of each end-of-epoch evaluation of a run."""
     return [(r["epoch"], r["test_accuracy"]) for r in read_metrics(workdir)
             if "test_accuracy" in r and not r.get("final")]
-
-
-def step_metrics(loss, out, y, grads) -> dict:
-    """Metrics every train step returns: loss, batch accuracy, all gradients finite."""
-    # g * 0 is 0 for finite g and NaN for NaN or +-inf, so one sum per leaf says whether all of
-    # it is finite (no overflow possible), without a boolean array and a second reduction
-    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(out.logits, -1) == y),
-            "finite": jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(grads)))}
 
 
 def _time_major(x: jax.Array, encoding: str, num_steps: int, key: jax.Array, temporal: bool) -> jax.Array:
@@ -306,11 +293,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                   num_classes=dataset.num_classes, temporal=dataset.is_temporal)
     simulate = config.pipeline.get("simulate", "none")
     if simulate == "none":
-        tx, params_for_gradient = pipeline_lib.make_optimizer(config, model, total_steps=total_steps)
+        tx, params_for_gradient = optimizer_lib.make_optimizer(config, model, total_steps=total_steps)
         state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
         step_fn = make_train_step(model, tx, params_for_gradient=params_for_gradient, **common)
     else:  # faithful pipeline simulation (per-layer weight versions) instead of the buffer model
-        tx = pipeline_lib.make_base_optimizer(t_cfg, total_steps)
+        tx = optimizer_lib.make_base_optimizer(t_cfg, total_steps)
         delays = pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
         state = TrainState(params, pipesim.init_state(params, tx.init(params), delays,
                                                       [i.name for i in model.infos]),

@@ -6,7 +6,7 @@ mitigations below reduce the error of that stale step. Each has a name, selected
 ``config.pipeline.mitigation``; names can be combined with ``+`` (e.g.
 ``"dc_asgd+lr_scale"``, at most one ``dc_*`` and one ``lr_*``).
 
-* ``none``: the plain delayed optimiser (:func:`delays.make_delayed_optimizer`).
+* ``none``: the plain delayed optimiser (:func:`delays.delayed_gradients` and the base optimiser).
 * ``lr_scale``: leaf ``l``'s final update times ``(1 + d_l)^{-1}``, optionally annealed to 1
   (staleness-aware LR; PipeMare's LR rescheduling), :func:`scale_by_delay`.
 * ``lr_scale_sqrt``: the same with ``(1 + d_l)^{-1/2}``.
@@ -22,11 +22,14 @@ mitigations below reduce the error of that stale step. Each has a name, selected
 
 ``dc_*`` and ``weight_prediction`` correct the same staleness and are not combined.
 
-The train step is the same for every name (:func:`params_for_gradient` is the identity unless
-``weight_prediction`` is part of the name, and ``params`` must always be passed to ``update``)::
+This module holds the transforms and the name registry; the chain that puts them around the
+base optimiser is built by :func:`spikepipe_jax.train.optimizer.make_mitigated_optimizer`
+(this module does not import it). The train step is the same for every name
+(:func:`params_for_gradient` is the identity unless ``weight_prediction`` is part of the name,
+and ``params`` must always be passed to ``update``)::
 
-    tx = make_mitigated_optimizer(optax.adam(lr), delays, config.pipeline.mitigation,
-                                  position=config.pipeline.delay_position)
+    tx = optimizer.make_mitigated_optimizer(optax.adam(lr), delays, config.pipeline.mitigation,
+                                            position=config.pipeline.delay_position)
     opt_state = tx.init(params)
 
     @jax.jit
@@ -67,7 +70,7 @@ __all__ = [
     "ScaleByDelayState",
     "WeightPredictionState",
     "delay_compensated_gradients",
-    "make_mitigated_optimizer",
+    "mitigation_hparams",
     "needs_params_for_gradient",
     "params_for_gradient",
     "predict_weights",
@@ -423,7 +426,9 @@ def params_for_gradient(params: PyTree, opt_state: PyTree) -> PyTree:
 
     Args:
       params: current params ``w_k``.
-      opt_state: the state of a :func:`make_mitigated_optimizer` optimiser (any optax state).
+      opt_state: the state of a
+        :func:`spikepipe_jax.train.optimizer.make_mitigated_optimizer` optimiser (any optax
+        state).
 
     Returns:
       Params-shaped pytree to differentiate the loss at. Pass the *real* params to
@@ -447,7 +452,7 @@ def params_for_gradient(params: PyTree, opt_state: PyTree) -> PyTree:
 
 
 # --------------------------------------------------------------------------------------------
-# Factory.
+# Names and hyperparameters (the chain itself is built by train/optimizer.py).
 
 
 def _parse_mitigation(mitigation: str) -> tuple[str, ...]:
@@ -478,40 +483,20 @@ def needs_params_for_gradient(mitigation: str) -> bool:
     return "weight_prediction" in _parse_mitigation(mitigation)
 
 
-def make_mitigated_optimizer(base_optimizer: optax.GradientTransformation,
-                             delays: delays_lib.Delays, mitigation: str = "none",
-                             position: str = "before",
-                             **hparams: Any) -> optax.GradientTransformation:
-    """Delayed optimiser with a named stale-gradient mitigation (``config.pipeline.mitigation``).
+def mitigation_hparams(mitigation: str, **hparams: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The names in a (``+``-joined) mitigation and their hyperparameters, defaults overridden.
 
-    The chain is built as (brackets: only when selected)::
-
-        before: chain(delay_or_dc, base_optimizer, [scale_by_delay], [track_weight_velocity])
-        after:  chain(base_optimizer, delayed_gradients, [scale_by_delay], [track_weight_velocity])
-
-    where ``delay_or_dc`` is :func:`delays.delayed_gradients` or, for ``dc_*``,
-    :func:`delay_compensated_gradients` (which needs ``position="before"``: it corrects
-    gradients, not optimiser updates). The optimiser state is the tuple of those states.
-    ``"none"`` gives the same chain as :func:`delays.make_delayed_optimizer`.
-
-    Args:
-      base_optimizer: e.g. ``optax.adam(lr)``.
-      delays: static per-leaf delays (int or params-prefix pytree).
-      mitigation: a name in :data:`MITIGATIONS` or a ``+``-joined combination.
-      position: ``"before"`` or ``"after"`` (see :func:`delays.make_delayed_optimizer`).
-      **hparams: overrides of the selected mitigations' hyperparameters: ``lr_power``,
-        ``lr_anneal_steps`` (lr_*); ``dc_lambda`` (dc_*), ``dc_momentum``, ``dc_eps``
-        (dc_asgd_adaptive); ``velocity_decay``, ``horizon_scale`` (weight_prediction).
+    Accepted overrides: ``lr_power``, ``lr_anneal_steps`` (lr_*); ``dc_lambda`` (dc_*),
+    ``dc_momentum``, ``dc_eps`` (dc_asgd_adaptive); ``velocity_decay``, ``horizon_scale``
+    (weight_prediction). Values are checked by the transforms that take them.
 
     Returns:
-      ``optax.GradientTransformation``. Its ``update`` must receive ``params``; gradients must
-      be taken at ``params_for_gradient(params, opt_state)``.
+      ``(names, hparams)``: the validated names and ``{hyperparameter: value}`` of those names.
 
     Raises:
-      ValueError: unknown name or hyperparameter, bad values, ``dc_*`` with ``"after"``.
+      ValueError: unknown or conflicting names, a hyperparameter the names do not take.
     """
     names = _parse_mitigation(mitigation)
-    position = delays_lib._check_position(position)
     allowed: dict[str, Any] = {}
     for n in names:
         allowed.update(_DEFAULTS[n])
@@ -519,24 +504,4 @@ def make_mitigated_optimizer(base_optimizer: optax.GradientTransformation,
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {unknown} for mitigation {mitigation!r}; "
                          f"accepted: {sorted(allowed)}")
-    hp = {**allowed, **hparams}
-    delays = delays_lib.validate_delays(delays)
-
-    dc = [n for n in names if n.startswith("dc_")]
-    if dc and position != "before":
-        raise ValueError(f"mitigation {dc[0]!r} compensates stale *gradients* and needs "
-                         f"position='before', got {position!r}")
-    if dc:
-        front = delay_compensated_gradients(
-            delays, hp["dc_lambda"], adaptive=dc[0] == "dc_asgd_adaptive",
-            momentum=hp.get("dc_momentum", 0.95), eps=hp.get("dc_eps", 1e-7),
-            stale_weights="ema" if dc[0] == "dc_asgd_ema" else "stash")
-        parts = [front, base_optimizer]
-    else:
-        delay = delays_lib.delayed_gradients(delays)
-        parts = [delay, base_optimizer] if position == "before" else [base_optimizer, delay]
-    if any(n.startswith("lr_") for n in names):
-        parts.append(scale_by_delay(delays, hp["lr_power"], hp["lr_anneal_steps"]))
-    if "weight_prediction" in names:
-        parts.append(track_weight_velocity(delays, hp["velocity_decay"], hp["horizon_scale"]))
-    return optax.chain(*parts)
+    return names, {**allowed, **hparams}

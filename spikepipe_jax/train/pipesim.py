@@ -21,7 +21,7 @@ forward pass mixes weight versions of different ages across layers, and without 
 forward and backward of one layer disagree.
 
 Implementation: each layer keeps a ring buffer of its last ``d_l + 1`` weight versions inside
-the optimiser-state slot of :class:`~spikepipe_jax.train.loop.TrainState` (so checkpoints and
+the optimiser-state slot of :class:`~spikepipe_jax.train.step.TrainState` (so checkpoints and
 resume work unchanged). The synaptic op of each layer is a ``custom_vjp`` whose forward uses the
 forward version and whose input gradient uses the backward version; its weight gradient is
 taken with respect to the forward version and applied to the current weights.
@@ -36,7 +36,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spikepipe_jax import snn
 from spikepipe_jax.snn import layers
+from spikepipe_jax.train.step import TrainState, step_metrics
 
 MODES = ("stash", "no_stash")
 
@@ -90,8 +92,6 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
     """
     if mode not in MODES:
         raise ValueError(f"unknown pipeline simulation mode {mode!r}; expected one of {MODES}")
-    from spikepipe_jax import snn
-    from spikepipe_jax.train.loop import TrainState, step_metrics
     names = [info.name for info in model.infos]
     delays = [int(d) for d in delays]
     if len(delays) != len(names):

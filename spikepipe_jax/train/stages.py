@@ -1,0 +1,105 @@
+"""Pipeline stages: which consecutive weight layers each stage of an inter-layer pipeline runs.
+
+:func:`partition_layers` splits the layers ``0 .. L-1`` into ``S`` contiguous, non-empty
+stages so that the largest stage cost (the pipeline's bottleneck, which sets its throughput) is
+as small as possible. The costs can come from the cost model (cycles of ``F_l + B_l + W_l``) or
+from measured per-layer times; the partition is exact (dynamic programming), pure Python, and
+deterministic.
+
+Stage ``s`` is the half-open layer range ``[start_s, stop_s)``: ``start_0 = 0``,
+``stop_{S-1} = L`` and ``stop_s = start_{s+1}``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+__all__ = ["check_costs", "partition_layers", "stage_costs"]
+
+
+def check_costs(costs: Sequence[float]) -> list[float]:
+    """Checks per-layer costs and returns them as a list of floats.
+
+    Raises:
+      ValueError: ``costs`` is not a non-empty sequence of finite numbers ``>= 0`` (names the
+        offending value and its layer).
+    """
+    if isinstance(costs, (str, bytes)) or not hasattr(costs, "__len__") or not hasattr(costs, "__iter__"):
+        raise ValueError(f"costs must be a sequence of per-layer costs, got {costs!r}")
+    out = []
+    for l, c in enumerate(costs):
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c < 0:
+            raise ValueError(f"cost of layer {l} must be a finite number >= 0, got {c!r}")
+        out.append(float(c))
+    if not out:
+        raise ValueError("costs is empty: a network has at least one weight layer")
+    return out
+
+
+def _check_num_stages(num_stages: int, num_layers: int) -> int:
+    if isinstance(num_stages, bool) or not isinstance(num_stages, numbers.Integral):
+        raise ValueError(f"num_stages must be an integer, got {num_stages!r}")
+    num_stages = int(num_stages)
+    if num_stages < 1:
+        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
+    if num_stages > num_layers:
+        raise ValueError(f"num_stages={num_stages} exceeds the {num_layers} layers: every stage "
+                         f"needs at least one layer")
+    return num_stages
+
+
+def stage_costs(costs: Sequence[float], stages: Sequence[tuple[int, int]]) -> list[float]:
+    """The cost of each stage: the exactly rounded sum (``math.fsum``) of its layers' costs."""
+    costs = check_costs(costs)
+    return [math.fsum(costs[a:b]) for a, b in stages]
+
+
+def partition_layers(costs: Sequence[float], num_stages: int) -> list[tuple[int, int]]:
+    """Contiguous partition of the layers into ``num_stages`` stages minimising the largest stage cost.
+
+    Exact: ``best[s][i]``, the smallest possible largest stage cost of layers ``[i, L)`` in
+    ``s`` stages, is ``min_j max(cost[i, j), best[s-1][j])`` over the first stage's end ``j``
+    (O(S L^2) steps over a table of range costs). Range costs are ``math.fsum`` sums, exactly
+    rounded, so two partitions are compared on the same values whatever the order of addition.
+
+    Among optimal partitions the one with the lexicographically smallest stage lengths is
+    returned (each stage, from the first, as short as the optimum allows), so the result is
+    deterministic; early stages hold the most micro-batches in flight in a 1F1B pipeline, so
+    they get the fewer layers.
+
+    Args:
+      costs: per-layer costs ``c_0 .. c_{L-1}``, finite numbers ``>= 0``.
+      num_stages: ``S`` with ``1 <= S <= L``.
+
+    Returns:
+      ``S`` half-open layer ranges ``[(start, stop), ...]``, contiguous, covering ``0 .. L-1``,
+      none empty.
+
+    Raises:
+      ValueError: bad costs, or ``num_stages`` not an integer in ``[1, L]`` (names the value).
+    """
+    costs = check_costs(costs)
+    n = len(costs)
+    num_stages = _check_num_stages(num_stages, n)
+    # range_cost[i][j] = fsum(costs[i:j]) for i < j
+    range_cost = [[0.0] * (n + 1) for _ in range(n + 1)]
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            range_cost[i][j] = math.fsum(costs[i:j])
+    inf = math.inf
+    # best[s][i]: layers [i, n) in s non-empty stages (inf where n - i < s)
+    best = [[inf] * (n + 1) for _ in range(num_stages + 1)]
+    best[0][n] = 0.0
+    for s in range(1, num_stages + 1):
+        for i in range(n - s, -1, -1):
+            best[s][i] = min(max(range_cost[i][j], best[s - 1][j]) for j in range(i + 1, n - s + 2))
+    optimum = best[num_stages][0]
+    stages, i = [], 0
+    for s in range(num_stages, 0, -1):  # the shortest first stage that keeps the optimum
+        j = next(j for j in range(i + 1, n - s + 2)
+                 if max(range_cost[i][j], best[s - 1][j]) <= optimum)
+        stages.append((i, j))
+        i = j
+    return stages
