@@ -3,11 +3,15 @@
     python -m scripts.reproduce --out=runs/reproduce                 # quick scale (~5 min, 2-core CPU)
     python -m scripts.reproduce --out=runs/reproduce_full --scale=full
     python -m scripts.reproduce --out=runs/reproduce --force         # recompute every stage
+    python -m scripts.reproduce --out=runs/reproduce --real_data     # quick scale plus the Fashion-MNIST study
 
 Stages (each cached in OUT/stages/<stage>-<hash>.json, keyed by its parameters; a re-run skips
 finished stages unless --force):
   1. train        the default network (fc_digits) on the bundled digits
   2. delay_study  accuracy vs pipeline gradient delays, mitigations, pipeline simulator
+     delay_study_real  the same on real Fashion-MNIST (fc_small, conv_medium at full scale); runs only
+                  where Debian's dataset-fashion-mnist is installed, at quick scale only with
+                  --real_data; otherwise REPORT.md says why it was skipped
   3. cost_model   SCALE-Sim agreement, per-task cycles of the three networks, the jitted sweep
   4. schedule     SpikePipe vs GPipe / 1F1B / ZB-H1 over P, arrays, dataflows; Gantt charts
 """
@@ -28,13 +32,24 @@ _OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md
 _SCALE = flags.DEFINE_enum("scale", "quick", ["smoke", "quick", "full"],
                            "quick: ~5 min on 2 CPU cores; full: about an hour; smoke: seconds (tests).")
 _FORCE = flags.DEFINE_bool("force", False, "Recompute stages even if their cached results exist.")
-_STAGES = flags.DEFINE_list("stages", ["train", "delay_study", "cost_model", "schedule"], "Stages to run.")
+_STAGES = flags.DEFINE_list("stages", ["train", "delay_study", "delay_study_real", "cost_model", "schedule"],
+                            "Stages to run.")
+_REAL_DATA = flags.DEFINE_bool("real_data", False, "At quick scale, also run delay_study_real (Fashion-MNIST; "
+                               "~15+ min on 2 CPU cores). Smoke and full scales run it whenever the data are installed.")
+
+# The real-data study reads Fashion-MNIST from its default folder (data.dir empty); conv_medium's
+# config names MNIST, so the dataset is set here for every network.
+_FASHION = {"data.name": "fashion_mnist", "data.dir": ""}
+_REAL_SETTINGS = ["none", "1f1b", "fully_pipelined", "1f1b+weight_prediction"]
 
 SCALES = {
     "smoke": dict(
         train=dict(config="fc_digits", arg="smoke"),
         delay_study=dict(nets=["fc_digits"], seeds=1, mitigate_nets=[], simulate_nets=[], arg="smoke",
                          settings=["none", "1f1b"]),
+        delay_study_real=dict(nets=["fc_small"], seeds=1, mitigate_nets=[], simulate_nets=[], arg="smoke",
+                              settings=["none", "1f1b"],
+                              overrides=dict(_FASHION, **{"data.max_train": 64, "data.max_test": 64})),
         cost_model=dict(quick=True),
         schedule=dict(nets=["fc_small"], processors=[2], arrays=[[32, 32]], dataflows=["ws"],
                       gantt_net="fc_small", gantt_processors=2, comm_budget_pct=0.5),
@@ -45,6 +60,8 @@ SCALES = {
                          simulate_nets=["deep_digits"],
                          settings=["none", "1f1b", "fully_pipelined", "1f1b+weight_prediction",
                                    "1f1b+lr_scale_sqrt", "1f1b_pipeline_stash", "1f1b_pipeline_no_stash"]),
+        delay_study_real=dict(nets=["fc_small"], seeds=3, mitigate_nets=["fc_small"], simulate_nets=[],
+                              settings=_REAL_SETTINGS, overrides=_FASHION, opt_in=True),
         cost_model=dict(quick=True),
         schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 4, 8, 16],
                       arrays=[[32, 32], [128, 128]], dataflows=["ws"], gantt_net="conv_medium",
@@ -54,6 +71,8 @@ SCALES = {
         train=dict(config="fc_digits"),
         delay_study=dict(nets=["fc_digits", "conv_digits", "deep_digits"], seeds=3,
                          mitigate_nets=["deep_digits"], simulate_nets=["deep_digits"], settings=[]),
+        delay_study_real=dict(nets=["fc_small", "conv_medium"], seeds=3, mitigate_nets=["fc_small", "conv_medium"],
+                              simulate_nets=[], settings=_REAL_SETTINGS, overrides=_FASHION),
         cost_model=dict(quick=False),
         schedule=dict(nets=["fc_small", "conv_medium", "vgg_large"], processors=[2, 3, 4, 6, 8, 9, 12, 16],
                       arrays=[[32, 32], [128, 128]], dataflows=["os", "ws", "is"], gantt_net="conv_medium",
@@ -106,20 +125,58 @@ def stage_train(params):
     return run
 
 
+def _apply_overrides(config, overrides):
+    """Sets dotted ``config`` fields (``{"data.name": "fashion_mnist", ...}``) in place."""
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return config
+
+
+def _delay_study(params, d):
+    """The delay study of ``params`` (nets, seeds, settings, mitigate/simulate nets, config arg,
+    config overrides) in folder ``d``: runs, summary rows and the study's files; returns the stage
+    result (the summary, the total training time and the data each network read)."""
+    from spikepipe_jax.experiments import load_config
+    from spikepipe_jax.report import write_delay_study
+    from spikepipe_jax.train import delay_study as ds
+
+    settings_for = functools.partial(ds.settings_for, mitigate_nets=params["mitigate_nets"],
+                                     simulate_nets=params["simulate_nets"], only=params["settings"] or ())
+    overrides = params.get("overrides", {})
+    records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
+                           config_arg=params.get("arg", ""), log=lambda m: _log("  " + m),
+                           overrides=lambda config, net: _apply_overrides(config, overrides))
+    summary = ds.summarize(records)
+    write_delay_study(records, summary, d)
+    configs = {}
+    for net in params["nets"]:
+        c = _apply_overrides(load_config(net, params.get("arg", "")), overrides)
+        configs[net] = dict(data=c.data.name, max_train=c.data.max_train, max_test=c.data.max_test,
+                            epochs=c.train.epochs, batch=c.train.batch_size, num_steps=c.model.num_steps,
+                            learning_rate=c.train.learning_rate)
+    return dict(summary=summary, wall_s=round(sum(r["wall_s"] for r in records), 1), runs=len(records),
+                seeds=params["seeds"], configs=configs)
+
+
 def stage_delay_study(params):
-    def run(d):
-        from spikepipe_jax.report import write_delay_study
-        from spikepipe_jax.train import delay_study as ds
+    """The delay_study and delay_study_real stages (they differ in parameters only)."""
+    return lambda d: _delay_study(params, d)
 
-        settings_for = functools.partial(ds.settings_for, mitigate_nets=params["mitigate_nets"],
-                                         simulate_nets=params["simulate_nets"], only=params["settings"] or ())
 
-        records = ds.run_study(params["nets"], settings_for, range(params["seeds"]), d,
-                               config_arg=params.get("arg", ""), log=lambda m: _log("  " + m))
-        summary = ds.summarize(records)
-        write_delay_study(records, summary, d)
-        return dict(summary=summary)
-    return run
+def real_data_skip_reason(params, real_data_flag):
+    """Why the Fashion-MNIST study does not run (None: it runs): the data are not installed, or the
+    scale runs it only on request (``--real_data``)."""
+    from spikepipe_jax.data.idx import DEFAULT_DIRS
+    folder, package = DEFAULT_DIRS["fashion_mnist"]
+    if not os.path.isdir(folder):
+        return f"Fashion-MNIST not installed in {folder} (apt-get install {package})"
+    if params.get("opt_in") and not real_data_flag:
+        return "not requested at this scale (about 15+ min on 2 CPU cores); pass --real_data to run it"
+    return None
 
 
 def stage_cost_model(params):
@@ -189,11 +246,16 @@ def main(argv):
     if unknown:
         exit_with_error(ValueError(f"unknown stage(s) {sorted(unknown)}; expected {sorted(scale)}"))
     t0 = time.time()
-    builders = dict(train=stage_train, delay_study=stage_delay_study, cost_model=stage_cost_model,
-                    schedule=stage_schedule)
+    builders = dict(train=stage_train, delay_study=stage_delay_study, delay_study_real=stage_delay_study,
+                    cost_model=stage_cost_model, schedule=stage_schedule)
     results = {}
     try:
         for name in _STAGES.value:
+            skip = real_data_skip_reason(scale[name], _REAL_DATA.value) if name == "delay_study_real" else None
+            if skip:  # not cached: installing the data or passing the flag runs it next time
+                _log(f"stage {name}: skipped ({skip})")
+                results[name] = dict(skipped=skip)
+                continue
             results[name] = _stage(out, name, dict(scale[name], scale=_SCALE.value),
                                    builders[name](scale[name]), _FORCE.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:

@@ -1,7 +1,9 @@
-"""Figures (matplotlib, Agg backend, imported lazily so the package imports without a display)."""
+"""Figures as PNG bytes (``matplotlib.figure.Figure``, imported lazily: no pyplot, no backend switch,
+so a notebook's inline display stays as it was)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -9,25 +11,21 @@ import numpy as np
 from spikepipe_jax.io import png_bytes
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def figure_png(fig) -> bytes:
-    """PNG bytes of a pyplot figure, which is then closed."""
+    """PNG bytes of a figure; a pyplot figure is then closed (a bare ``Figure`` needs no closing)."""
     data = png_bytes(fig)
-    _plt().close(fig)
+    plt = sys.modules.get("matplotlib.pyplot")  # imported by the caller, not here
+    if plt is not None:
+        plt.close(fig)  # a no-op for a figure pyplot does not manage
     return data
 
 
 def accuracy_curves_png(records: Sequence[dict], title: str = "Test accuracy vs epoch") -> bytes:
     """One panel per network; per setting the mean test accuracy over seeds with a ±std band."""
-    plt = _plt()
+    from matplotlib.figure import Figure
     nets = list(dict.fromkeys(r["net"] for r in records))
-    fig, axes = plt.subplots(1, len(nets), figsize=(5.2 * len(nets), 4.0), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(nets), 4.0))
+    axes = fig.subplots(1, len(nets), squeeze=False)
     for ax, net in zip(axes[0], nets):
         settings = list(dict.fromkeys(r["setting"] for r in records if r["net"] == net))
         for s in settings:

@@ -57,6 +57,30 @@ def _delay_section(out: str, r: Mapping) -> list[str]:
     return lines
 
 
+_REAL_COLUMNS = tuple(c for c in DELAY_COLUMNS if c[0] != "curve_gap_vs_buffer_pts") + (
+    ("wall_s", "training time (s, all seeds)", lambda v: f"{v:,.1f}"),)
+
+
+def _data_line(c: Mapping) -> str:
+    def n(v):
+        return "all" if not v else f"{v:,}"
+    return (f"{c['data']}, {n(c['max_train'])} training / {n(c['max_test'])} test images, {c['epochs']} "
+            f"epoch(s), batch {c['batch']}, T={c['num_steps']}, lr {c['learning_rate']:g}")
+
+
+def _real_delay_section(out: str, r: Mapping) -> list[str]:
+    lines = ["## 2b. Pipeline gradient delays on real data (Fashion-MNIST)\n"]
+    if "skipped" in r:
+        return lines + [f"skipped: {r['skipped']}.\n"]
+    data = "; ".join(f"`{net}`: {_data_line(c)}" for net, c in r["configs"].items())
+    lines += [f"The study of section 2 on Fashion-MNIST ({data}), {r['seeds']} seed(s) per setting; "
+              f"{r['runs']} training runs took **{r['wall_s']:,.1f} s** in all (sum of the runs' wall "
+              "times; the last column splits it by setting).\n",
+              markdown_table(r["summary"], _REAL_COLUMNS),
+              _img(out, "delay_study_real/delay_study.png", "Fashion-MNIST test accuracy vs epoch per delay setting")]
+    return lines
+
+
 def _cost_section(out: str, r: Mapping) -> list[str]:
     agree = [dict(file=a["file"], cases=a["cases"], exact=a["exact"],
                   pct=f"{100 * a['exact'] / max(1, a['cases']):.1f} %") for a in r["agreement"]]
@@ -125,8 +149,8 @@ def write_report(out: str, results: Mapping[str, Mapping], header: Mapping[str, 
              "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
              "- seeds: training seed 0 (configs), delay-study seeds 0..n−1; configs in `configs/`",
              "- stage results (JSON) in `stages/`; re-running skips finished stages (`--force` recomputes)\n"]
-    sections = dict(train=_train_section, delay_study=_delay_section, cost_model=_cost_section,
-                    schedule=_schedule_section)
+    sections = dict(train=_train_section, delay_study=_delay_section, delay_study_real=_real_delay_section,
+                    cost_model=_cost_section, schedule=_schedule_section)
     for name, fn in sections.items():
         if name in results:
             lines += fn(out, results[name])

@@ -1,6 +1,6 @@
 """Schedule-study outputs from results: the sweep table (CSV, Markdown), Gantt charts and speedup
-plots (matplotlib, Agg backend, imported lazily).  Reads results only (``Schedule`` objects and
-the sweep rows of ``schedule.study``); written atomically."""
+plots (``matplotlib.figure.Figure``, imported lazily: no pyplot, no backend switch).  Reads results
+only (``Schedule`` objects and the sweep rows of ``schedule.study``); written atomically."""
 
 from __future__ import annotations
 
@@ -87,15 +87,14 @@ def plot_gantt(schedules: Mapping[str, "Schedule"], path: str, *, title: str = "
     time within the period in cycles; bars are coloured by task kind and labelled with the task
     name and its iteration offset (``F3+2``).  Written atomically to ``path`` (PNG).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = list(schedules)
     if not names:
         raise ValueError("no schedule to plot")
-    fig, axes = plt.subplots(len(names), 1, figsize=(11, 1.2 + 0.45 * sum(
-        schedules[n].processors for n in names) + 0.6 * len(names)), squeeze=False)
+    fig = Figure(figsize=(11, 1.2 + 0.45 * sum(
+        schedules[n].processors for n in names) + 0.6 * len(names)))
+    axes = fig.subplots(len(names), 1, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         s = schedules[name]
         ii = s.period
@@ -128,7 +127,6 @@ def plot_gantt(schedules: Mapping[str, "Schedule"], path: str, *, title: str = "
     else:
         fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -140,14 +138,13 @@ def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str
     ``rows`` are sweep rows (``study.summary_row``); lines average over dataflows per array.
     """
     prefix = "speedup_nosplit" if method == "spikepipe_nosplit" else "speedup"
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     nets = sorted({r["net"] for r in rows})
     if not nets:
         raise ValueError("no rows to plot")
-    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), 3.4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(nets), 3.4))
+    axes = fig.subplots(1, len(nets), squeeze=False)
     styles = {b: ls for b, ls in zip(baselines, ("-", "--", ":", "-."))}
     for ax, net in zip(axes[0], nets):
         arrays = sorted({r["array"] for r in rows if r["net"] == net})
@@ -171,7 +168,6 @@ def plot_speedups(rows: Sequence[Mapping], path: str, *, baselines: Sequence[str
         ax.legend(fontsize=6)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -182,14 +178,13 @@ def plot_tradeoff(tradeoff: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
     per P; solid: the scheduler, tasks not split; dotted: splits allowed; dashed: the upper bound
     for unsplit tasks (``schedule.comm_bounds``).  ``tradeoff`` is
     ``study.tradeoff_by_net_and_p``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     nets = list(tradeoff)
     if not nets:
         raise ValueError("no trade-off curves to plot")
-    fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.4 * len(nets), 3.6))
+    axes = fig.subplots(1, len(nets), squeeze=False)
     for ax, net in zip(axes[0], nets):
         for i, (p, curves) in enumerate(sorted(tradeoff[net].items(), key=lambda kv: int(kv[0]))):
             for kind, ls in (("nosplit", "-"), ("split", ":"), ("upper_bound", "--")):
@@ -209,7 +204,6 @@ def plot_tradeoff(tradeoff: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
