@@ -46,9 +46,10 @@ def test_label_balance(fashion):
     np.testing.assert_array_equal(np.bincount(fashion.test_y, minlength=10), [1_000] * 10)
 
 
-# Measured by this test at seed 0 (see the test's docstring); asserted with margin.
-DELAY_TEST_MIN_ACCURACY = 0.70
-DELAY_TEST_MAX_LOSS = 0.06
+# Measured by this test at seed 0: 0.813 without delay, 0.744 with the delays (6.9 points after
+# 100 steps; 1.1 points after the config's 2 epochs, 0.8664 vs 0.8552). Asserted with margin.
+DELAY_TEST_MIN_ACCURACY = 0.75
+DELAY_TEST_MAX_LOSS = 0.12
 
 
 def _train(tmp_path, name, *overrides):
@@ -71,7 +72,7 @@ def test_fc_small_learns_and_a_one_step_delay_on_every_layer_costs_little(tmp_pa
     """Pins issue 14's fix: fc_small's defaults (membrane readout, ce_mem, warm-up + cosine) learn,
     and a one-step gradient delay on both layers stays close to no delay. The old defaults
     (spiking readout, ce_count, constant rate) collapsed to chance with these delays
-    (benchmarks/README.md, "Training stability"). Thresholds: see DELAY_TEST_* below."""
+    (benchmarks/README.md, "Training stability"). Thresholds: DELAY_TEST_* above."""
     plain = _train(tmp_path, "none")
     delayed = _train(tmp_path, "delayed", "--config.pipeline.delays=1,1")
     losses = [rec["train_loss"] for rec in plain if "train_loss" in rec]
