@@ -27,7 +27,7 @@ from spikepipe_jax import data as data_lib
 from spikepipe_jax import snn
 from spikepipe_jax.experiments import load_config
 from spikepipe_jax.train import loop, losses
-from spikepipe_jax.train import pipeline as pipeline_lib
+from spikepipe_jax.train import optimizer as optimizer_lib
 
 # The fc_small defaults before issue 14 (spiking readout, spike-count loss, constant learning
 # rate, no warm-up), single changes to them, and today's defaults (configs/fc_small.py).
@@ -69,7 +69,7 @@ def run(variant: str, delays: str) -> dict:
     c = _config(VARIANTS[variant], delays, FLAGS.steps)
     model = loop.validate_config(c)
     ds = data_lib.load_dataset("fashion_mnist", c.data.dir, max_train=c.data.max_train, max_test=c.data.max_test)
-    tx, params_for_gradient = pipeline_lib.make_optimizer(c, model, total_steps=FLAGS.steps)
+    tx, params_for_gradient = optimizer_lib.make_optimizer(c, model, total_steps=FLAGS.steps)
     init_key, train_key, eval_key = jax.random.split(jax.random.key(c.seed), 3)
     params = snn.init_params(init_key, model)
     state = loop.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
