@@ -11,6 +11,7 @@ import functools
 
 from absl import app, flags
 
+from spikepipe_jax import runtime; runtime.configure_allocator()  # noqa: E702 - glibc malloc, before JAX starts
 from spikepipe_jax.experiments import exit_with_error
 
 _OUT = flags.DEFINE_string("out", None, "Output folder.")

@@ -9,7 +9,9 @@ about 160 of its 200 s in the kernel (``benchmarks/README.md``, end-to-end secti
 
 * ``M_MMAP_MAX = 0``: large blocks come from the heap, not from their own mappings;
 * ``M_TRIM_THRESHOLD``: the top of the heap is given back to the system only when more than
-  this much is free there (default here 1 GiB), so the next step's buffer is already mapped;
+  this much is free there (here 2 GiB, the most ``mallopt`` takes; at 1 GiB conv_medium's
+  heap was still trimmed and faulted in again every step), so the next step's buffer is
+  already mapped;
 * ``M_ARENA_MAX = 1``: one heap for all threads (XLA's worker threads would otherwise each
   get an arena, whose large blocks glibc can only ``mmap``).
 
@@ -34,7 +36,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 
-DEFAULT_TRIM_THRESHOLD = 1 << 30  # bytes free at the heap's top before glibc gives memory back
+DEFAULT_TRIM_THRESHOLD = 2**31 - 1  # bytes free at the heap's top before glibc gives memory back (mallopt's max)
 
 _state: dict = {}
 

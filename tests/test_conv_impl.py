@@ -139,6 +139,24 @@ def test_backward_keeps_the_input_not_the_patches():
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("geom", [(12, 12, 12, 16, 5, 1, 0), (9, 9, 8, 6, 3, 2, 1)])
+def test_image_chunks_equal_one_pass(geom, monkeypatch):
+    """Long patches over many images: the forward pass (and with remat the backward pass)
+    loops over image chunks; the values and gradients are those of lax.conv."""
+    h, w, c, f, k, s, p = geom
+    monkeypatch.setattr(layers, "_WGRAD_ROWS", 200)  # small chunks at test sizes
+    x = (jax.random.uniform(jax.random.key(0), (40, h, w, c)) < 0.3).astype(jnp.float32)
+    assert layers._image_chunks(x.shape, k, c, s, p, 1) > 1
+    wt = jax.random.normal(jax.random.key(1), (k, k, c, f))
+    y_ref = layers._conv_xla(x, wt, s, p)
+    dy = jax.random.normal(jax.random.key(2), y_ref.shape)
+    ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
+    for nat, binary, remat in [(n, b, r) for n in NATIVE for b in (False, True) for r in (False, True)]:
+        out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, 1, nat, binary, remat))(x, wt, dy)
+        for u, v in zip(out, ref):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-3)
+
+
 def test_block_choice_and_impl_resolution():
     small = _conv_info(12, 12, 1, 4, 5, 1, 0)
     wide = _conv_info(12, 12, 12, 4, 5, 1, 0)

@@ -120,7 +120,7 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     use_native = default_synapse and native.usable(model.native)
     if default_synapse:
         synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False,
-                                    native=use_native)
+                                    native=use_native, remat=model.remat)
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     infos = model.infos
