@@ -182,6 +182,8 @@ def peer_main(spec: dict) -> None:
             loss_t.backward()
             opt.step()
             step += 1
+            if step % 50 == 0:
+                print(f"step {step} loss {float(loss_t):.4f} {time.perf_counter() - t0:.1f} s", flush=True)
         loss = float(loss_t)
     train_s = time.perf_counter() - t0
     correct, eb = 0, spec["eval_batch_size"]
