@@ -4,12 +4,17 @@
   worker builds its network from (driver side: needs spikepipe_jax).
 * :func:`snntorch_net`: that network in snnTorch 1.0 (``nn.Conv2d``/``nn.Linear`` +
   ``snn.Leaky``, looped over T as in its tutorials); peer side: needs only torch/snntorch.
+* :func:`load_images`, :func:`write_synthetic_cifar`: the end-to-end benchmark's data, read
+  with NumPy only (the peer side).
 """
 
 from __future__ import annotations
 
 import ast
+import gzip
 import json
+import os
+import pickle
 from typing import Any, Optional
 
 
@@ -102,3 +107,66 @@ def snntorch_net(spec: dict):
             return torch.stack(out)
 
     return Net()
+
+
+def read_idx(path: str):
+    """An IDX array (``.gz`` or plain), big-endian header as in the MNIST files."""
+    import numpy as np
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(data_dir: str, stem: str) -> str:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if os.path.isfile(os.path.join(data_dir, name)):
+            return os.path.join(data_dir, name)
+    raise FileNotFoundError(f"{stem} not found in {data_dir}")
+
+
+def load_images(spec: dict):
+    """``(train_x, train_y, test_x, test_y)``: float32 NCHW in [0, 1] (as spikepipe_jax scales them)."""
+    import numpy as np
+
+    d = spec["data"]
+    if d["kind"] == "idx":
+        out = []
+        for split in ("train", "t10k"):
+            x = read_idx(_find_idx(d["dir"], f"{split}-images-idx3-ubyte"))
+            y = read_idx(_find_idx(d["dir"], f"{split}-labels-idx1-ubyte"))
+            out += [x[:, None], y]
+    else:  # CIFAR-10 pickles: rows of 1024 R, 1024 G, 1024 B values
+        def batches(names):
+            xs, ys = [], []
+            for n in names:
+                with open(os.path.join(d["dir"], n), "rb") as f:
+                    b = pickle.load(f, encoding="bytes")
+                xs.append(np.asarray(b[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(b[b"labels"]))
+            return np.concatenate(xs), np.concatenate(ys)
+        out = [*batches([f"data_batch_{i}" for i in range(1, 6)]), *batches(["test_batch"])]
+    (xtr, ytr, xte, yte), (ntr, nte) = out, (d["max_train"], d["max_test"])
+    xtr, ytr = (xtr[:ntr], ytr[:ntr]) if ntr else (xtr, ytr)
+    xte, yte = (xte[:nte], yte[:nte]) if nte else (xte, yte)
+    scale = np.float32(1.0 / 255.0)
+    return (xtr.astype(np.float32) * scale, ytr.astype(np.int64), xte.astype(np.float32) * scale,
+            yte.astype(np.int64))
+
+
+def write_synthetic_cifar(folder: str, num_train: int, num_test: int, seed: int = 0) -> None:
+    """CIFAR-10-format pickles of uniform random images and labels (``data_batch_1`` holds all
+    ``num_train`` training images, ``data_batch_2..5`` one each, ``test_batch`` ``num_test``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    sizes = {"data_batch_1": num_train, **{f"data_batch_{i}": 1 for i in range(2, 6)}, "test_batch": num_test}
+    for name, n in sizes.items():
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(batch, f)

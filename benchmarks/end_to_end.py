@@ -43,10 +43,8 @@ then one ``{"summary": net, ...}`` line: ``speedup`` (snnTorch wall / ours), ``a
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -83,70 +81,6 @@ FLAGS = flags.FLAGS
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# ----------------------------------------------------------------------------- data (both sides)
-def read_idx(path: str):
-    """An IDX array (``.gz`` or plain), big-endian header as in the MNIST files."""
-    import numpy as np
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find_idx(data_dir: str, stem: str) -> str:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
-        if os.path.isfile(os.path.join(data_dir, name)):
-            return os.path.join(data_dir, name)
-    raise FileNotFoundError(f"{stem} not found in {data_dir}")
-
-
-def load_images(spec: dict):
-    """``(train_x, train_y, test_x, test_y)``: float32 NCHW in [0, 1] (as spikepipe_jax scales them)."""
-    import numpy as np
-
-    d = spec["data"]
-    if d["kind"] == "idx":
-        out = []
-        for split in ("train", "t10k"):
-            x = read_idx(_find_idx(d["dir"], f"{split}-images-idx3-ubyte"))
-            y = read_idx(_find_idx(d["dir"], f"{split}-labels-idx1-ubyte"))
-            out += [x[:, None], y]
-    else:  # CIFAR-10 pickles: rows of 1024 R, 1024 G, 1024 B values
-        def batches(names):
-            xs, ys = [], []
-            for n in names:
-                with open(os.path.join(d["dir"], n), "rb") as f:
-                    b = pickle.load(f, encoding="bytes")
-                xs.append(np.asarray(b[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(b[b"labels"]))
-            return np.concatenate(xs), np.concatenate(ys)
-        out = [*batches([f"data_batch_{i}" for i in range(1, 6)]), *batches(["test_batch"])]
-    (xtr, ytr, xte, yte), (ntr, nte) = out, (d["max_train"], d["max_test"])
-    xtr, ytr = (xtr[:ntr], ytr[:ntr]) if ntr else (xtr, ytr)
-    xte, yte = (xte[:nte], yte[:nte]) if nte else (xte, yte)
-    scale = np.float32(1.0 / 255.0)
-    return (xtr.astype(np.float32) * scale, ytr.astype(np.int64), xte.astype(np.float32) * scale,
-            yte.astype(np.int64))
-
-
-def write_synthetic_cifar(folder: str, num_train: int, num_test: int, seed: int = 0) -> None:
-    """CIFAR-10-format pickles of uniform random images and labels (``data_batch_1`` holds all
-    ``num_train`` training images, ``data_batch_2..5`` one each, ``test_batch`` ``num_test``)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    sizes = {"data_batch_1": num_train, **{f"data_batch_{i}": 1 for i in range(2, 6)}, "test_batch": num_test}
-    for name, n in sizes.items():
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(batch, f)
-
-
 # ----------------------------------------------------------------------------- the snnTorch peer
 def peer_main(spec: dict) -> None:
     """One whole snnTorch run of ``spec``; prints the result line (``_PREFIX`` + JSON)."""
@@ -163,7 +97,7 @@ def peer_main(spec: dict) -> None:
 
     t0 = time.perf_counter()
     torch.manual_seed(spec["seed"])
-    xtr, ytr, xte, yte = load_images(spec)
+    xtr, ytr, xte, yte = common.load_images(spec)
     net = common.snntorch_net(spec)
     opt = torch.optim.Adam(net.parameters(), lr=spec["learning_rate"])
     loss_fn = SF.ce_count_loss()
@@ -300,7 +234,8 @@ def _data_for(net: str, spec0: dict, *, data_dir: str, dataset: str, cifar_dir: 
                     "max_test": max_test, "synthetic": False}
         folder = os.path.join(root, "synthetic_cifar")
         n = synthetic_steps * batch
-        write_synthetic_cifar(folder, n, synthetic_test)
+        from benchmarks import common
+        common.write_synthetic_cifar(folder, n, synthetic_test)
         return {"kind": "cifar", "name": "cifar10", "dir": folder, "max_train": n,
                 "max_test": synthetic_test, "synthetic": True}
     if shape != (28, 28, 1):

@@ -93,7 +93,7 @@ def _write_idx(path, arr):
 
 def test_end_to_end_runs_the_training_command_and_the_peer(repo_root, tmp_path):
     import numpy as np
-    from benchmarks import end_to_end
+    from benchmarks import common
 
     rng = np.random.default_rng(0)
     data = tmp_path / "fmnist"
@@ -101,7 +101,7 @@ def test_end_to_end_runs_the_training_command_and_the_peer(repo_root, tmp_path):
     for split, n in (("train", 48), ("t10k", 24)):
         _write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    x, y, xt, yt = end_to_end.load_images({"data": {"kind": "idx", "dir": str(data), "max_train": 40,
+    x, y, xt, yt = common.load_images({"data": {"kind": "idx", "dir": str(data), "max_train": 40,
                                                      "max_test": 0}})
     assert x.shape == (40, 1, 28, 28) and xt.shape == (24, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
     out = tmp_path / "e2e.jsonl"
