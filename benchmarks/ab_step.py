@@ -7,7 +7,7 @@
 Each argument is a source tree (a checkout of this repository), optionally followed by ``|``
 and an ``XLA_FLAGS`` value for it. One worker process per argument builds the step of
 ``benchmarks/train_step.py`` (``make_spikepipe_step``: B=128, the config's T, rate-coded
-random input, with the glibc malloc tunables of that benchmark) from *its* tree and stays
+random input, configuring the allocator in-process as that tree does) from *its* tree and stays
 alive; the driver then asks the workers in turn, in ``--rounds`` rounds with the order reversed
 every other round, to time their share of ``--steps`` steps (the flags of
 ``benchmarks/train_step.py``; only the first of ``--nets`` is used). So other load on a shared machine falls on
@@ -53,7 +53,7 @@ def _start(variant: str, net: str) -> subprocess.Popen:
     tree = os.path.abspath(tree)
     if not os.path.isfile(os.path.join(tree, "benchmarks", "train_step.py")):
         raise ValueError(f"{tree!r} is not a checkout of this repository (no benchmarks/train_step.py)")
-    env = dict(os.environ, GLIBC_TUNABLES=train_step._MALLOC_TUNABLES)
+    env = dict(os.environ)
     if xla_flags:
         env["XLA_FLAGS"] = xla_flags
     return subprocess.Popen([sys.executable, "-c", _WORKER, tree, net], cwd=tree, env=env, text=True,

@@ -43,21 +43,19 @@ Adam at the config's learning rate): snnTorch runs ``nn.Conv2d``/``nn.Linear`` +
 step by step over T; Spyx runs ``spyx.nn.Sequential`` of ``nnx`` layers and ``spyx.nn.LIF``
 under ``spyx.nn.run`` (a ``lax.scan`` over T) with ``spyx.optimize.make_train_step``.
 
-``--malloc_tuning`` (default on) runs every worker, whatever its framework, with glibc
-``malloc`` tunables that keep freed memory in the process (one arena, no ``mmap`` for large
-blocks, no trimming): without them XLA:CPU's per-step temporary buffer (tens to hundreds of
-MB, allocated and freed on every call) is ``mmap``-ed and page-faulted in anew each step,
-which costs 20-30 % of an fc_small step (see ``benchmarks/README.md``).
+Every worker runs in the same environment as the driver (no allocator settings from the
+benchmark): the spikepipe_jax worker configures glibc ``malloc`` in-process exactly as the
+project's training commands do (:func:`spikepipe_jax.runtime.configure_allocator`, first
+thing in the worker), so its numbers are those a user's ``scripts.train`` gets.
 
 Variants for A/B measurements: a framework name may carry overrides in brackets, e.g.
 ``--frameworks='spikepipe_jax,spikepipe_jax[model.conv_impl=xla;model.remat=True]'``;
 ``model.*``/``data.*`` keys override the config, ``env.NAME=value`` sets a variable of that
-worker's environment (``env.GLIBC_TUNABLES=`` switches the malloc tuning off for it).
+worker's environment (``env.SPIKEPIPE_MALLOC=default`` leaves glibc ``malloc`` at its defaults).
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import resource
@@ -70,8 +68,10 @@ from typing import Any, Callable, Optional
 
 from absl import app, flags
 
+from benchmarks import common
+from benchmarks.common import net_spec  # noqa: F401 - the workers' network description
+
 FRAMEWORKS = ("spikepipe_jax", "snntorch", "spyx")
-_MALLOC_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
 _JAX_WORKERS = ("spikepipe_jax", "spyx", "matmul")
 _PREFIX = "@@bench "  # protocol lines on a worker's stdout start with this
 
@@ -83,7 +83,6 @@ flags.DEFINE_integer("rounds", 4, "Interleaved rounds the timed steps are split 
 flags.DEFINE_list("frameworks", list(FRAMEWORKS), "Frameworks (variants: name[key=value;...]).")
 flags.DEFINE_string("peer_python", "", "Python interpreter with torch/snntorch/spyx installed; "
                     "default $SPIKEPIPE_PEER_PYTHON, else this interpreter.")
-flags.DEFINE_bool("malloc_tuning", True, "Run all workers with the glibc malloc tunables (see docstring).")
 flags.DEFINE_string("xla_flags", "", "XLA_FLAGS for the JAX workers (spikepipe_jax, spyx, matmul).")
 flags.DEFINE_float("settle_s", 0.25, "Seconds the driver waits before each worker's turn (and the matmul "
                    "worker before each of its matmuls), so that the threads of the process that ran "
@@ -119,44 +118,6 @@ def parse_variant(name: str) -> tuple[str, dict[str, str]]:
     return base, overrides
 
 
-def _literal(v: str) -> Any:
-    try:
-        return ast.literal_eval(v)
-    except (ValueError, SyntaxError):
-        return v
-
-
-def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict] = None) -> dict:
-    """The framework-neutral description of ``configs/<net>.py`` that every worker builds from."""
-    from spikepipe_jax import spec as spec_lib
-    from spikepipe_jax.experiments import load_config
-
-    config = load_config(net)
-    for k, v in (overrides or {}).items():
-        if k.startswith(("model.", "data.", "train.")):
-            section, field = k.split(".", 1)
-            config[section][field] = _literal(v)
-    if num_steps:
-        config.model.num_steps = num_steps
-    config.train.batch_size = batch
-    infos = spec_lib.parse_spec(config.model.layers, config.model.input_shape)
-    if config.train.loss != "ce_count" or config.model.readout != "count":
-        raise ValueError(f"{net}: the benchmark runs the ce_count loss on a spiking readout")
-    if config.model.reset != "subtract" or config.model.surrogate != "fast_sigmoid":
-        raise ValueError(f"{net}: the peers are built with subtract reset and the fast-sigmoid surrogate")
-    return {"net": net, "batch": batch, "num_steps": int(config.model.num_steps),
-            "input_shape": [int(s) for s in config.model.input_shape],
-            "layers": [dict(l) for l in config.model.layers],
-            "weight_layers": [{"kind": i.kind, "in_shape": list(i.in_shape), "features": i.features,
-                               "kernel": i.kernel, "stride": i.stride, "padding": i.padding,
-                               "pools": [[p.kind, p.window] for p in i.pools],
-                               "out_shape": list(i.out_shape)} for i in infos],
-            "num_classes": int(infos[-1].features), "beta": float(config.model.beta),
-            "threshold": float(config.model.threshold), "slope": float(config.model.surrogate_scale),
-            "learning_rate": float(config.train.learning_rate),
-            "config": json.loads(json.dumps(config.to_dict(), default=list))}
-
-
 def gemm_flops_per_step(spec: dict) -> int:
     """2 x the useful MACs of all F, B, W tasks of one training step (the cost model's count)."""
     from spikepipe_jax import spec as spec_lib
@@ -182,7 +143,13 @@ def _rate_inputs(spec: dict, seed: int = 0):
 
 
 def make_spikepipe_step(spec: dict) -> tuple[Callable[[], None], dict]:
-    """A zero-argument function running one spikepipe_jax training step (blocking), and info."""
+    """A zero-argument function running one spikepipe_jax training step (blocking), and info.
+
+    Configures glibc ``malloc`` first, as the project's training commands do
+    (:func:`spikepipe_jax.runtime.configure_allocator`; ``info["allocator_configured"]``).
+    """
+    from spikepipe_jax import runtime
+    allocator = runtime.configure_allocator()
     import jax
     import jax.numpy as jnp
     import ml_collections
@@ -204,7 +171,7 @@ def make_spikepipe_step(spec: dict) -> tuple[Callable[[], None], dict]:
         state, x, y, key).compile()
     info = {"jax": jax.__version__, "backend": jax.default_backend(), "remat": model.remat,
             "conv_impl": getattr(model, "conv_impl", "xla"), "encoding": cfg.data.encoding,
-            "cpu_gemm": cpu_gemm}
+            "cpu_gemm": cpu_gemm, "allocator_configured": allocator}
     # which native kernels (spikepipe_jax/native) the compiled step calls
     from spikepipe_jax import native
     hlo = compiled.as_text()
@@ -228,45 +195,10 @@ def make_snntorch_step(spec: dict) -> tuple[Callable[[], None], dict]:
     import snntorch as snn
     import torch
     from snntorch import functional as SF
-    from snntorch import spikegen, surrogate
-    from torch import nn
+    from snntorch import spikegen
 
     torch.manual_seed(0)
-    grad = surrogate.fast_sigmoid(slope=spec["slope"])
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ops, self.pools, self.lifs = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-            self.flatten = []
-            for wl in spec["weight_layers"]:
-                if wl["kind"] == "dense":
-                    fan_in = 1
-                    for s in wl["in_shape"]:
-                        fan_in *= s
-                    self.ops.append(nn.Linear(fan_in, wl["features"]))
-                    self.flatten.append(True)
-                else:
-                    self.ops.append(nn.Conv2d(wl["in_shape"][-1], wl["features"], wl["kernel"],
-                                              stride=wl["stride"], padding=wl["padding"]))
-                    self.flatten.append(False)
-                self.pools.append(nn.Sequential(*[
-                    (nn.MaxPool2d(w) if kind == "maxpool" else nn.AvgPool2d(w)) for kind, w in wl["pools"]]))
-                self.lifs.append(snn.Leaky(beta=spec["beta"], threshold=spec["threshold"], spike_grad=grad))
-
-        def forward(self, x):  # x: [T, B, C, H, W]
-            mems = [lif.init_leaky() for lif in self.lifs]
-            out = []
-            for t in range(x.shape[0]):
-                cur = x[t]
-                for i, (op, pool, lif) in enumerate(zip(self.ops, self.pools, self.lifs)):
-                    if self.flatten[i]:
-                        cur = cur.flatten(1)
-                    cur, mems[i] = lif(pool(op(cur)), mems[i])
-                out.append(cur)
-            return torch.stack(out)
-
-    net = Net()
+    net = common.snntorch_net(spec)
     opt = torch.optim.Adam(net.parameters(), lr=spec["learning_rate"])
     loss_fn = SF.ce_count_loss()
     xn, yn = _rate_inputs(spec)
@@ -454,11 +386,9 @@ class _Worker:
         self.stderr.close()
 
 
-def _worker_env(framework: str, overrides: dict, malloc_tuning: bool, xla_flags: str) -> dict:
+def _worker_env(framework: str, overrides: dict, xla_flags: str) -> dict:
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
-    if malloc_tuning and framework in _JAX_WORKERS:
-        env["GLIBC_TUNABLES"] = _MALLOC_TUNABLES
     if xla_flags and framework in _JAX_WORKERS:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
     for k, v in overrides.items():
@@ -473,7 +403,7 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_steps: int, steps: int,
-                  rounds: int, peer_python: str, malloc_tuning: bool = True, xla_flags: str = "",
+                  rounds: int, peer_python: str, xla_flags: str = "",
                   matmul_size: int = 2048, timeout_s: int = 1800, settle_s: float = 0.25,
                   emit: Callable[[dict], None] = lambda r: print(json.dumps(r), flush=True)) -> list[dict]:
     """Runs the interleaved benchmark; returns (and ``emit``-s) the JSON records."""
@@ -488,7 +418,7 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
         emit(r)
 
     out({"machine": {"cpu_count": os.cpu_count(), "loadavg_before": [round(v, 2) for v in os.getloadavg()],
-                     "malloc_tuning": malloc_tuning, "xla_flags": xla_flags, "batch": batch,
+                     "xla_flags": xla_flags, "batch": batch,
                      "steps": steps, "rounds": rounds, "settle_s": settle_s, "peer_python": peer_python}})
     matmul_gflops: dict[str, float] = {}
     for ni, net in enumerate(nets):
@@ -499,12 +429,12 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, batch: int, num_ste
             for label, base, overrides in variants:
                 spec = specs[label]
                 python = sys.executable if base == "spikepipe_jax" else peer_python
-                env = _worker_env(base, overrides, malloc_tuning, xla_flags)
+                env = _worker_env(base, overrides, xla_flags)
                 workers[label] = _Worker(label, base, spec, python, env, timeout_s)
             if ni == 0 and matmul_size > 0:  # the machine's matmul speed, in the first net's rounds
                 workers["matmul"] = _Worker("matmul", "matmul", {"matmul_size": matmul_size, "settle_s": settle_s},
                                             sys.executable,
-                                            _worker_env("matmul", {}, malloc_tuning, xla_flags), timeout_s)
+                                            _worker_env("matmul", {}, xla_flags), timeout_s)
             ready = {}
             for label, w in list(workers.items()):  # one compiles at a time
                 ready[label] = w.read()
@@ -591,7 +521,7 @@ def main(argv):
 
     run_benchmark(FLAGS.nets, FLAGS.frameworks, batch=FLAGS.batch, num_steps=FLAGS.num_steps,
                   steps=FLAGS.steps, rounds=FLAGS.rounds, peer_python=peer,
-                  malloc_tuning=FLAGS.malloc_tuning, xla_flags=FLAGS.xla_flags,
+                  xla_flags=FLAGS.xla_flags,
                   matmul_size=FLAGS.matmul_size, timeout_s=FLAGS.worker_timeout_s,
                   settle_s=FLAGS.settle_s, emit=emit)
     if FLAGS.out:

@@ -11,7 +11,10 @@ import functools
 
 from absl import app, flags
 
+from spikepipe_jax import runtime
 from spikepipe_jax.experiments import exit_with_error, run_script
+
+runtime.configure_allocator()  # glibc malloc settings for XLA's per-step buffers (spikepipe_jax/runtime.py)
 
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _NETS = flags.DEFINE_list("nets", ["fc_digits", "conv_digits", "deep_digits"], "Network configs.")

@@ -26,7 +26,10 @@ import time
 
 from absl import app, flags
 
+from spikepipe_jax import runtime
 from spikepipe_jax.experiments import exit_with_error, run_script
+
+runtime.configure_allocator()  # glibc malloc settings for XLA's per-step buffers (spikepipe_jax/runtime.py)
 
 _OUT = flags.DEFINE_string("out", "runs/reproduce", "Output folder for REPORT.md and everything else.")
 _SCALE = flags.DEFINE_enum("scale", "quick", ["smoke", "quick", "full"],

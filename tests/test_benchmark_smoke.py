@@ -79,3 +79,58 @@ def test_negative_settle_time_is_rejected(repo_root):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "--settle_s must be >= 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _write_idx(path, arr):
+    """An IDX file (gzip) of a uint8 array, as the MNIST files are written."""
+    import gzip
+    import numpy as np
+    arr = np.asarray(arr, np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+
+def test_end_to_end_runs_the_training_command_and_the_peer(repo_root, tmp_path):
+    import numpy as np
+    from benchmarks import common
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    for split, n in (("train", 48), ("t10k", 24)):
+        _write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    x, y, xt, yt = common.load_images({"data": {"kind": "idx", "dir": str(data), "max_train": 40,
+                                                     "max_test": 0}})
+    assert x.shape == (40, 1, 28, 28) and xt.shape == (24, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    out = tmp_path / "e2e.jsonl"
+    # this interpreter as the peer: without torch the snnTorch records say "skipped"
+    cmd = [sys.executable, "-m", "benchmarks.end_to_end", "--nets=fc_small,vgg_large", f"--data_dir={data}",
+           "--batch=8", "--num_steps=2", "--synthetic_train_steps=2", "--synthetic_test=8",
+           f"--peer_python={sys.executable}", f"--workdir={tmp_path / 'runs'}", f"--out={out}"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == records
+    runs = {(r["framework"], r["net"]): r for r in records if "framework" in r}
+    assert set(runs) == {(f, n) for f in ("spikepipe_jax", "snntorch") for n in ("fc_small", "vgg_large")}
+    fc, vgg = runs["spikepipe_jax", "fc_small"], runs["spikepipe_jax", "vgg_large"]
+    assert fc["steps"] == 48 // 8 and not fc["synthetic_data"] and fc["dataset"] == "fashion_mnist"
+    assert vgg["steps"] == 2 and vgg["synthetic_data"] and vgg["num_steps"] == 2
+    for r in (fc, vgg):
+        assert r["rc"] == 0 and r["wall_s"] > r["train_eval_s"] > 0 and r["peak_rss_mb"] > 50
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and "--config.train.batch_size=8" in r["command"]
+    for net in ("fc_small", "vgg_large"):
+        peer = runs["snntorch", net]
+        assert "skipped" in peer or (peer["steps"] == runs["spikepipe_jax", net]["steps"] and peer["wall_s"] > 0)
+    # the training command ran with every hyper-parameter the peer uses, explicitly
+    config = json.loads((tmp_path / "runs" / "spikepipe_jax_fc_small" / "config.json").read_text())
+    assert config["train"]["loss"] == "ce_count" and config["data"]["encoding"] == "rate"
+    assert config["train"]["batch_size"] == 8 and config["model"]["num_steps"] == 2
+
+
+def test_end_to_end_rejects_a_bad_framework(repo_root):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.end_to_end", "--frameworks=jaxsnn"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "'jaxsnn'" in proc.stderr

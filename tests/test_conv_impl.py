@@ -98,18 +98,63 @@ def test_apply_synapse_with_pools_equals_xla(pools, shape, conv):
     # Binary inputs, as in an SNN: many exact ties inside the max-pool windows.
     x = (jax.random.uniform(jax.random.key(4), (3, *shape)) < 0.3).astype(jnp.float32)
 
-    def run(impl, nat=False):
-        return lambda prm, xx: layers.apply_synapse(prm, xx, info, conv_impl=impl, native=nat)
+    def run(impl, nat=False, binary=False):
+        return lambda prm, xx: layers.apply_synapse(prm, xx, info, conv_impl=impl, native=nat,
+                                                    binary_input=binary)
 
     g = jax.random.normal(jax.random.key(5), (3, *info.out_shape))
     ref = _value_and_vjp(run("xla"))(params, x, g)
-    for nat in NATIVE:
-        out = _value_and_vjp(run("im2col", nat))(params, x, g)
+    # binary_input: the backward pass keeps the 0/1 input as uint8, the same gradients
+    for nat, binary in [(n, b) for n in NATIVE for b in (False, True)]:
+        out = _value_and_vjp(run("im2col", nat, binary))(params, x, g)
         assert out[0].shape == (3, *info.out_shape)
         np.testing.assert_allclose(np.asarray(out[0]), np.asarray(ref[0]), rtol=1e-5, atol=1e-5)
         for a, b in zip(out[1:], ref[1:]):  # d params, d x
             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
                 np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)
+
+
+def test_backward_keeps_the_input_not_the_patches():
+    """What the im2col VJP keeps for the backward pass is x (uint8 when the caller promises
+    binary input), never the ``k*k`` times larger patch matrix; the gradients are those of
+    plain autodiff of the same gather + GEMM, which does keep the patches."""
+    n, k, c, f = 64, 5, 12, 16
+    x = (jax.random.uniform(jax.random.key(0), (n, 12, 12, c)) < 0.3).astype(jnp.float32)
+    w = jax.random.normal(jax.random.key(1), (k, k, c, f))
+    dy = jax.random.normal(jax.random.key(2), (n, 8, 8, f))
+
+    def keeping_patches(a, b):
+        cols, _ = layers._gather_patches(a, k, 1, 0, 1)
+        return (cols.reshape(-1, cols.shape[-1]) @ b.reshape(-1, f)).reshape(n, 8, 8, f)
+
+    patch_bytes = n * 8 * 8 * k * k * c * 4
+    _, ref_vjp = jax.vjp(keeping_patches, x, w)
+    assert max(l.nbytes for l in jax.tree.leaves(ref_vjp)) >= patch_bytes  # the reference keeps them
+    for binary in (False, True):
+        _, vjp = jax.vjp(lambda a, b: layers._conv_im2col(a, b, 1, 0, 1, False, binary), x, w)
+        kept = jax.tree.leaves(vjp)
+        assert max(l.nbytes for l in kept) < patch_bytes / 10, [(l.dtype, l.shape) for l in kept]
+        assert any(l.dtype == jnp.uint8 and l.shape == x.shape for l in kept) == binary
+        for u, v in zip(jax.jit(vjp)(dy), jax.jit(ref_vjp)(dy)):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("geom", [(12, 12, 12, 16, 5, 1, 0), (9, 9, 8, 6, 3, 2, 1)])
+def test_image_chunks_equal_one_pass(geom, monkeypatch):
+    """Long patches over many images: the forward pass (and with remat the backward pass)
+    loops over image chunks; the values and gradients are those of lax.conv."""
+    h, w, c, f, k, s, p = geom
+    monkeypatch.setattr(layers, "_WGRAD_ROWS", 200)  # small chunks at test sizes
+    x = (jax.random.uniform(jax.random.key(0), (40, h, w, c)) < 0.3).astype(jnp.float32)
+    assert layers._image_chunks(x.shape, k, c, s, p, 1) > 1
+    wt = jax.random.normal(jax.random.key(1), (k, k, c, f))
+    y_ref = layers._conv_xla(x, wt, s, p)
+    dy = jax.random.normal(jax.random.key(2), y_ref.shape)
+    ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
+    for nat, binary, remat in [(n, b, r) for n in NATIVE for b in (False, True) for r in (False, True)]:
+        out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, s, p, 1, nat, binary, remat))(x, wt, dy)
+        for u, v in zip(out, ref):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-3)
 
 
 def test_block_choice_and_impl_resolution():

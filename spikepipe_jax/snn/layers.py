@@ -112,13 +112,19 @@ def _im2col_geometry(x_shape, k: int, stride: int, padding: int, block: int):
     return ho, wo, nbh, nbw, max(extra_h, 0), max(extra_w, 0)
 
 
-def _im2col_fwd(x, w, stride, padding, block, native=False):
-    k, c, f = w.shape[0], w.shape[2], w.shape[3]
-    n = x.shape[0]
+def _padded_shape(x_shape, k, stride, padding, block):
+    """Shape of the zero-padded input the patches are gathered from."""
+    n, h, wd, c = x_shape
+    _, _, _, _, eh, ew = _im2col_geometry(x_shape, k, stride, padding, block)
+    return (n, h + 2 * padding + eh, wd + 2 * padding + ew, c)
+
+
+def _gather_patches(x, k, stride, padding, block, row_chunks=True):
+    """The patch matrix of ``x`` ``[N, H, W, C]``: ``[M, K]``, or (``row_chunks``) ``[g, M/g, K]``
+    in the weight gradient's row chunks (:func:`_wgrad_chunks`), and the padded input's shape."""
+    c, n = x.shape[3], x.shape[0]
     _, _, nbh, nbw, eh, ew = _im2col_geometry(x.shape, k, stride, padding, block)
-    # Materialise x first: XLA would otherwise fuse x's producer (e.g. the rate encoder's
-    # hash) into the gather and recompute it for each of the ~p*p/(b*b) patches that read it.
-    xp = jax.lax.optimization_barrier(x)
+    xp = x
     if padding or eh or ew:
         xp = jnp.pad(xp, ((0, 0), (padding, padding + eh), (padding, padding + ew), (0, 0)))
     _, hp, wp, _ = xp.shape
@@ -126,9 +132,50 @@ def _im2col_fwd(x, w, stride, padding, block, native=False):
     idx = _patch_indices(hp, wp, c, pk, block * stride)
     cols = jnp.take(xp.reshape(n, hp * wp * c), idx, axis=1, mode="clip")  # gather: one fused pass
     m, kc = n * nbh * nbw, pk * pk * c
-    g = _wgrad_chunks(m, kc)
-    cols = cols.reshape((g, m // g, kc) if g > 1 else (m, kc))
+    g = _wgrad_chunks(m, kc) if row_chunks else 1
+    return cols.reshape((g, m // g, kc) if g > 1 else (m, kc)), xp.shape
+
+
+def _image_chunks(x_shape, k: int, c: int, stride: int, padding: int, block: int) -> int:
+    """Number of image chunks ``G`` the conv's passes loop over (1 = one pass over all).
+
+    Long patches (``K = p*p*C >= 64``) over many images are gathered and multiplied ``N/G``
+    images at a time (a loop over ``G``, ``G`` the smallest divisor of ``N`` giving at most
+    ``_WGRAD_ROWS`` patch rows per chunk), so that the patch matrix exists one chunk at a
+    time: conv_medium's second conv at T*B = 3200 images holds 245 MB of patches at once
+    otherwise, vgg_large's second 604 MB. The backward pass loops over the same chunks with
+    ``model.remat`` only (it measured ~1.3x slower for conv_medium's step).
+    """
+    n = x_shape[0]
+    _, _, nbh, nbw, _, _ = _im2col_geometry(x_shape, k, stride, padding, block)
+    pk = (block - 1) * stride + k
+    rows = nbh * nbw
+    if pk * pk * c < 64 or n * rows <= _WGRAD_ROWS:
+        return 1
+    lo = -(-n * rows // _WGRAD_ROWS)
+    return next(g for g in range(lo, n + 1) if n % g == 0)
+
+
+def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=False):
+    k, f = w.shape[0], w.shape[3]
+    n = x.shape[0]
+    _, _, nbh, nbw, _, _ = _im2col_geometry(x.shape, k, stride, padding, block)
+    # Materialise x first: XLA would otherwise fuse x's producer (e.g. the rate encoder's
+    # hash) into the gather and recompute it for each of the ~p*p/(b*b) patches that read it.
+    x = jax.lax.optimization_barrier(x)
     wb = _block_weights(w, block, stride)
+    chunks = _image_chunks(x.shape, k, x.shape[3], stride, padding, block)
+    if chunks > 1:  # N/G images at a time: the patches of one chunk exist at once
+        def chunk(xc):
+            cols, _ = _gather_patches(xc, k, stride, padding, block, row_chunks=False)
+            return cols @ wb
+
+        y = jax.lax.map(chunk, x.reshape((chunks, n // chunks) + x.shape[1:]))
+        xp_shape = _padded_shape(x.shape, k, stride, padding, block)
+        y = y.reshape(n, nbh, nbw, block * block, f)
+        return y, (x.astype(jnp.uint8) if binary else x, wb, xp_shape)
+    cols, xp_shape = _gather_patches(x, k, stride, padding, block)
+    g = cols.shape[0] if cols.ndim == 3 else 1
     # With a chunked weight gradient the forward GEMM is a batched product over the same
     # [g, M/g, K] patches: given two shapes of it, XLA wrote the gather out in its own layout
     # and transposed it once per shape (conv_medium's step 286 -> 580 ms).
@@ -137,7 +184,9 @@ def _im2col_fwd(x, w, stride, padding, block, native=False):
     else:
         y = cols @ wb
     y = y.reshape(n, nbh, nbw, block * block, f)
-    return y, (cols, wb, x.shape, xp.shape)
+    # The backward pass gathers the patches again from x (k*k/(s*s) times smaller than
+    # them) instead of keeping them from here to there; binary x (spikes) is kept in 1 byte.
+    return y, (x.astype(jnp.uint8) if binary else x, wb, xp_shape)
 
 
 _WGRAD_ROWS = 16384     # target rows per chunk of a chunked conv weight gradient
@@ -171,15 +220,52 @@ def _patch_weight_grad(cols: jax.Array, dyb: jax.Array) -> jax.Array:
     return dwt.sum(axis=0).T
 
 
-def _im2col_bwd(stride, padding, block, native, res, dy):
-    cols, wb, x_shape, xp_shape = res
+def _im2col_bwd(stride, padding, block, native, binary, remat, res, dy):
+    x, wb, _ = res
+    x_shape = x.shape
+    n = x_shape[0]
+    f = dy.shape[-1]
+    c = x_shape[3]
+    pk = math.isqrt(wb.shape[0] // c)
+    k = pk - (block - 1) * stride
+    # This gather must not be merged with the forward pass's (that would keep the patches
+    # alive across the step again; XLA:CPU drops optimisation barriers before CSE). A uint8
+    # x differs from the forward's operand anyway; a float x gets a data dependency on dy:
+    # + 0 * dy[0] (not folded for floats), exact but for the sign of a zero, and NaN where
+    # dy has a NaN (the gradients have one there anyway).
+    chunks = _image_chunks(x_shape, k, c, stride, padding, block) if remat else 1
+    if chunks > 1:  # N/G images at a time (see _image_chunks): patches and their gradient
+        def chunk(dw, xs):
+            xc, dyc = xs
+            xc = xc.astype(dy.dtype)
+            dxc, dwc = _im2col_bwd_images(xc, dyc, wb, stride, padding, block, native, row_chunks=False)
+            return dw + dwc, dxc
+
+        dw0 = jnp.zeros((k, k, c, f), dy.dtype)
+        dw, dx = jax.lax.scan(chunk, dw0, (x.reshape((chunks, n // chunks) + x_shape[1:]),
+                                           dy.reshape((chunks, n // chunks) + dy.shape[1:])))
+        return dx.reshape(x_shape), dw
+    if binary:
+        x = x.astype(dy.dtype)
+    else:
+        x = x + 0 * dy.reshape(-1)[0].astype(x.dtype)
+    return _im2col_bwd_images(x, dy, wb, stride, padding, block, native)
+
+
+def _im2col_bwd_images(x, dy, wb, stride, padding, block, native, row_chunks=True):
+    """``(dx, dw)`` of the im2col conv for the images ``x`` (float) and their ``dy``."""
+    x_shape = x.shape
     n, nbh, nbw, _, f = dy.shape
     c = x_shape[3]
     pk = math.isqrt(wb.shape[0] // c)
     k = pk - (block - 1) * stride
+    cols, xp_shape = _gather_patches(x, k, stride, padding, block, row_chunks)
     dyb = dy.reshape(n * nbh * nbw, block * block * f)
     dw = _unblock_weight_grad(_patch_weight_grad(cols, dyb), k, c, f, block, stride)
     g = cols.shape[0] if cols.ndim == 3 else 1
+    # the input gradient after the weight gradient (a barrier orders them), so that the
+    # patches are freed before the patch gradient, as large as they, is made
+    dyb, dw = jax.lax.optimization_barrier((dyb, dw))
     dyg = dyb.reshape(g, -1, dyb.shape[1])  # the weight gradient's chunks: one layout of dy
     if native and dy.dtype == jnp.float32:
         # dx = col2im(dyb @ wb^T): one GEMM over the same chunks, then the fold in a native
@@ -216,15 +302,19 @@ def _native_col2im(dp: jax.Array, x_shape, xp_shape, patch: int, step: int, padd
         hp=np.int64(xp_shape[1]), wp=np.int64(xp_shape[2]))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
 def _conv_im2col_blocks(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int,
-                        native: bool = False) -> jax.Array:
+                        native: bool = False, binary: bool = False, remat: bool = False) -> jax.Array:
     r"""Convolution as GEMMs over explicitly gathered patches, output in block layout.
 
     Returns ``[N, nbh, nbw, b*b, F]``: output pixel ``(b*I + i, b*J + j)`` at
     ``[:, I, J, b*i + j]`` (blocks past ``Ho``, ``Wo`` hold the convolution of the zero
     padding added to complete them). See :func:`_conv_im2col` for the maths. ``native``: fold
-    the input gradient in the native kernel (float32; :func:`_native_col2im`).
+    the input gradient in the native kernel (float32; :func:`_native_col2im`). ``binary``:
+    the caller promises ``x`` holds only 0 and 1 (spikes), so the backward pass keeps it as
+    ``uint8`` (wrong gradients otherwise; the values are unaffected). ``remat``: the backward
+    pass too runs over image chunks (:func:`_image_chunks`; the forward always does), so
+    that the patches and their gradient exist one chunk at a time (less memory, slower).
     """
     return _im2col_fwd(x, w, stride, padding, block)[0]
 
@@ -233,7 +323,7 @@ _conv_im2col_blocks.defvjp(_im2col_fwd, _im2col_bwd)
 
 
 def _conv_im2col(x: jax.Array, w: jax.Array, stride: int, padding: int, block: int = 1,
-                 native: bool = False) -> jax.Array:
+                 native: bool = False, binary: bool = False, remat: bool = False) -> jax.Array:
     r"""The same convolution as GEMMs over explicitly gathered patches (im2col).
 
     With :math:`x_p` the zero-padded input, the patch matrix has one row per output pixel
@@ -259,7 +349,7 @@ def _conv_im2col(x: jax.Array, w: jax.Array, stride: int, padding: int, block: i
     k, f = w.shape[0], w.shape[3]
     n = x.shape[0]
     ho, wo, nbh, nbw, _, _ = _im2col_geometry(x.shape, k, stride, padding, block)
-    y = _conv_im2col_blocks(x, w, stride, padding, block, native)
+    y = _conv_im2col_blocks(x, w, stride, padding, block, native, binary, remat)
     if block == 1:
         return y.reshape(n, ho, wo, f)
     y = y.reshape(n, nbh, nbw, block, block, f).transpose(0, 1, 3, 2, 4, 5)
@@ -294,12 +384,13 @@ def apply_op(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, 
     return _apply_weights(layer_params["w"], x, info, conv_impl) + layer_params["b"]
 
 
-def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str, native: bool = False) -> jax.Array:
+def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str, native: bool = False,
+                   binary: bool = False, remat: bool = False) -> jax.Array:
     """:func:`apply_op` without the bias."""
     if info.kind == "dense":
         return dense(x.reshape(x.shape[0], -1), w)
     if resolve_conv_impl(conv_impl) == "im2col":
-        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info), native)
+        return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info), native, binary, remat)
     return _conv_xla(x, w, info.stride, info.padding)
 
 
@@ -428,11 +519,17 @@ def pool(x: jax.Array, spec: Pool) -> jax.Array:
 
 
 def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerInfo, *,
-                  conv_impl: str = "xla", bias: bool = True, native: bool = False) -> jax.Array:
+                  conv_impl: str = "xla", bias: bool = True, native: bool = False,
+                  binary_input: bool = False, remat: bool = False) -> jax.Array:
     """Op followed by the layer's pooling: ``[N, *in_shape] -> [N, *out_shape]``.
 
     ``native=True`` lets an im2col conv fold its input gradient in the native kernel
-    (float32; the caller decides, :func:`spikepipe_jax.native.usable`).
+    (float32; the caller decides, :func:`spikepipe_jax.native.usable`). ``binary_input=True``
+    promises that ``x`` holds only 0 and 1 (a previous layer's spikes): an im2col conv then
+    keeps its input for the backward pass in 1 byte per element (``uint8``) instead of 4.
+    ``remat=True`` (``model.remat``): an im2col conv's backward pass runs over chunks of
+    images too, like its forward pass, so that its patches and their gradient exist one
+    chunk at a time.
 
     ``bias=False`` leaves the bias out; the caller adds it to the pooled output
     (:func:`spikepipe_jax.snn.models.apply` passes it to ``lif_scan(bias=...)``, which adds it
@@ -452,13 +549,14 @@ def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerI
         block = _im2col_block(info)
         ho, wo = info.op_shape[0], info.op_shape[1]
         if block > 1 and pools[0].window == block and ho % block == 0 and wo % block == 0:
-            yb = _conv_im2col_blocks(x, w, info.stride, info.padding, block, native)  # [N, I, J, b*b, F]
+            yb = _conv_im2col_blocks(x, w, info.stride, info.padding, block, native, binary_input, remat)
             y = max_first(yb, (3,)) if pools[0].kind == "maxpool" else yb.mean(axis=3)
         else:
-            y = pool(_conv_im2col(x, w, info.stride, info.padding, block, native), pools[0])
+            y = pool(_conv_im2col(x, w, info.stride, info.padding, block, native, binary_input, remat),
+                     pools[0])
         pools = pools[1:]
     else:
-        y = _apply_weights(w, x, info, conv_impl, native)
+        y = _apply_weights(w, x, info, conv_impl, native, binary_input, remat)
     if bias:
         y = y + layer_params["b"]
     for p in pools:

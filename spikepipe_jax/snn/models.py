@@ -116,10 +116,11 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     and im2col convs fold their input gradient natively (:func:`layers.apply_synapse`
     ``native=True``). Values are those of the XLA path up to float32 summation order.
     """
-    use_native = synapse is None and native.usable(model.native)
-    if synapse is None:
+    default_synapse = synapse is None
+    use_native = default_synapse and native.usable(model.native)
+    if default_synapse:
         synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False,
-                                    native=use_native)
+                                    native=use_native, remat=model.remat)
     t, b = x.shape[0], x.shape[1]
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     infos = model.infos
@@ -127,7 +128,9 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     for i, info in enumerate(infos):
         p = params[info.name]
         if cur is None:
-            cur = synapse(p, x.reshape((t * b,) + x.shape[2:]), info)
+            # past the first layer x is spikes, exact 0/1: the default synapse keeps them in 1 byte
+            kw = {"binary_input": True} if default_synapse and i > 0 else {}
+            cur = synapse(p, x.reshape((t * b,) + x.shape[2:]), info, **kw)
             cur = cur.reshape((t, b) + cur.shape[1:])
         beta = p["beta"] if "beta" in p else model.beta
         membrane_readout = info.is_output and model.readout == "membrane"

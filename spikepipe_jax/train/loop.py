@@ -35,7 +35,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spikepipe_jax import data as data_lib
-from spikepipe_jax import native, snn
+from spikepipe_jax import native, runtime, snn
 from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
 from spikepipe_jax.train import checkpoint, losses, pipesim
@@ -244,6 +244,7 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     (:func:`workdir_lock`: a second run on it raises :class:`WorkdirBusyError`) and resumes
     from its newest readable checkpoint (:func:`checkpoint.restore_latest`).
     """
+    runtime.configure_allocator()  # glibc malloc for XLA's per-step buffers (a no-op after the scripts' call)
     model = validate_config(config)
     dataset = data_lib.load_dataset(config.data.name, config.data.dir, num_steps=config.model.num_steps,
                                     max_train=config.data.max_train, max_test=config.data.max_test)

@@ -1,0 +1,75 @@
+"""Process settings for the project's training processes: the glibc ``malloc`` configuration.
+
+XLA:CPU allocates each jitted call's temporary buffer (tens to hundreds of MB for a training
+step) with ``malloc`` and frees it when the call returns. glibc serves blocks that large with a
+fresh ``mmap`` (above ``M_MMAP_THRESHOLD``) and unmaps them on ``free``, so every training step
+page-faults its whole temporary buffer in again: a conv_medium epoch on a 2-core CPU spent
+about 160 of its 200 s in the kernel (``benchmarks/README.md``, end-to-end section).
+:func:`configure_allocator` makes the process keep freed memory for the next step instead:
+
+* ``M_MMAP_MAX = 0``: large blocks come from the heap, not from their own mappings;
+* ``M_TRIM_THRESHOLD``: the top of the heap is given back to the system only when more than
+  this much is free there (here 2 GiB, the most ``mallopt`` takes; at 1 GiB conv_medium's
+  heap was still trimmed and faulted in again every step), so the next step's buffer is
+  already mapped;
+* ``M_ARENA_MAX = 1``: one heap for all threads (XLA's worker threads would otherwise each
+  get an arena, whose large blocks glibc can only ``mmap``).
+
+The training entry points (``scripts/train.py``, ``scripts/delay_study.py``,
+``scripts/reproduce.py``) and :func:`spikepipe_jax.train.train_and_evaluate` (so the
+notebooks too) call it; it runs once per process, on glibc Linux only (elsewhere, and when
+``SPIKEPIPE_MALLOC=default`` or ``GLIBC_TUNABLES`` already sets ``glibc.malloc.*``, it does
+nothing). Call it before JAX starts its threads (before the first JAX computation) for the
+arena setting to cover them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from typing import Optional
+
+# glibc <malloc.h> mallopt parameters
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+M_ARENA_MAX = -8
+
+DEFAULT_TRIM_THRESHOLD = 2**31 - 1  # bytes free at the heap's top before glibc gives memory back (mallopt's max)
+
+_state: dict = {}
+
+
+def _libc() -> Optional[ctypes.CDLL]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - present in glibc only (not musl)
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.mallopt.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
+    """Configures glibc ``malloc`` for XLA's per-step buffers (module docstring); once per process.
+
+    Returns whether the settings are in force (True also on later calls after a first
+    successful one); False on other platforms and C libraries, or when switched off by the
+    environment (``SPIKEPIPE_MALLOC=default``, or ``GLIBC_TUNABLES`` naming ``glibc.malloc``,
+    which then decides).
+    """
+    if "done" in _state:
+        return _state["done"]
+    ok = False
+    if (os.environ.get("SPIKEPIPE_MALLOC", "") != "default"
+            and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")):
+        libc = _libc()
+        if libc is not None:
+            ok = all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
+                                                         (M_TRIM_THRESHOLD, int(trim_threshold))))
+    _state["done"] = ok
+    return ok
