@@ -32,6 +32,11 @@ def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict]
     from spikepipe_jax.experiments import load_config
 
     config = load_config(net)
+    # The peers are written with a spiking readout, the spike-count loss and a constant learning
+    # rate; a config whose defaults differ (fc_small: membrane readout, warm-up + cosine) is
+    # compared in that form unless the overrides say otherwise.
+    config.model.readout, config.train.loss = "count", "ce_count"
+    config.train.lr_schedule, config.train.warmup_steps = "constant", 0
     for k, v in (overrides or {}).items():
         if k.startswith(("model.", "data.", "train.")):
             section, field = k.split(".", 1)

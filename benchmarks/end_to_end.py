@@ -134,7 +134,8 @@ def peer_main(spec: dict) -> None:
 # the settings the peer implements, passed to scripts.train explicitly whatever the config says
 FIXED = {"data.encoding": "rate", "train.loss": "ce_count", "model.readout": "count",
          "model.reset": "subtract", "model.surrogate": "fast_sigmoid", "model.learn_beta": False,
-         "train.optimizer": "adam", "train.lr_schedule": "constant", "train.weight_decay": 0.0}
+         "train.optimizer": "adam", "train.lr_schedule": "constant", "train.warmup_steps": 0,
+         "train.weight_decay": 0.0}
 
 def run_spec(net: str, *, batch: int, num_steps: int, learning_rate: float, epochs: int,
              data: dict) -> dict:
