@@ -13,12 +13,14 @@ fields. Field reference (units in names where they have one):
 * ``model.beta / threshold / reset / learn_beta``   LIF parameters (snnTorch ``Leaky``).
 * ``model.surrogate / surrogate_scale``  ``fast_sigmoid`` (slope) | ``arctan`` (alpha) | ``triangle``.
 * ``model.readout``              ``count`` (spiking output, spike counts) | ``membrane`` (non-spiking output).
-* ``model.remat``                ``jax.checkpoint`` the time-loop body (memory for long T).
+* ``model.remat``                ``jax.checkpoint`` the time-loop body (memory for long T); im2col convs
+                                 also gather their patches over image chunks in the backward pass.
 * ``model.conv_impl``            conv layers: ``auto`` (im2col on CPU, XLA conv elsewhere) | ``xla`` | ``im2col``.
 * ``model.native``               native XLA:CPU kernels (last hidden LIF layer + dense readout fused;
                                  im2col conv input-gradient fold): ``auto`` (single CPU device,
                                  kernels built) | ``on`` (error if they cannot run) | ``off``.
 * ``train.*``                    batch size, epochs, optimiser, learning rate, loss, logging.
+* ``train.warmup_steps``         linear warm-up: step k < w uses lr * (k + 1) / w, then ``lr_schedule``.
 * ``train.cpu_gemm``             XLA:CPU's library for the steps' GEMMs: ``eigen`` (all dots; YNNPACK keeps
                                  the reductions) | ``xla_default`` (XLA's choice: YNNPACK for most dots).
 * ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer).
