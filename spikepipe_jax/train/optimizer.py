@@ -51,8 +51,8 @@ __all__ = [
 
 def make_base_optimizer(train_cfg, total_steps: Optional[int] = None) -> optax.GradientTransformation:
     """The plain optimiser from ``config.train`` (no delays); ``total_steps`` for LR schedules."""
-    lr = float(train_cfg.learning_rate)
-    if not lr > 0:
+    peak = lr = float(train_cfg.learning_rate)
+    if not peak > 0:
         raise ValueError(f"train.learning_rate must be positive, got {train_cfg.learning_rate!r}")
     schedule = train_cfg.get("lr_schedule", "constant")
     warmup = train_cfg.get("warmup_steps", 0)
@@ -64,8 +64,7 @@ def make_base_optimizer(train_cfg, total_steps: Optional[int] = None) -> optax.G
         lr = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup), alpha=0.05)
     elif schedule != "constant":
         raise ValueError(f"unknown train.lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
-    if warmup:  # step k < warmup uses lr * (k + 1) / warmup, then the schedule above
-        peak = float(train_cfg.learning_rate)
+    if warmup:  # step k < warmup uses peak * (k + 1) / warmup, then the schedule above
         lr = optax.join_schedules([optax.linear_schedule(peak / warmup, peak, warmup - 1),
                                    lr if callable(lr) else optax.constant_schedule(lr)], [warmup])
     name = train_cfg.optimizer
