@@ -43,7 +43,7 @@ def test_no_import_circles(folder):
 
     def visit(m, path):
         if state.get(m) == 1:
-            raise AssertionError(f"import circle: {' -> '.join(path + [m])}")
+            pytest.fail(f"import circle: {' -> '.join(path + [m])}")
         if state.get(m) == 2 or m not in deps:
             return
         state[m] = 1

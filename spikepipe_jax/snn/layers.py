@@ -178,7 +178,7 @@ def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=
     g = cols.shape[0] if cols.ndim == 3 else 1
     # With a chunked weight gradient the forward GEMM is a batched product over the same
     # [g, M/g, K] patches: given two shapes of it, XLA wrote the gather out in its own layout
-    # and transposed it once per shape (conv_medium's step 286 -> 580 ms).
+    # and transposed it once per shape (it doubled conv_medium's step; benchmarks/README.md section 5).
     if g > 1:
         y = jax.lax.dot_general(cols, jnp.broadcast_to(wb, (g,) + wb.shape), (((2,), (1,)), ((0,), (0,))))
     else:
@@ -269,8 +269,8 @@ def _im2col_bwd_images(x, dy, wb, stride, padding, block, native, row_chunks=Tru
     dyg = dyb.reshape(g, -1, dyb.shape[1])  # the weight gradient's chunks: one layout of dy
     if native and dy.dtype == jnp.float32:
         # dx = col2im(dyb @ wb^T): one GEMM over the same chunks, then the fold in a native
-        # kernel, one image at a time in cache (spikepipe_jax/native/col2im.cc): conv_medium's
-        # second conv 91 -> 61 ms median standalone (benchmarks/README.md section 8)
+        # kernel, one image at a time in cache (spikepipe_jax/native/col2im.cc; timings in
+        # benchmarks/README.md section 8)
         dp = jax.lax.dot_general(dyg, jnp.broadcast_to(wb, (g,) + wb.shape), (((2,), (2,)), ((0,), (0,))))
         return _native_col2im(dp.reshape(n, nbh, nbw, -1), x_shape, xp_shape, pk, block * stride, padding), dw
     # dx = col2im(dyb @ wb^T), one patch row u at a time: the [M, p*C] slice of the patch
@@ -479,7 +479,7 @@ def _max_first_fwd(x, axes):
         # does not fuse a reduction into its consumers, so the backward select reads this small
         # index instead of recomputing it from x (it did with the elementwise form below:
         # conv_medium's first pool, over the im2col block axis, read its 88 MB input again in
-        # the backward pass, 18 ms -> 5 ms). Over two window axes (``pool``) XLA:CPU emits
+        # the backward pass; benchmarks/README.md section 6). Over two window axes (``pool``) XLA:CPU emits
         # this reduction ~10x slower than the elementwise form, so those keep the latter.
         init = (jnp.array(-jnp.inf, x.dtype), jnp.array(255, jnp.uint8))
         window = jnp.broadcast_to(_window_index(x.shape, axes), x.shape)
