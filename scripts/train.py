@@ -14,7 +14,9 @@ import os
 import traceback
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-from spikepipe_jax import runtime; runtime.configure_allocator()  # noqa: E402,E702 - glibc malloc, before JAX starts
+from spikepipe_jax import runtime  # noqa: E402
+
+runtime.configure_allocator()  # glibc malloc settings for XLA's per-step buffers, before JAX starts
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

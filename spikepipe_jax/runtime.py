@@ -3,8 +3,8 @@
 XLA:CPU allocates each jitted call's temporary buffer (tens to hundreds of MB for a training
 step) with ``malloc`` and frees it when the call returns. glibc serves blocks that large with a
 fresh ``mmap`` (above ``M_MMAP_THRESHOLD``) and unmaps them on ``free``, so every training step
-page-faults its whole temporary buffer in again: a conv_medium epoch on a 2-core CPU spent
-about 160 of its 200 s in the kernel (``benchmarks/README.md``, end-to-end section).
+page-faults its whole temporary buffer in again: most of a conv_medium epoch went to system
+time (``benchmarks/README.md``, section 1 and the end-to-end section).
 :func:`configure_allocator` makes the process keep freed memory for the next step instead:
 
 * ``M_MMAP_MAX = 0``: large blocks come from the heap, not from their own mappings;
@@ -17,7 +17,7 @@ about 160 of its 200 s in the kernel (``benchmarks/README.md``, end-to-end secti
 
 The training entry points (``scripts/train.py``, ``scripts/delay_study.py``,
 ``scripts/reproduce.py``) and :func:`spikepipe_jax.train.train_and_evaluate` (so the
-notebooks too) call it; it runs once per process, on glibc Linux only (elsewhere, and when
+notebooks too) call it; calling it again sets the same values. It acts on glibc Linux only (elsewhere, and when
 ``SPIKEPIPE_MALLOC=default`` or ``GLIBC_TUNABLES`` already sets ``glibc.malloc.*``, it does
 nothing). Call it before JAX starts its threads (before the first JAX computation) for the
 arena setting to cover them.
@@ -38,9 +38,6 @@ M_ARENA_MAX = -8
 
 DEFAULT_TRIM_THRESHOLD = 2**31 - 1  # bytes free at the heap's top before glibc gives memory back (mallopt's max)
 
-_state: dict = {}
-
-
 def _libc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
         return None
@@ -55,21 +52,16 @@ def _libc() -> Optional[ctypes.CDLL]:
 
 
 def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
-    """Configures glibc ``malloc`` for XLA's per-step buffers (module docstring); once per process.
+    """Configures glibc ``malloc`` for XLA's per-step buffers (module docstring); idempotent.
 
-    Returns whether the settings are in force (True also on later calls after a first
-    successful one); False on other platforms and C libraries, or when switched off by the
+    Returns whether the settings are in force; False on other platforms and C libraries, or when switched off by the
     environment (``SPIKEPIPE_MALLOC=default``, or ``GLIBC_TUNABLES`` naming ``glibc.malloc``,
     which then decides).
     """
-    if "done" in _state:
-        return _state["done"]
-    ok = False
     if (os.environ.get("SPIKEPIPE_MALLOC", "") != "default"
             and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")):
         libc = _libc()
         if libc is not None:
-            ok = all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
-                                                         (M_TRIM_THRESHOLD, int(trim_threshold))))
-    _state["done"] = ok
-    return ok
+            return all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
+                                                           (M_TRIM_THRESHOLD, int(trim_threshold))))
+    return False

@@ -60,7 +60,6 @@ def test_glibc_tunables_of_the_user_take_precedence(repo_root):
 
 
 def test_a_no_op_without_glibc(monkeypatch):
-    monkeypatch.setattr(runtime, "_state", {})
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
     assert runtime._libc() is None
     assert runtime.configure_allocator() is False
