@@ -23,10 +23,15 @@ fields. Field reference (units in names where they have one):
 * ``train.warmup_steps``         linear warm-up: step k < w uses lr * (k + 1) / w, then ``lr_schedule``.
 * ``train.cpu_gemm``             XLA:CPU's library for the steps' GEMMs: ``eigen`` (all dots; YNNPACK keeps
                                  the reductions) | ``xla_default`` (XLA's choice: YNNPACK for most dots).
-* ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer).
+* ``pipeline.delays``            ``none`` | ``1f1b`` | ``fully_pipelined`` | list of ints (one per weight layer);
+                                 the named ones are derived for ``pipeline.stages``.
 * ``pipeline.delay_position``    ``before`` (stale gradient into the optimiser) | ``after``.
 * ``pipeline.mitigation``        ``none`` | mitigation name (see ``spikepipe_jax/train/mitigation.py``).
 * ``pipeline.simulate``          ``none`` (buffer model) | ``stash`` | ``no_stash`` (``train/pipesim.py``).
+* ``pipeline.execute``           ``none`` | ``gpipe`` | ``1f1b``: layers as stages on a device mesh
+                                 (``train/executor.py``); ``pipeline.stages`` S (0: one per weight layer)
+                                 devices per pipeline (the other devices data-parallel), balanced by the
+                                 cost model; ``pipeline.microbatches`` M (GPipe).
 * ``hardware.*``                 systolic array and vector-unit parameters for the cost model.
 """
 
@@ -83,6 +88,9 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.pipeline.delay_position = "before"
     c.pipeline.mitigation = "none"
     c.pipeline.simulate = "none"  # "stash" | "no_stash": faithful per-layer-version pipeline simulator
+    c.pipeline.execute = "none"  # "gpipe" | "1f1b": run the layers as stages on devices (train/executor.py)
+    c.pipeline.stages = 0  # S: 0 = one stage per weight layer; devices on the mesh's "stage" axis
+    c.pipeline.microbatches = 1  # GPipe's micro-batches per batch
 
     c.hardware = ml_collections.ConfigDict()
     c.hardware.rows = 128

@@ -40,8 +40,8 @@ _STAGES = flags.DEFINE_list("stages", ["train", "delay_study", "delay_study_real
 _REAL_DATA = flags.DEFINE_bool("real_data", False, "At quick scale, also run delay_study_real (Fashion-MNIST; "
                                "~15+ min on 2 CPU cores). Smoke and full scales run it whenever the data are installed.")
 
-# The real-data study reads Fashion-MNIST from its default folder (data.dir empty); conv_medium's
-# config names MNIST, so the dataset is set here for every network.
+# The real-data study reads Fashion-MNIST from its default folder (data.dir empty), the default of
+# fc_small and conv_medium; it is set here too, so that any network added to the list reads it.
 _FASHION = {"data.name": "fashion_mnist", "data.dir": ""}
 _REAL_SETTINGS = ["none", "1f1b", "fully_pipelined", "1f1b+weight_prediction"]
 

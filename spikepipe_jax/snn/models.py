@@ -13,6 +13,11 @@ Layer-by-layer evaluation is exact for these feed-forward networks (no recurrent
 step t of layer l depends only on steps ≤ t of layer l−1, so computing all of layer l−1 first
 gives the same values as interleaving the steps. It exposes big GEMMs (M = T·B·pixels) to XLA
 and is the same task decomposition the hardware cost model uses.
+
+A *stage* is a contiguous range ``(start, stop)`` of weight layers (:func:`apply_stage`); the
+network is a fold over stages (:func:`apply`; one stage by default). The pipeline executor
+(:mod:`spikepipe_jax.train.executor`) runs each stage on its own device with the same function,
+so the single-device model and the pipelined one compute the same thing.
 """
 
 from __future__ import annotations
@@ -100,22 +105,49 @@ def _fuses_readout(model: ModelDef, readout: spec_lib.LayerInfo, hidden_params: 
                       readout_features=readout.features, dtype=dtype)
 
 
-def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
-    """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``.
+Stage = tuple  # ``(start, stop)``: the half-open range of weight layers one pipeline stage runs
 
-    A layer's synapse gives its op and pools *without* the bias, which is added inside the
-    layer's LIF loop (``lif_scan(bias=...)``: no pass of its own over ``[T, B, ...]``; pooling
-    commutes with it, see :func:`layers.apply_synapse`). The synapse is
-    ``apply_synapse(conv_impl=model.conv_impl, bias=False)`` unless ``synapse(layer_params, x,
-    info)`` is given (the pipeline simulator runs backward passes with other weight versions).
 
-    With the default synapse and ``native.usable(model.native)`` (``"auto"``: a single CPU
-    device with the kernels built), native kernels take two places: the last hidden layer's
-    LIF and the dense readout that reads its spikes run as one kernel per direction
-    (:func:`spikepipe_jax.snn.fused.lif_dense`, where :func:`~spikepipe_jax.snn.fused.fits`),
-    and im2col convs fold their input gradient natively (:func:`layers.apply_synapse`
-    ``native=True``). Values are those of the XLA path up to float32 summation order.
+def whole(model: ModelDef) -> tuple[Stage, ...]:
+    """The network as one stage: ``((0, L),)``."""
+    return ((0, model.num_layers),)
+
+
+def check_stages(model: ModelDef, stages) -> tuple[Stage, ...]:
+    """Validates a partition of the layers into contiguous, non-empty stages; returns it as a tuple.
+
+    Raises:
+      ValueError: the ranges do not cover ``0 .. L-1`` in order, or one is empty (names them).
     """
+    stages = tuple((int(a), int(b)) for a, b in stages)
+    bounds = [a for a, _ in stages] + [stages[-1][1]] if stages else []
+    if (not stages or bounds[0] != 0 or bounds[-1] != model.num_layers
+            or any(a >= b for a, b in stages) or any(stages[i][1] != stages[i + 1][0]
+                                                    for i in range(len(stages) - 1))):
+        raise ValueError(f"stages {stages} are not a partition of the {model.num_layers} weight layers into "
+                         f"contiguous non-empty ranges [(0, a), (a, b), ..., (z, {model.num_layers})]")
+    return stages
+
+
+def stage_out_shape(model: ModelDef, stage: Stage) -> tuple[int, ...]:
+    """Per-sample shape of what a stage sends on: the spikes of its last layer (no leading T, B)."""
+    return tuple(model.infos[stage[1] - 1].out_shape)
+
+
+def apply_stage(params: dict, model: ModelDef, x: jax.Array, stage: Stage, synapse=None):
+    """Runs the weight layers ``stage = (start, stop)`` on time-major input ``x`` ``[T, B, ...]``.
+
+    ``x`` is what layer ``start`` reads: the encoded network input for the first stage, the
+    previous stage's spikes otherwise (exact 0/1, any dtype). Returns the spikes of layer
+    ``stop - 1`` ``[T, B, *out_shape]`` (float32), or the :class:`Output` if the stage holds the
+    output layer. Each layer is a synapse (``apply_synapse``, no bias) followed by its LIF
+    recurrence over T (the bias is added inside the LIF loop, see :func:`apply`).
+
+    The fused native kernel for the last hidden LIF layer and the readout
+    (:func:`spikepipe_jax.snn.fused.lif_dense`) is used only when both layers are in this stage:
+    a kernel never crosses a stage boundary.
+    """
+    start, stop = stage
     default_synapse = synapse is None
     use_native = default_synapse and native.usable(model.native)
     if default_synapse:
@@ -125,16 +157,19 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
     spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
     infos = model.infos
     cur = None  # the next layer's currents when the previous step already computed them
-    for i, info in enumerate(infos):
+    for i in range(start, stop):
+        info = infos[i]
         p = params[info.name]
         if cur is None:
+            if i > 0 and x.dtype != jnp.float32:
+                x = x.astype(jnp.float32)  # spikes that crossed a stage boundary in 1 byte
             # past the first layer x is spikes, exact 0/1: the default synapse keeps them in 1 byte
             kw = {"binary_input": True} if default_synapse and i > 0 else {}
             cur = synapse(p, x.reshape((t * b,) + x.shape[2:]), info, **kw)
             cur = cur.reshape((t, b) + cur.shape[1:])
         beta = p["beta"] if "beta" in p else model.beta
         membrane_readout = info.is_output and model.readout == "membrane"
-        nxt = infos[i + 1] if i + 1 < len(infos) else None
+        nxt = infos[i + 1] if i + 1 < stop else None
         if use_native and nxt is not None and nxt.is_output and _fuses_readout(model, nxt, p, cur.dtype):
             cur = fused.lif_dense(cur, p["b"], params[nxt.name]["w"], beta=model.beta,
                                   threshold=model.threshold, reset=model.reset,
@@ -149,7 +184,30 @@ def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None) -> Output:
                 return Output(mem.mean(0), jnp.zeros_like(mem), mem)
             return Output(spk.sum(0), spk, mem)
         x, cur = spk, None
-    raise AssertionError("unreachable: spec has an output layer")
+    return x
+
+
+def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None, stages=None) -> Output:
+    """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``: a fold of
+    :func:`apply_stage` over ``stages`` (default: the whole network as one stage).
+
+    A layer's synapse gives its op and pools *without* the bias, which is added inside the
+    layer's LIF loop (``lif_scan(bias=...)``: no pass of its own over ``[T, B, ...]``; pooling
+    commutes with it, see :func:`layers.apply_synapse`). The synapse is
+    ``apply_synapse(conv_impl=model.conv_impl, bias=False)`` unless ``synapse(layer_params, x,
+    info)`` is given (the pipeline simulator runs backward passes with other weight versions).
+
+    With the default synapse and ``native.usable(model.native)`` (``"auto"``: a single CPU
+    device with the kernels built), native kernels take two places: the last hidden layer's
+    LIF and the dense readout that reads its spikes run as one kernel per direction
+    (:func:`spikepipe_jax.snn.fused.lif_dense`, where :func:`~spikepipe_jax.snn.fused.fits`
+    and both layers are in one stage), and im2col convs fold their input gradient natively
+    (:func:`layers.apply_synapse` ``native=True``). Values are those of the XLA path up to
+    float32 summation order; the result does not depend on ``stages`` beyond that.
+    """
+    for stage in (whole(model) if stages is None else check_stages(model, stages)):
+        x = apply_stage(params, model, x, stage, synapse=synapse)
+    return x
 
 
 def check_input_shape(model: ModelDef, input_shape: Sequence[int]) -> None:

@@ -6,7 +6,7 @@ from spikepipe_jax.train.step import TrainState, step_metrics
 from spikepipe_jax.train.loop import (WorkdirBusyError, config_json, evaluate, make_eval_step,
                                       make_train_step, read_metrics, eval_curve,
                                       train_and_evaluate, validate_config, workdir_lock)
-from spikepipe_jax.train.pipeline import resolve_delays
+from spikepipe_jax.train.pipeline import config_delays, resolve_delays
 from spikepipe_jax.train.optimizer import (OPTIMIZERS, POSITIONS, make_base_optimizer,
                                            make_delayed_optimizer, make_mitigated_optimizer,
                                            make_optimizer, make_training_optimizer)

@@ -109,7 +109,7 @@ def run_study(nets: Sequence[str], settings_for: Callable[[str], Sequence[Settin
         setting.apply(config)
         config.seed = seed
         model = loop.validate_config(config)
-        delays = pipeline.resolve_delays(config.pipeline, model.num_layers)
+        delays = pipeline.config_delays(config, model.num_layers)
         workdir = os.path.join(out, "runs", net, setting.name, f"seed{seed}")
         summary = _finished(workdir, config)
         status = "cached"

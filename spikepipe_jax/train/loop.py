@@ -38,7 +38,7 @@ from spikepipe_jax import data as data_lib
 from spikepipe_jax import native, runtime, snn
 from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
-from spikepipe_jax.train import checkpoint, losses, pipesim
+from spikepipe_jax.train import checkpoint, executor, losses, pipesim
 from spikepipe_jax.train import optimizer as optimizer_lib
 from spikepipe_jax.train import pipeline as pipeline_lib
 from spikepipe_jax.train.step import TrainState, step_metrics
@@ -82,12 +82,16 @@ def validate_config(config) -> snn.ModelDef:
     n_dev = jax.local_device_count()
     if t.batch_size % n_dev:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} local devices")
-    pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
+    pipeline_lib.config_delays(config, model.num_layers)
     simulate = config.pipeline.get("simulate", "none")
     if simulate not in ("none",) + pipesim.MODES:
         raise ValueError(f"unknown pipeline.simulate {simulate!r}; expected one of {('none',) + pipesim.MODES}")
     if simulate != "none" and config.pipeline.get("mitigation", "none") != "none":
         raise ValueError("pipeline.simulate runs the plain pipeline; set pipeline.mitigation='none'")
+    if config.pipeline.get("execute", "none") not in executor.MODES:
+        raise ValueError(f"unknown pipeline.execute {config.pipeline.execute!r}; expected one of {executor.MODES}")
+    if config.pipeline.execute != "none":
+        executor.make_plan(config, jax.device_count())  # one error line before any work
     return model
 
 
@@ -215,6 +219,18 @@ class _Metrics:
             f.flush()
 
 
+def _window_means(window: list[dict]) -> tuple[float, float, float]:
+    """Mean loss and accuracy over a logging window's step metrics, and the number of batches
+    they cover; a step that reports a ``count`` (the pipeline executor: batches finished in that
+    step, 0 while its pipeline fills) weighs by it."""
+    counts = [float(w["count"]) if "count" in w else 1.0 for w in window]
+    n = sum(counts)
+    if n == 0:
+        return float("nan"), float("nan"), 0.0
+    loss = sum(c * float(w["loss"]) for c, w in zip(counts, window)) / n
+    return loss, sum(c * float(w["accuracy"]) for c, w in zip(counts, window)) / n, n
+
+
 def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> tuple[float, float]:
     """Accuracy and mean loss over a whole split, padding the last batch with a mask."""
     n = len(x)
@@ -293,13 +309,28 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     common = dict(loss_name=t_cfg.loss, encoding=config.data.encoding, num_steps=num_steps,
                   num_classes=dataset.num_classes, temporal=dataset.is_temporal)
     simulate = config.pipeline.get("simulate", "none")
-    if simulate == "none":
+    execute = config.pipeline.get("execute", "none")
+    runner = None  # the pipeline executor (pipeline.execute), else None
+    if execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
+        plan = executor.make_plan(config, len(devices))
+        runner = executor.Executor(
+            model, plan, optimizer_lib.make_base_optimizer(t_cfg, total_steps), loss_name=t_cfg.loss,
+            num_classes=dataset.num_classes,
+            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
+            binary_input=config.data.encoding == "rate" and not dataset.is_temporal,
+            batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape,
+            mesh=executor.make_mesh(plan, devices),
+            compiler_options=compiler_options(t_cfg.get("cpu_gemm", "eigen")))
+        state = runner.init(params)
+        log(f"pipeline {plan.mode}: stages {list(plan.stages)} x {plan.data} data-parallel, "
+            f"{plan.microbatches} micro-batch(es)")
+    elif simulate == "none":
         tx, params_for_gradient = optimizer_lib.make_optimizer(config, model, total_steps=total_steps)
         state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
         step_fn = make_train_step(model, tx, params_for_gradient=params_for_gradient, **common)
     else:  # faithful pipeline simulation (per-layer weight versions) instead of the buffer model
         tx = optimizer_lib.make_base_optimizer(t_cfg, total_steps)
-        delays = pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
+        delays = pipeline_lib.config_delays(config, model.num_layers)
         state = TrainState(params, pipesim.init_state(params, tx.init(params), delays,
                                                       [i.name for i in model.infos]),
                            jnp.zeros((), jnp.int32))
@@ -313,11 +344,12 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         state, path = restored
         resumed_from = int(state.step)
         log(f"resumed from {path} at step {resumed_from}")
-    state = jax.device_put(state, replicated)
+    state = runner.place(state) if runner else jax.device_put(state, replicated)
+    params_of = runner.params if runner else (lambda st: st.params)
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
 
     options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
-    train_step = jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
+    train_step = runner.step if runner else jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
     eval_step = jax.jit(make_eval_step(model, **common), compiler_options=options)
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
@@ -332,12 +364,15 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                                                rng=np.random.default_rng([config.seed, epoch]), start=offset):
             state, m = train_step(state, *jax.device_put((xb, yb), data_sharding), train_key)
             step += 1
+            if runner and step == total_steps:  # 1F1B: finish the batches still in flight
+                state, drained = runner.drain(state)
+                if drained is not None:
+                    window.append(drained)
             window.append(m)
             window_n += len(yb)
             if step % t_cfg.log_every_steps == 0 or step == total_steps:
-                loss = float(np.mean([float(w["loss"]) for w in window]))
-                acc = float(np.mean([float(w["accuracy"]) for w in window]))
-                if not math.isfinite(loss) or not all(bool(w["finite"]) for w in window):
+                loss, acc, finished = _window_means(window)
+                if (finished and not math.isfinite(loss)) or not all(bool(w["finite"]) for w in window):
                     raise FloatingPointError(f"loss or gradients became non-finite (loss {loss}) by step {step} "
                                              f"(epoch {epoch}); "
                                              f"lower train.learning_rate? no checkpoint was written past step "
@@ -353,7 +388,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                 checkpoint.save_rotating(ckpt_path, state)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
-        test_acc, test_loss = evaluate(eval_step, state.params, dataset.test_x, dataset.test_y,
+        test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
                                        batch_size=t_cfg.eval_batch_size, key=eval_key,
                                        data_sharding=data_sharding)
         if not math.isfinite(test_loss):
@@ -364,12 +399,12 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         eval_s += time.perf_counter() - eval_t0
 
     if resumed_from >= total_steps:  # the run had already finished: re-evaluate for the summary
-        test_acc, test_loss = evaluate(eval_step, state.params, dataset.test_x, dataset.test_y,
+        test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
                                        batch_size=t_cfg.eval_batch_size, key=eval_key,
                                        data_sharding=data_sharding)
     summary = {"final": True, "step": step, "test_accuracy": test_acc, "test_loss": test_loss,
                "wall_s": time.perf_counter() - t_start, "resumed_from": resumed_from,
                "num_devices": len(devices)}
     metrics_log.write(summary)
-    checkpoint.save(os.path.join(workdir, "params.msgpack"), state.params)
+    checkpoint.save(os.path.join(workdir, "params.msgpack"), params_of(state))
     return summary

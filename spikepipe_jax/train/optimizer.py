@@ -4,7 +4,7 @@ From a config::
 
     make_optimizer(config, model, total_steps)
       base  = make_base_optimizer(config.train)                      # optimiser + LR schedule
-      d_l   = pipeline.resolve_delays(config.pipeline, L)            # per-layer gradient delays
+      d_l   = pipeline.config_delays(config, L)                      # per-layer gradient delays
       tx    = make_mitigated_optimizer(base, layer_delays(d_l),
                                        config.pipeline.mitigation,
                                        config.pipeline.delay_position)
@@ -178,7 +178,7 @@ def make_optimizer(config, model, total_steps: Optional[int] = None
     With no delay and mitigation ``"none"``, ``tx`` is the base optimiser itself.
     """
     base = make_base_optimizer(config.train, total_steps)
-    delays = pipeline_lib.resolve_delays(config.pipeline, model.num_layers)
+    delays = pipeline_lib.config_delays(config, model.num_layers)
     mitigation = config.pipeline.get("mitigation", "none")
     if not any(delays) and mitigation == "none":
         return base, None

@@ -8,6 +8,12 @@ deterministic.
 
 Stage ``s`` is the half-open layer range ``[start_s, stop_s)``: ``start_0 = 0``,
 ``stop_{S-1} = L`` and ``stop_s = start_{s+1}``.
+
+:func:`config_stages` is the one place a config's ``pipeline.stages`` becomes layer ranges: the
+pipeline executor runs them (:mod:`spikepipe_jax.train.executor`) and the gradient delays of
+``pipeline.delays="1f1b"`` / ``"fully_pipelined"`` are derived for them
+(:func:`spikepipe_jax.train.pipeline.config_delays`), so the simulator and the executor agree on
+the stages.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import math
 import numbers
 from typing import Sequence
 
-__all__ = ["check_costs", "partition_layers", "stage_costs"]
+__all__ = ["check_costs", "config_stages", "layer_costs", "num_stages", "partition_layers", "stage_costs",
+           "stage_map"]
 
 
 def check_costs(costs: Sequence[float]) -> list[float]:
@@ -103,3 +110,49 @@ def partition_layers(costs: Sequence[float], num_stages: int) -> list[tuple[int,
         stages.append((i, j))
         i = j
     return stages
+
+
+def num_stages(pipeline_cfg, num_layers: int) -> int:
+    """``S`` from ``pipeline.stages``: ``0`` (the default) is one stage per weight layer (``L``).
+
+    Raises:
+      ValueError: not an integer in ``[0, L]`` (names the value).
+    """
+    v = pipeline_cfg.get("stages", 0)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ValueError(f"pipeline.stages must be an integer >= 0 (0: one stage per weight layer), got {v!r}")
+    if v > num_layers:
+        raise ValueError(f"pipeline.stages={v} exceeds the network's {num_layers} weight layers "
+                         f"(every stage needs at least one)")
+    return int(v) or num_layers
+
+
+def layer_costs(config) -> list[float]:
+    """Per-layer cost for balancing stages: the cost model's cycles of each layer's training
+    tasks (forward, both gradients, LIF recurrences; :mod:`spikepipe_jax.hardware.mapping`)."""
+    from spikepipe_jax.hardware import mapping
+
+    costs: dict[int, float] = {}
+    for t in mapping.training_tasks_from_config(config):
+        if t["layer"] >= 0:
+            costs[t["layer"]] = costs.get(t["layer"], 0.0) + float(t["cycles"])
+    return [costs[l] for l in sorted(costs)]
+
+
+def config_stages(config) -> tuple[tuple[int, int], ...]:
+    """The stages of a config: ``pipeline.stages`` ranges of its weight layers, balanced by the
+    cost model (:func:`layer_costs`, :func:`partition_layers`); one per layer when ``S = L``."""
+    from spikepipe_jax.spec import parse_spec
+
+    n = len(parse_spec(config.model.layers, config.model.input_shape))
+    s = num_stages(config.pipeline, n)
+    if s == n:
+        return tuple((l, l + 1) for l in range(n))
+    if s == 1:
+        return ((0, n),)
+    return tuple(partition_layers(layer_costs(config), s))
+
+
+def stage_map(stages: Sequence[tuple[int, int]]) -> list[int]:
+    """The stage index of every weight layer."""
+    return [s for s, (a, b) in enumerate(stages) for _ in range(a, b)]

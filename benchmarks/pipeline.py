@@ -1,0 +1,211 @@
+"""Pipeline executor speed: S stages on S devices against one device, measured and predicted.
+
+    .venv/bin/python -m benchmarks.pipeline [--nets=balanced4] [--modes=1f1b,gpipe] [--stages=2]
+
+One JSON line per (mode, net): ``{"mode", "net", "stages", "samples_per_s", "measured_speedup",
+"predicted_speedup", "bytes_per_iteration", ...}``. Each measurement is a worker process:
+
+* ``baseline``: the unpipelined train step (``pipeline.execute="none"``) on one device;
+* ``<mode>``: ``train.executor.Executor`` with ``--stages`` devices on the stage axis;
+
+every device single-threaded (``--xla_cpu_multi_thread_eigen=false``, one device per core), so
+"S devices" means S cores, and the baseline gets one. A step is timed from dispatch to its
+result; the median of ``--steps`` steps after two warm-up steps.
+
+Prediction: the baseline worker also times each stage alone on one device (its forward, and its
+``jax.vjp`` backward with the forward recomputed, as the executor runs it, on the executor's
+batch per tick); the executor's tick table (``executor.tick_table``) then gives each tick the
+duration of its slowest device, and one step the sum of its ticks. ``bytes_per_iteration`` is
+what the ``ppermute`` calls move per training step (both directions, every tick, ``uint8`` spikes and
+``float32`` gradients, padded to the widest stage boundary), next to ``useful_bytes`` (each
+boundary's spikes once at 1 bit, its gradient once at 32: ``schedule.comm``'s count for the
+same placement).
+
+``balanced4`` (built here) is 784-1024-1024-1024-1024-10 with a membrane readout: four dense
+LIF layers of about equal cost, which the cost model splits into equal halves; other names are
+``configs/<net>.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+flags.DEFINE_list("nets", ["balanced4"], "Networks: balanced4 or config names.")
+flags.DEFINE_list("modes", ["1f1b", "gpipe"], "Executor modes.")
+flags.DEFINE_integer("stages", 2, "Stages (devices on the stage axis).")
+flags.DEFINE_integer("microbatches", 4, "GPipe's micro-batches.")
+flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_integer("num_steps", 25, "T.")
+flags.DEFINE_integer("steps", 12, "Timed steps per worker.")
+flags.DEFINE_string("out", "", "Also write the JSON lines here.")
+flags.DEFINE_string("worker", "", "(internal) run one worker on this JSON description.")
+FLAGS = flags.FLAGS
+
+
+def _config(net: str, batch: int, num_steps: int):
+    from configs import base
+    from spikepipe_jax.experiments import load_config
+
+    if net == "balanced4":
+        c = base.make_config(layers=[dict(kind="dense", features=1024) for _ in range(4)] + [
+            dict(kind="dense", features=10)], input_shape=(28, 28, 1), num_steps=num_steps,
+            readout="membrane", loss="ce_mem", batch_size=batch)
+    else:
+        c = load_config(net)
+    c.train.batch_size, c.model.num_steps = batch, num_steps
+    c.model.native = "off"
+    return c
+
+
+def _median_step(step, steps: int) -> float:
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker(desc: dict) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from spikepipe_jax import snn
+    from spikepipe_jax.train import executor, loop, optimizer as optimizer_lib
+    from spikepipe_jax.train.step import TrainState
+
+    cfg = _config(desc["net"], desc["batch"], desc["num_steps"])
+    mode, s_count = desc["mode"], desc["stages"]
+    cfg.pipeline.execute, cfg.pipeline.stages = mode, s_count
+    cfg.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
+    model = snn.model_from_config(cfg.model)._replace(native="off")
+    t, b = cfg.model.num_steps, cfg.train.batch_size
+    tx = optimizer_lib.make_base_optimizer(cfg.train, 1000)
+    encode = lambda x, k: snn.encode("rate", x, t, k)
+    params = snn.init_params(jax.random.key(0), model)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((b,) + tuple(cfg.model.input_shape), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, 10, b).astype(np.int32))
+    key = jax.random.key(1)
+    out = {"devices": jax.device_count()}
+    if mode == "none":
+        step_fn = jax.jit(loop.make_train_step(model, tx, loss_name=cfg.train.loss, encoding="rate",
+                                               num_steps=t, num_classes=10), donate_argnums=(0,))
+        box = [TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))]
+
+        def step():
+            box[0], m = step_fn(box[0], x, y, key)
+            jax.block_until_ready(m["loss"])
+        out["step_s"] = _median_step(step, desc["steps"])
+        out["stage_times"] = _stage_times(desc, cfg, model, params, x, y, key)
+        return out
+    plan = executor.make_plan(cfg, s_count)
+    ex = executor.Executor(model, plan, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode,
+                           binary_input=True, batch_size=b, num_steps=t, input_shape=cfg.model.input_shape,
+                           mesh=executor.make_mesh(plan, jax.devices()[:s_count]))
+    box = [ex.init(params)]
+
+    def step():
+        box[0], m = ex.step(box[0], x, y, key)
+        jax.block_until_ready(m["loss"])
+    out["step_s"] = _median_step(step, desc["steps"])
+    out["stages"] = [list(st) for st in plan.stages]
+    out["bytes_per_iteration"] = ex.bytes_per_step()
+    out["useful_bytes"] = ex.useful_bytes_per_batch()
+    return out
+
+
+def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
+    """Per-stage forward and backward (vjp, forward recomputed) times for every mode's batch per tick."""
+    import jax
+
+    from spikepipe_jax import snn
+    from spikepipe_jax.train import executor, losses
+
+    res = {}
+    for mode in desc["predict_modes"]:
+        c = cfg.copy_and_resolve_references()
+        c.pipeline.execute, c.pipeline.stages = mode, desc["stages"]
+        c.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
+        plan = executor.make_plan(c, desc["stages"])
+        mb = cfg.train.batch_size // plan.microbatches
+        xt = snn.encode("rate", x[:mb], cfg.model.num_steps, key)
+        fwd, bwd = [], []
+        h = xt
+        for i, st in enumerate(plan.stages):
+            last = i == len(plan.stages) - 1
+            f = jax.jit(lambda p, h, st=st: snn.apply_stage(p, model, h, st))
+            if last:
+                def loss_fn(p, h, st=st):
+                    return losses.compute_loss(cfg.train.loss, snn.apply_stage(p, model, h, st), y[:mb], 10)
+                g = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
+                fwd.append(0.0)  # the last stage's forward runs inside its backward
+                bwd.append(_median_step(lambda: jax.block_until_ready(g(params, h)), desc["steps"]))
+            else:
+                out = f(params, h)
+                ct = jax.numpy.ones_like(out)
+                g = jax.jit(lambda p, h, ct, st=st: jax.vjp(lambda p_, h_: snn.apply_stage(p_, model, h_, st), p, h)[1](ct))
+                fwd.append(_median_step(lambda: jax.block_until_ready(f(params, h)), desc["steps"]))
+                bwd.append(_median_step(lambda: jax.block_until_ready(g(params, h, ct)), desc["steps"]))
+                h = out
+        res[mode] = {"forward_s": fwd, "backward_s": bwd,
+                     "predicted_step_s": executor.predicted_step_time(plan, fwd, bwd)}
+    return res
+
+
+def _run_worker(desc: dict, devices: int) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.pipeline", f"--worker={json.dumps(desc)}"],
+                       cwd=_REPO, env=env, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker {desc['mode']} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker:
+        print(json.dumps(worker(json.loads(FLAGS.worker))))
+        return
+    lines = []
+    for net in FLAGS.nets:
+        common = dict(net=net, batch=FLAGS.batch, num_steps=FLAGS.num_steps, steps=FLAGS.steps,
+                      stages=FLAGS.stages, microbatches=FLAGS.microbatches)
+        base = _run_worker(dict(common, mode="none", predict_modes=FLAGS.modes), 1)
+        for mode in FLAGS.modes:
+            r = _run_worker(dict(common, mode=mode), FLAGS.stages)
+            pred = base["stage_times"][mode]["predicted_step_s"]
+            rec = {"mode": mode, "net": net, "stages": FLAGS.stages,
+                   "samples_per_s": round(FLAGS.batch / r["step_s"], 1),
+                   "measured_speedup": round(base["step_s"] / r["step_s"], 3),
+                   "predicted_speedup": round(base["step_s"] / pred, 3),
+                   "measured_over_predicted": round(pred / r["step_s"], 3),
+                   "bytes_per_iteration": r["bytes_per_iteration"], "useful_bytes": r["useful_bytes"],
+                   "step_s": round(r["step_s"], 5), "baseline_step_s": round(base["step_s"], 5),
+                   "predicted_step_s": round(pred, 5), "stage_split": r["stages"],
+                   "stage_forward_s": base["stage_times"][mode]["forward_s"],
+                   "stage_backward_s": base["stage_times"][mode]["backward_s"],
+                   "microbatches": FLAGS.microbatches if mode == "gpipe" else 1,
+                   "batch": FLAGS.batch, "num_steps": FLAGS.num_steps, "loadavg": os.getloadavg()[0]}
+            print(json.dumps(rec), flush=True)
+            lines.append(json.dumps(rec))
+    if FLAGS.out:
+        from spikepipe_jax.io import atomic_write_text
+        atomic_write_text(FLAGS.out, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,538 @@
+r"""Inter-layer pipelining executed on a device mesh: GPipe and PipeDream 1F1B over stages.
+
+The network's weight layers are split into ``S`` contiguous *stages*
+(:func:`spikepipe_jax.snn.apply_stage`); stage ``s`` runs on the devices with index ``s`` on the
+``"stage"`` axis of a ``("data", "stage")`` mesh, the ``"data"`` axis splits every batch
+(data parallelism, gradients averaged over it). One jitted SPMD program (``jax.shard_map``)
+runs a fixed number of *ticks*; in each tick every device does one action of its stage, chosen
+by ``lax.switch`` from a static table of ``(stage, action)`` branches (a device runs only its
+branch; bubbles are an idle branch, never a masked computation, so no NaN can leak into a
+gradient), then the stages exchange their messages with two ``ppermute``\ s along the stage
+axis: spikes forward (``uint8``, exact 0/1) and gradients backward (``float32``).
+
+Actions of stage ``s`` on micro-/mini-batch ``m``:
+
+* ``F``: run the stage forward on its input (the encoded batch for ``s = 0``, the spikes that
+  arrived from ``s - 1`` otherwise), keep that input (and, in 1F1B, the weights it used) in a
+  ring buffer, send the output spikes on. The last stage only keeps its input: its forward is
+  recomputed inside its backward.
+* ``B``: ``jax.vjp`` of the stage at the kept input and weights (the forward is recomputed,
+  i.e. rematerialised), with the gradient that arrived from ``s + 1`` (for the last stage, the
+  loss); send the input gradient back; the weight gradient is averaged over ``"data"``.
+
+**gpipe** (``M`` micro-batches per batch, Huang et al. 2019): ticks ``0 .. M+S-2`` are forward
+ticks (stage ``s`` does ``F`` of micro-batch ``t - s``), ticks ``M+S-1 .. 2(M+S-1)-1`` backward
+ticks in reverse micro-batch order; then the gradients of all stages are summed over the stage
+axis and every device applies the same synchronous update. The batch is encoded once, as in
+the unpipelined step, and split into micro-batches afterwards, so the result equals
+``pipeline.execute="none"`` up to float summation order.
+
+**1f1b** (PipeDream's asynchronous one-forward-one-backward with weight stashing, Narayanan et
+al. 2019; one mini-batch enters per training step): stage ``s`` does ``F`` in ticks where
+``t - s`` is even and ``B`` where it is odd, so ``F(m, s)`` runs at tick ``2m + s`` and ``B(m,
+s)`` at ``2m + 2S - 1 - s``, and applies its optimiser update right after each ``B``. Between the
+forward and the update of one mini-batch, stage ``s`` applies ``S - 1 - s`` other updates:
+exactly the delays ``schedule.delays_for("1f1b", stage map)`` gives, and the backward uses the
+stashed weights of the forward, so the run equals the single-device simulator
+``pipeline.simulate="stash"`` with those per-layer delays. One training step runs two ticks.
+At the end of training :meth:`Executor.drain` runs the ``2S - 2`` ticks that finish the
+mini-batches still in flight (no new ones enter); the simulator's final weights are those.
+
+State layout: every device keeps a full copy of the parameters and optimiser state (leading
+``[S]`` axis, sharded over ``"stage"``); stage ``s``'s copy is authoritative for its own layers
+(the only ones it computes with or updates meaningfully), and :meth:`Executor.params`
+assembles the network from them. With 1F1B the ring of stashed weights holds ``S`` copies.
+This trades memory (``S`` times the parameters) for one code path for any stage split; the
+in-flight activations are ``uint8`` rings of ``S`` (1F1B) or ``M`` (GPipe) entries.
+
+Not executed here: SpikePipe's own placements (F/B/W of one layer on different devices) —
+``pipeline.execute="spikepipe"`` is rejected with that message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from spikepipe_jax import snn
+from spikepipe_jax.train import losses
+from spikepipe_jax.train import stages as stages_lib
+
+MODES = ("none", "gpipe", "1f1b", "spikepipe")
+EXECUTED = ("gpipe", "1f1b")
+
+
+class ExecState(NamedTuple):
+    """The executor's training state (a pytree; checkpointed whole, so resume is exact).
+
+    Leaves of ``params``, ``opt_state``, ``wstash``, ``x0``, ``xs``, ``ys``, ``fbuf`` and ``bbuf``
+    have a leading ``[S]`` axis (one entry per stage, sharded over ``"stage"``).
+    """
+    params: Any      # full parameter copy per stage
+    opt_state: Any   # optimiser state per stage
+    step: jax.Array  # int32: mini-batches fed (training steps taken)
+    tick: jax.Array  # int32: ticks run (1F1B: 2 * step until the drain)
+    wstash: Any      # 1F1B: [S, R, ...] weights each in-flight forward used ({} for GPipe)
+    x0: jax.Array    # [S, R, T, B, *input] encoded network input of in-flight batches (stage 0 reads it)
+    xs: jax.Array    # [S, R, T, B, F] uint8 inputs of stages > 0 for in-flight batches
+    ys: jax.Array    # [S, R, B] labels of in-flight batches (the last stage reads them)
+    fbuf: jax.Array  # [S, T, B, F] uint8 spikes that arrived from the previous stage
+    bbuf: jax.Array  # [S, T, B, F] float32 gradient that arrived from the next stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static description of a pipelined run."""
+    mode: str
+    stages: tuple[tuple[int, int], ...]
+    data: int          # devices on the "data" axis
+    microbatches: int  # GPipe's M (1 for 1F1B)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+
+def make_plan(config, num_devices: int) -> Plan:
+    """Validates ``config.pipeline.execute/stages/microbatches`` against the network and the
+    devices; the stages come from :func:`spikepipe_jax.train.stages.config_stages` (balanced by
+    the cost model), the ones the simulator's delays are derived for.
+
+    Raises:
+      ValueError: naming the bad value (unknown mode, ``stages`` not in ``[0, L]`` or not
+        dividing the devices, ``microbatches < 1`` or not dividing the per-replica batch,
+        ``microbatches != 1`` with 1F1B, delays / mitigation / simulation set together with an
+        executed pipeline).
+    """
+    p = config.pipeline
+    mode = p.get("execute", "none")
+    if mode not in MODES:
+        raise ValueError(f"unknown pipeline.execute {mode!r}; expected one of {MODES}")
+    if mode == "spikepipe":
+        raise ValueError("pipeline.execute='spikepipe' is not implemented yet: the executor runs 'gpipe' and "
+                         "'1f1b'; SpikePipe schedules are modelled (scripts.schedule) and their delays trained "
+                         "with pipeline.delays")
+    micro = p.get("microbatches", 1)
+    if isinstance(micro, bool) or not isinstance(micro, int) or micro < 1:
+        raise ValueError(f"pipeline.microbatches must be a positive integer, got {micro!r}")
+    stages = stages_lib.config_stages(config)  # validates pipeline.stages
+    num_stages = len(stages)
+    if num_devices % num_stages:
+        raise ValueError(f"pipeline.stages={num_stages} does not divide the {num_devices} devices "
+                         f"(the devices left over are data-parallel replicas of the pipeline)")
+    if mode == "1f1b" and micro != 1:
+        raise ValueError(f"pipeline.microbatches={micro}: 1f1b (PipeDream, asynchronous) feeds whole "
+                         f"mini-batches; set it to 1 (micro-batches are GPipe's)")
+    data = num_devices // num_stages
+    batch = config.train.batch_size
+    if batch % (data * micro):
+        raise ValueError(f"train.batch_size={batch} must be divisible by {data} data-parallel replica(s) x "
+                         f"pipeline.microbatches={micro}")
+    for field, off in (("delays", "none"), ("mitigation", "none"), ("simulate", "none")):
+        if p.get(field, off) != off:
+            raise ValueError(f"pipeline.execute={mode!r} runs the pipeline itself (its delays are the "
+                             f"schedule's); set pipeline.{field}={off!r}, got {p.get(field)!r}")
+    return Plan(mode=mode, stages=stages, data=data, microbatches=micro)
+
+
+def tick_table(plan: Plan) -> list[list[tuple[str, int]]]:
+    """The actions of one training step in steady state: per tick, per stage, ``("F", i)``,
+    ``("B", i)`` or ``("idle", -1)`` (``i``: micro-batch; 1F1B: 0). 1F1B: the two ticks of a step
+    (stage ``s`` does F when ``t - s`` is even); GPipe: all ``2(M + S - 1)`` ticks."""
+    s_count, m = plan.num_stages, plan.microbatches
+    if plan.mode == "1f1b":
+        return [[("F", 0) if (t - s) % 2 == 0 else ("B", 0) for s in range(s_count)] for t in range(2)]
+    span = m + s_count - 1
+    rows = []
+    for g in range(2 * span):
+        row = []
+        for s in range(s_count):
+            i = g - s if g < span else m - 1 - (g - span - (s_count - 1 - s))
+            row.append((("F" if g < span else "B"), i) if 0 <= i < m else ("idle", -1))
+        rows.append(row)
+    return rows
+
+
+def predicted_step_time(plan: Plan, forward_s: Sequence[float], backward_s: Sequence[float]) -> float:
+    """One training step's time from per-stage action times (measured alone on one device, at the
+    batch of one tick): each tick of :func:`tick_table` lasts as long as its slowest device (the
+    exchange at its end is a barrier), the last stage's F is free (its B recomputes it)."""
+    last = plan.num_stages - 1
+    dur = {"F": lambda s: 0.0 if s == last else forward_s[s], "B": lambda s: backward_s[s], "idle": lambda s: 0.0}
+    return sum(max(dur[a](s) for s, (a, _) in enumerate(row)) for row in tick_table(plan))
+
+
+def make_mesh(plan: Plan, devices: Optional[Sequence[Any]] = None) -> Mesh:
+    """A ``("data", "stage")`` mesh; consecutive devices form one pipeline."""
+    devices = list(jax.devices() if devices is None else devices)
+    need = plan.data * plan.num_stages
+    if len(devices) != need:
+        raise ValueError(f"the plan needs {need} devices ({plan.data} data x {plan.num_stages} stages), "
+                         f"got {len(devices)}")
+    return Mesh(np.array(devices).reshape(plan.data, plan.num_stages), ("data", "stage"))
+
+
+def _pack(spk: jax.Array, width: int) -> jax.Array:
+    """``[T, B, *shape]`` spikes -> ``[T, B, width]`` uint8 (zero padded)."""
+    t, b = spk.shape[:2]
+    flat = spk.reshape(t, b, -1).astype(jnp.uint8)
+    return jnp.pad(flat, ((0, 0), (0, 0), (0, width - flat.shape[2])))
+
+
+def _unpack(buf: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    t, b = buf.shape[:2]
+    n = math.prod(shape)
+    return buf[:, :, :n].reshape((t, b) + tuple(shape)).astype(dtype)
+
+
+def _pad_grad(g: jax.Array, width: int) -> jax.Array:
+    t, b = g.shape[:2]
+    flat = g.reshape(t, b, -1).astype(jnp.float32)
+    return jnp.pad(flat, ((0, 0), (0, 0), (0, width - flat.shape[2])))
+
+
+class Executor:
+    """Builds and runs the pipelined train step of a model on a mesh (module docstring)."""
+
+    def __init__(self, model: snn.ModelDef, plan: Plan, tx: optax.GradientTransformation, *,
+                 loss_name: str, num_classes: int, encode_fn: Callable, binary_input: bool,
+                 batch_size: int, num_steps: int, input_shape: Sequence[int], mesh: Mesh,
+                 compiler_options: Optional[dict] = None):
+        if plan.mode not in EXECUTED:
+            raise ValueError(f"no executor for pipeline.execute={plan.mode!r}")
+        self.model = model._replace(native="off")  # custom calls stay out of the SPMD program
+        self.plan, self.tx, self.mesh = plan, tx, mesh
+        self.loss_name, self.num_classes = loss_name, num_classes
+        self.encode_fn, self.binary_input = encode_fn, binary_input
+        self.batch_size, self.num_steps = batch_size, num_steps
+        self.input_shape = tuple(int(s) for s in input_shape)
+        s_count = plan.num_stages
+        self.names = [info.name for info in model.infos]
+        self.stage_of = stages_lib.stage_map(plan.stages)
+        widths = [math.prod(snn.stage_out_shape(model, st)) for st in plan.stages[:-1]]
+        self.width = max(widths, default=1)
+        self.ring = s_count if plan.mode == "1f1b" else plan.microbatches
+        self.local_batch = batch_size // plan.data // plan.microbatches  # samples per device and entry
+        self.ticks_per_step = 2 if plan.mode == "1f1b" else 2 * (plan.microbatches + s_count - 1)
+        self.x0_dtype = jnp.uint8 if binary_input else jnp.float32
+        self.stage_spec = NamedSharding(mesh, P("stage"))
+        self.replicated = NamedSharding(mesh, P())
+        opts = compiler_options or {}
+        self._step = jax.jit(self._train_step, donate_argnums=(0,), compiler_options=opts)
+        self._drain = jax.jit(self._drain_ticks, donate_argnums=(0,), compiler_options=opts)
+        self._params = jax.jit(self._assemble, out_shardings=self.replicated)
+
+    def bytes_per_step(self) -> int:
+        """Bytes the ``ppermute`` calls move in one training step: every tick, every stage boundary,
+        both directions (``uint8`` spikes forward, ``float32`` gradients back, padded to the widest
+        boundary; idle directions send zeros), for every data-parallel replica."""
+        per_tick = self.num_steps * (self.batch_size // self.plan.microbatches) * self.width * (1 + 4)
+        return self.ticks_per_step * (self.plan.num_stages - 1) * per_tick
+
+    def useful_bytes_per_batch(self) -> int:
+        """What one batch has to cross the stage boundaries: each boundary's spikes once at 1 bit and
+        its gradient once at 32 bits (``schedule.comm``'s count for this placement)."""
+        total = 0
+        for st in self.plan.stages[:-1]:
+            n = self.num_steps * self.batch_size * math.prod(snn.stage_out_shape(self.model, st))
+            total += math.ceil(n / 8) + 4 * n
+        return total
+
+    # ----- state -------------------------------------------------------------------------------
+    def init(self, params) -> ExecState:
+        """The initial state from unstacked parameters (placed on the mesh)."""
+        s, r, t = self.plan.num_stages, self.ring, self.num_steps
+        b = self.batch_size // self.plan.microbatches  # global batch of one ring entry
+        stack = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (s,) + a.shape), tree)
+        opt = self.tx.init(params)
+        wstash = (jax.tree.map(lambda a: jnp.broadcast_to(a, (s, r) + a.shape), params)
+                  if self.plan.mode == "1f1b" else {})
+        state = ExecState(
+            params=stack(params), opt_state=stack(opt),
+            step=jnp.zeros((), jnp.int32), tick=jnp.zeros((), jnp.int32), wstash=wstash,
+            x0=jnp.zeros((s, r, t, b) + self.input_shape, self.x0_dtype),
+            xs=jnp.zeros((s, r, t, b, self.width), jnp.uint8),
+            ys=jnp.zeros((s, r, b), jnp.int32),
+            fbuf=jnp.zeros((s, t, b, self.width), jnp.uint8),
+            bbuf=jnp.zeros((s, t, b, self.width), jnp.float32))
+        return self.place(state)
+
+    def shardings(self, state: ExecState) -> ExecState:
+        """Where each leaf lives: the stage axis first, the batch axis over ``"data"``."""
+        st = self.stage_spec
+        return ExecState(
+            params=jax.tree.map(lambda _: st, state.params),
+            opt_state=jax.tree.map(lambda _: st, state.opt_state),
+            step=self.replicated, tick=self.replicated,
+            wstash=jax.tree.map(lambda _: st, state.wstash),
+            x0=NamedSharding(self.mesh, P("stage", None, None, "data")),
+            xs=NamedSharding(self.mesh, P("stage", None, None, "data")),
+            ys=NamedSharding(self.mesh, P("stage", None, "data")),
+            fbuf=NamedSharding(self.mesh, P("stage", None, "data")),
+            bbuf=NamedSharding(self.mesh, P("stage", None, "data")))
+
+    def place(self, state: ExecState) -> ExecState:
+        return jax.device_put(state, self.shardings(state))
+
+    def _specs(self, state: ExecState) -> ExecState:
+        return jax.tree.map(lambda sh: sh.spec, self.shardings(state),
+                            is_leaf=lambda x: isinstance(x, NamedSharding))
+
+    def params(self, state: ExecState):
+        """The network's parameters: each layer from the stage that owns it (replicated)."""
+        return self._params(state.params)
+
+    def _assemble(self, stacked):
+        return {n: jax.tree.map(lambda a, s=s: a[s], stacked[n]) for n, s in zip(self.names, self.stage_of)}
+
+    # ----- the SPMD program ------------------------------------------------------------------
+    def _stage_fn(self, s: int):
+        stage = self.plan.stages[s]
+        model = self.model
+
+        def run(params, x):
+            return snn.apply_stage(params, model, x, stage)
+        return run
+
+    def _input_of(self, s: int, x0, xs):
+        """The stage's input from the ring entries: the encoded batch, or the unpacked spikes."""
+        if s == 0:
+            return x0.astype(jnp.float32)
+        shape = self.model.infos[self.plan.stages[s][0] - 1].out_shape
+        return _unpack(xs, shape)
+
+    def _branches(self):
+        """``[F_0 .. F_{S-1}, B_0 .. B_{S-1}, idle]``; each maps the tick's operands to
+        ``(fsend, bsend, dw, loss, correct)``."""
+        s_count = self.plan.num_stages
+        zeros_like = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+
+        def outputs(ops, fsend=None, bsend=None, dw=None, loss=None, correct=None):
+            z = jnp.zeros((), jnp.float32)
+            return (ops["fbuf"] if fsend is None else fsend,
+                    jnp.zeros_like(ops["bbuf"]) if bsend is None else bsend,
+                    zeros_like(ops["params"]) if dw is None else dw,
+                    z if loss is None else loss, z if correct is None else correct)
+
+        def idle(ops):
+            return outputs(ops, fsend=jnp.zeros_like(ops["fbuf"]))
+
+        def forward(s):
+            fn = self._stage_fn(s)
+
+            def branch(ops):
+                x = self._input_of(s, ops["f_x0"], ops["fbuf"])
+                return outputs(ops, fsend=_pack(fn(ops["params"], x), self.width))
+            return branch
+
+        def backward(s):
+            fn = self._stage_fn(s)
+            last = s == s_count - 1
+
+            def branch(ops):
+                x = self._input_of(s, ops["b_x0"], ops["b_xs"])
+                w = ops["b_params"]
+                if last:
+                    def loss_fn(w_, x_):
+                        out = fn(w_, x_)
+                        return losses.compute_loss(self.loss_name, out, ops["y"], self.num_classes), out
+                    if s == 0:
+                        (loss, out), dw = jax.value_and_grad(loss_fn, has_aux=True)(w, x)
+                        dx = None
+                    else:
+                        (loss, out), (dw, dx) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(w, x)
+                    correct = jnp.sum(jnp.argmax(out.logits, -1) == ops["y"]).astype(jnp.float32)
+                else:
+                    out_shape = snn.stage_out_shape(self.model, self.plan.stages[s])
+                    ct = _unpack(ops["bbuf"], out_shape)
+                    if s == 0:
+                        _, vjp = jax.vjp(lambda w_: fn(w_, x), w)
+                        (dw,), dx = vjp(ct), None
+                    else:
+                        _, vjp = jax.vjp(fn, w, x)
+                        dw, dx = vjp(ct)
+                    loss = correct = None
+                bsend = None if dx is None else _pad_grad(dx, self.width)
+                return outputs(ops, fsend=jnp.zeros_like(ops["fbuf"]), bsend=bsend, dw=dw, loss=loss,
+                               correct=correct)
+            return branch
+
+        # the last stage's F only keeps its input (its B recomputes the forward): idle
+        return ([forward(s) if s < s_count - 1 else idle for s in range(s_count)]
+                + [backward(s) for s in range(s_count)] + [idle])
+
+    def _exchange(self, fsend, bsend):
+        """Spikes one stage on, gradients one stage back (no wrap-around)."""
+        n = self.plan.num_stages
+        if n == 1:
+            return jnp.zeros_like(fsend), jnp.zeros_like(bsend)
+        fwd = jax.lax.ppermute(fsend, "stage", [(i, i + 1) for i in range(n - 1)])
+        bwd = jax.lax.ppermute(bsend, "stage", [(i + 1, i) for i in range(n - 1)])
+        return fwd, bwd
+
+    def _local(self, state: ExecState) -> dict:
+        """Per-device view inside shard_map: the leading [1] stage axis dropped."""
+        sq = lambda tree: jax.tree.map(lambda a: a[0], tree)
+        return dict(params=sq(state.params), opt=sq(state.opt_state), wstash=sq(state.wstash),
+                    x0=state.x0[0], xs=state.xs[0], ys=state.ys[0], fbuf=state.fbuf[0], bbuf=state.bbuf[0])
+
+    def _global(self, loc: dict, step, tick) -> ExecState:
+        ex = lambda tree: jax.tree.map(lambda a: a[None], tree)
+        return ExecState(params=ex(loc["params"]), opt_state=ex(loc["opt"]), step=step, tick=tick,
+                         wstash=ex(loc["wstash"]), x0=loc["x0"][None], xs=loc["xs"][None],
+                         ys=loc["ys"][None], fbuf=loc["fbuf"][None], bbuf=loc["bbuf"][None])
+
+    def _tick(self, loc: dict, branch_index, f_slot, b_slot, params_b):
+        """One tick on one device: its branch, then the exchange. Returns the new local state
+        (buffers and rings; parameters untouched), the weight gradient and the metrics."""
+        s = jax.lax.axis_index("stage")
+        ops = dict(params=loc["params"], b_params=params_b, f_x0=loc["x0"][f_slot],
+                   fbuf=loc["fbuf"], bbuf=loc["bbuf"], b_x0=loc["x0"][b_slot], b_xs=loc["xs"][b_slot],
+                   y=loc["ys"][b_slot])
+        fsend, bsend, dw, loss, correct = jax.lax.switch(branch_index, self._branches(), ops)
+        is_f = branch_index < self.plan.num_stages
+        # keep the input of this stage's forward for its backward (stages > 0; stage 0 reads x0)
+        keep = jnp.logical_and(is_f, s > 0)
+        xs = loc["xs"].at[f_slot].set(jnp.where(keep, loc["fbuf"], loc["xs"][f_slot]))
+        fbuf, bbuf = self._exchange(fsend, bsend)
+        dw = jax.lax.pmean(dw, "data")
+        return dict(loc, xs=xs, fbuf=fbuf, bbuf=bbuf), dw, loss, correct
+
+    def _metrics(self, loss, correct, count, dw_finite):
+        """Scalars on every device: the last stage's loss / accuracy of the batches it finished."""
+        loss = jax.lax.pmean(jax.lax.psum(loss, "stage"), "data")
+        correct = jax.lax.psum(jax.lax.psum(correct, "stage"), "data")
+        count = jax.lax.psum(count, "stage").astype(jnp.float32)
+        finite = jax.lax.pmin(jax.lax.pmin(dw_finite.astype(jnp.int32), "stage"), "data") > 0
+        n = jnp.maximum(count, 1.0)
+        return {"loss": loss / n, "accuracy": correct / (n * self.batch_size), "count": count,
+                "finite": finite}
+
+    # --- the tick loops (lax.scan over ticks: each branch is traced once) ----------------------
+    def _update(self, params, opt, grads):
+        upd, opt = self.tx.update(grads, opt, params)
+        return optax.apply_updates(params, upd), opt
+
+    def _ticks_1f1b(self, loc, tick, num_ticks: int, fed):
+        """``num_ticks`` 1F1B ticks from ``tick`` with ``fed`` mini-batches available: stage ``s``
+        does F of ``m = (g - s) / 2`` when ``g - s`` is even and B of ``m = (g + s - 2S + 1) / 2``
+        when it is odd (valid when ``0 <= m < fed``), and updates after each B."""
+        s_count, r = self.plan.num_stages, self.ring
+        s = jax.lax.axis_index("stage")
+
+        def body(carry, g):
+            loc, loss_sum, correct_sum, count, finite = carry
+            odd = (g - s) % 2 == 1
+            m_f = (g - s) // 2
+            m_b = (g + s - 2 * s_count + 1) // 2
+            f_ok = jnp.logical_and(~odd, jnp.logical_and(m_f >= 0, m_f < fed))
+            b_ok = jnp.logical_and(odd, jnp.logical_and(m_b >= 0, m_b < fed))
+            idx = jnp.where(f_ok, s, jnp.where(b_ok, s_count + s, 2 * s_count))
+            f_slot, b_slot = jnp.maximum(m_f, 0) % r, jnp.maximum(m_b, 0) % r
+            # weight stashing: the forward's weights go into the ring; the backward reads them
+            wstash = jax.tree.map(lambda h, w: h.at[f_slot].set(jnp.where(f_ok, w, h[f_slot])),
+                                  loc["wstash"], loc["params"])
+            loc = dict(loc, wstash=wstash)
+            params_b = jax.tree.map(lambda h: h[b_slot], wstash)
+            loc, dw, loss, correct = self._tick(loc, idx, f_slot, b_slot, params_b)
+            params, opt = jax.lax.cond(b_ok, lambda a: self._update(*a), lambda a: (a[0], a[1]),
+                                       (loc["params"], loc["opt"], dw))
+            loc = dict(loc, params=params, opt=opt)
+            done = jnp.logical_and(b_ok, s == s_count - 1)
+            return (loc, loss_sum + jnp.where(done, loss, 0.0), correct_sum + jnp.where(done, correct, 0.0),
+                    count + done.astype(jnp.int32),
+                    jnp.logical_and(finite, jnp.logical_or(~b_ok, _all_finite(dw)))), None
+
+        zero = jnp.zeros((), jnp.float32)
+        init = (loc, zero, zero, jnp.zeros((), jnp.int32), jnp.array(True))
+        (loc, loss_sum, correct_sum, count, finite), _ = jax.lax.scan(
+            body, init, tick + jnp.arange(num_ticks, dtype=jnp.int32))
+        return loc, self._metrics(loss_sum, correct_sum, count, finite)
+
+    def _ticks_gpipe(self, loc):
+        """GPipe: forward ticks ``0 .. M+S-2`` (F of micro-batch ``g - s``), backward ticks after
+        them in reverse micro-batch order; gradients accumulated, then one synchronous update."""
+        s_count, m = self.plan.num_stages, self.plan.microbatches
+        s = jax.lax.axis_index("stage")
+        span = m + s_count - 1
+
+        def body(carry, g):
+            loc, gacc, loss_sum, correct_sum = carry
+            fwd = g < span
+            i = jnp.where(fwd, g - s, m - 1 - (g - span - (s_count - 1 - s)))
+            ok = jnp.logical_and(i >= 0, i < m)
+            idx = jnp.where(ok, jnp.where(fwd, s, s_count + s), 2 * s_count)
+            slot = jnp.clip(i, 0, m - 1)
+            loc, dw, loss, correct = self._tick(loc, idx, slot, slot, loc["params"])
+            done = jnp.logical_and(jnp.logical_and(ok, ~fwd), s == s_count - 1)
+            return (loc, jax.tree.map(jnp.add, gacc, dw), loss_sum + jnp.where(done, loss, 0.0),
+                    correct_sum + jnp.where(done, correct, 0.0)), None
+
+        zero = jnp.zeros((), jnp.float32)
+        init = (loc, jax.tree.map(jnp.zeros_like, loc["params"]), zero, zero)
+        (loc, gacc, loss_sum, correct_sum), _ = jax.lax.scan(body, init, jnp.arange(2 * span, dtype=jnp.int32))
+        # one synchronous update: the stages' gradients summed (each holds its own layers'),
+        # averaged over the micro-batches; every device applies the same update
+        grads = jax.tree.map(lambda a: jax.lax.psum(a, "stage") / m, gacc)
+        params, opt = self._update(loc["params"], loc["opt"], grads)
+        loc = dict(loc, params=params, opt=opt)
+        count = jnp.where(s == s_count - 1, 1, 0).astype(jnp.int32)
+        return loc, self._metrics(loss_sum / m, correct_sum, count, _all_finite(grads))
+
+    # --- the jitted steps -------------------------------------------------------------------
+    def _train_step(self, state: ExecState, x, y, key):
+        xt = self.encode_fn(x, jax.random.fold_in(key, state.step)).astype(self.x0_dtype)  # [T, B, ...]
+        mode = self.plan.mode
+
+        def body(st: ExecState, xt, y):
+            loc = self._local(st)
+            if mode == "1f1b":
+                slot = st.step % self.ring
+                loc = dict(loc, x0=loc["x0"].at[slot].set(xt), ys=loc["ys"].at[slot].set(y))
+                loc, met = self._ticks_1f1b(loc, st.tick, 2, st.step + 1)
+            else:
+                m, t = self.plan.microbatches, xt.shape[0]
+                xm = jnp.moveaxis(xt.reshape((t, m, -1) + xt.shape[2:]), 1, 0)  # [M, T, b, ...]
+                loc = dict(loc, x0=xm, ys=y.reshape(m, -1))
+                loc, met = self._ticks_gpipe(loc)
+            return self._global(loc, st.step + 1, st.tick + self.ticks_per_step), met
+
+        specs = self._specs(state)
+        run = jax.shard_map(body, mesh=self.mesh, in_specs=(specs, P(None, "data"), P("data")),
+                            out_specs=(specs, P()), check_vma=False)
+        return run(state, xt, y)
+
+    def _drain_ticks(self, state: ExecState):
+        specs = self._specs(state)
+        n = 2 * self.plan.num_stages - 2
+
+        def body(st: ExecState):
+            loc, met = self._ticks_1f1b(self._local(st), st.tick, n, st.step)
+            return self._global(loc, st.step, st.tick + n), met
+
+        run = jax.shard_map(body, mesh=self.mesh, in_specs=(specs,), out_specs=(specs, P()), check_vma=False)
+        return run(state)
+
+    def step(self, state: ExecState, x, y, key):
+        """One training step: a new batch enters (``x`` ``[B, ...]``, ``y`` ``[B]``).
+        Metrics: ``loss`` / ``accuracy`` of the batches the last stage finished in this step
+        (``count`` of them: 0 while a 1F1B pipeline fills), ``finite``."""
+        return self._step(state, x, y, key)
+
+    def drain(self, state: ExecState):
+        """1F1B: finish the batches in flight (no new ones); GPipe: nothing to do."""
+        if self.plan.mode != "1f1b" or self.plan.num_stages == 1:
+            return state, None
+        return self._drain(state)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(tree)))

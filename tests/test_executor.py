@@ -1,0 +1,251 @@
+"""Pipeline executor (train/executor.py): stages on fake CPU devices, GPipe and 1F1B semantics.
+
+Multi-device cases run in subprocesses with ``--xla_force_host_platform_device_count=N``
+(``tests/executor_cases.py``); the rest runs on this process's one device.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spikepipe_jax import experiments, snn
+from spikepipe_jax.schedule import delays_for
+from spikepipe_jax.train import executor, pipeline, stages as stages_lib
+from tests import executor_cases
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(n: int) -> dict:
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+
+
+# ----- stages in the model ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("net,stages", [("fc_digits", [(0, 1), (1, 2)]), ("conv_digits", [(0, 2), (2, 3)]),
+                                        ("conv_digits", [(0, 1), (1, 2), (2, 3)])])
+def test_apply_is_a_fold_over_stages(net, stages, key):
+    """Running the stages one after the other, spikes crossing in uint8, gives the whole network's output."""
+    cfg = experiments.load_config(net, "smoke")
+    model = snn.model_from_config(cfg.model)._replace(native="off")
+    params = snn.init_params(key, model)
+    x = snn.encode("rate", jax.random.uniform(jax.random.key(3), (6,) + tuple(cfg.model.input_shape)),
+                   cfg.model.num_steps, jax.random.key(4))
+    whole = snn.apply(params, model, x)
+    h = x
+    for st in stages[:-1]:
+        h = snn.apply_stage(params, model, h, st)
+        assert h.shape[2:] == snn.stage_out_shape(model, st)
+        assert set(np.unique(np.asarray(h))) <= {0.0, 1.0}
+        h = h.astype(jnp.uint8)
+    out = snn.apply_stage(params, model, h, stages[-1])
+    np.testing.assert_allclose(out.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(snn.apply(params, model, x, stages=stages).logits, whole.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_check_stages_rejects_bad_partitions():
+    model = snn.model_from_config(experiments.load_config("conv_digits", "smoke").model)
+    assert snn.check_stages(model, [(0, 1), (1, 3)]) == ((0, 1), (1, 3))
+    for bad in ([(0, 1), (2, 3)], [(0, 2)], [(0, 0), (0, 3)], [(1, 3)], []):
+        with pytest.raises(ValueError, match="not a partition"):
+            snn.check_stages(model, bad)
+
+
+def test_config_stages_and_their_delays():
+    cfg = experiments.load_config("deep_digits", "smoke")  # 8 dense layers, the first one cheaper
+    cfg.pipeline.stages = 0
+    assert stages_lib.config_stages(cfg) == tuple((l, l + 1) for l in range(8))
+    cfg.pipeline.stages = 1
+    assert stages_lib.config_stages(cfg) == ((0, 8),)
+    cfg.pipeline.stages = 3
+    st = stages_lib.config_stages(cfg)
+    costs = stages_lib.layer_costs(cfg)
+    assert len(st) == 3 and st == tuple(stages_lib.partition_layers(costs, 3))
+    assert max(stages_lib.stage_costs(costs, st)) <= max(stages_lib.stage_costs(costs, [(0, 3), (3, 6), (6, 8)]))
+    cfg.pipeline.delays = "1f1b"
+    smap = stages_lib.stage_map(st)
+    assert pipeline.config_delays(cfg, 8) == [2 - s for s in smap]
+    cfg.pipeline.delays = "fully_pipelined"
+    assert pipeline.config_delays(cfg, 8) == [2 * (2 - s) for s in smap]
+    cfg.pipeline.stages = 0  # one stage per layer: the delays of earlier versions
+    cfg.pipeline.delays = "1f1b"
+    assert pipeline.config_delays(cfg, 8) == [7 - l for l in range(8)]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("execute", "pipedream", "unknown pipeline.execute"),
+    ("execute", "spikepipe", "not implemented yet"),
+    ("stages", 9, "exceeds the network's 8 weight layers"),
+    ("stages", -1, "pipeline.stages must be an integer >= 0"),
+    ("microbatches", 0, "pipeline.microbatches must be a positive integer"),
+])
+def test_make_plan_errors_name_the_value(field, value, message):
+    cfg = experiments.load_config("deep_digits", "smoke")
+    cfg.pipeline.execute = "gpipe"
+    cfg.pipeline[field] = value
+    with pytest.raises(ValueError, match=message):
+        executor.make_plan(cfg, 8)
+
+
+def test_make_plan_checks_devices_batch_and_mode():
+    cfg = experiments.load_config("deep_digits", "smoke")  # batch 16
+    cfg.pipeline.execute, cfg.pipeline.stages = "gpipe", 3
+    with pytest.raises(ValueError, match="pipeline.stages=3 does not divide the 4 devices"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.stages, cfg.pipeline.microbatches = 2, 3
+    with pytest.raises(ValueError, match="train.batch_size=16 must be divisible by 2 data-parallel"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.execute = "1f1b"
+    with pytest.raises(ValueError, match="microbatches=3: 1f1b"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.microbatches, cfg.pipeline.delays = 1, "1f1b"
+    with pytest.raises(ValueError, match="set pipeline.delays='none'"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.delays = "none"
+    plan = executor.make_plan(cfg, 4)
+    assert (plan.mode, plan.data, plan.num_stages, plan.microbatches) == ("1f1b", 2, 2, 1)
+
+
+def test_one_device_gpipe_equals_unpipelined(key):
+    """S = 1, M = 2 on this process's device: the executor's machinery with no exchange."""
+    out = executor_cases.run_case("dense_s1_d2_gpipe") if jax.device_count() >= 2 else None
+    if out is not None:
+        assert out["err"] < 1e-6
+    cfg = experiments.load_config("fc_digits", "smoke")
+    cfg.pipeline.execute, cfg.pipeline.stages, cfg.pipeline.microbatches = "gpipe", 1, 2
+    plan = executor.make_plan(cfg, 1)
+    assert plan.stages == ((0, 2),) and plan.data == 1
+
+
+# ----- multi-device equalities (subprocesses) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cases():
+    """Runs every case of tests/executor_cases.py on its device count (one subprocess each)."""
+    out = {}
+    for n in sorted({v[2] * v[3] for v in executor_cases.CASES.values()} - {1}):
+        r = subprocess.run([sys.executable, "-m", "tests.executor_cases", str(n)], cwd=REPO, env=_env(n),
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(executor_cases.CASES))
+def test_executor_equals_its_reference(cases, name):
+    """gpipe == unpipelined step; 1f1b == the stash simulator at delays_for('1f1b', stage map)."""
+    res = cases[name]
+    net, mode, num_stages, data, micro, steps = executor_cases.CASES[name]
+    assert res["moved"] > 1e-3  # training moved the weights: the comparison is not trivial
+    assert res["err"] < 2e-5 * max(1.0, res["moved"] / 1e-2), res
+    assert len(res["stages"]) == num_stages
+    assert res["step"] == steps
+    if mode == "1f1b":
+        smap = stages_lib.stage_map([tuple(s) for s in res["stages"]])
+        assert res["delays"] == [num_stages - 1 - s for s in smap]  # PipeDream: S - 1 - stage
+        assert res["config_delays"] == res["delays"]  # what --config.pipeline.delays=1f1b gives the simulator
+        assert res["tick"] == 2 * steps + 2 * num_stages - 2  # drained: every batch finished
+        done = [c for c, _ in res["losses_ex"]]
+        assert sum(done) == steps - (num_stages // 2)  # the rest finish in the drain
+        # the loss of batch k is reported when the last stage finishes it
+        ex_losses = [l for c, l in res["losses_ex"] if c]
+        np.testing.assert_allclose(ex_losses, res["losses_ref"][:len(ex_losses)], rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_allclose([l for _, l in res["losses_ex"]], res["losses_ref"], rtol=1e-5, atol=1e-6)
+
+
+# ----- the user's command --------------------------------------------------------------------
+
+def _train(args, workdir, n, timeout=600):
+    return subprocess.run([sys.executable, "-m", "scripts.train", *args, f"--workdir={workdir}"], cwd=REPO,
+                          env=_env(n), capture_output=True, text=True, timeout=timeout)
+
+
+def _params(workdir):
+    from spikepipe_jax.train import checkpoint
+    import flax.serialization
+    with open(os.path.join(workdir, "params.msgpack"), "rb") as f:
+        return flax.serialization.msgpack_restore(f.read())
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_command_line_gpipe_equals_none_and_1f1b_equals_simulator(tmp_path):
+    base = ["--config=configs/conv_digits.py:smoke", "--config.train.epochs=2"]
+    runs = {
+        "none": [],
+        "gpipe": ["--config.pipeline.execute=gpipe", "--config.pipeline.stages=2", "--config.pipeline.microbatches=2"],
+        "1f1b": ["--config.pipeline.execute=1f1b", "--config.pipeline.stages=2"],
+        "sim": ["--config.pipeline.simulate=stash", "--config.pipeline.delays=1f1b", "--config.pipeline.stages=2"],
+    }
+    params = {}
+    for name, extra in runs.items():
+        r = _train(base + extra, tmp_path / name, 2)
+        assert r.returncode == 0, r.stderr[-3000:]
+        if name in ("gpipe", "1f1b"):
+            assert f"pipeline {name}: stages [(0, 1), (1, 3)]" in r.stderr
+        params[name] = _params(tmp_path / name)
+    moved = _max_diff(params["none"], params["sim"])
+    assert moved > 1e-3  # the delays changed the result: 1f1b is not trivially none
+    assert _max_diff(params["gpipe"], params["none"]) < 1e-5
+    assert _max_diff(params["1f1b"], params["sim"]) < 1e-5
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--config.pipeline.execute=gpipe", "--config.pipeline.stages=3"], "pipeline.stages=3 exceeds the network's 2"),
+    (["--config.pipeline.execute=1f1b", "--config.pipeline.stages=2", "--config.pipeline.microbatches=2"],
+     "microbatches=2: 1f1b"),
+    (["--config.pipeline.execute=gpipe", "--config.pipeline.stages=2", "--config.pipeline.microbatches=0"],
+     "pipeline.microbatches must be a positive integer"),
+])
+def test_command_line_bad_pipeline_is_one_error_line(tmp_path, extra, message):
+    r = _train(["--config=configs/fc_digits.py:smoke"] + extra, tmp_path / "w", 2, timeout=300)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith("error:") and message in lines[-1], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_command_line_stages_must_divide_devices(tmp_path):
+    r = _train(["--config=configs/conv_digits.py:smoke", "--config.pipeline.execute=1f1b",
+                "--config.pipeline.stages=3"], tmp_path / "w", 2, timeout=300)
+    assert r.returncode != 0
+    assert "error: pipeline.stages=3 does not divide the 2 devices" in r.stderr
+
+
+def test_resume_after_kill9_1f1b_equals_uninterrupted(tmp_path):
+    """The executor's whole state (stashed weights, in-flight batches, buffers) is checkpointed."""
+    args = ["--config=configs/fc_digits.py", "--config.model.num_steps=4", "--config.train.batch_size=16",
+            "--config.data.max_train=512", "--config.data.max_test=64", "--config.train.epochs=4",
+            "--config.train.checkpoint_every_steps=5", "--config.train.log_every_steps=4",
+            "--config.pipeline.execute=1f1b", "--config.pipeline.stages=2"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    r = _train(args, full, 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.train", *args, f"--workdir={killed}"], cwd=REPO,
+                            env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoint.msgpack"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # right after the first checkpoint (step 5 of 128, odd: mid-pipeline)
+    proc.wait()
+    assert not (killed / "params.msgpack").exists(), "the run finished before it was killed"
+    r = _train(args, killed, 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stderr
+    a, b = _params(full), _params(killed)
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(la, lb)
