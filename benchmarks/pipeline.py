@@ -12,10 +12,10 @@ every device single-threaded (``--xla_cpu_multi_thread_eigen=false``, one device
 "S devices" means S cores, and the baseline gets one. A step is timed from dispatch to its
 result; the median of ``--steps`` steps after two warm-up steps.
 
-Prediction: the baseline worker also times each stage alone on one device (its forward, and its
-``jax.vjp`` backward with the forward recomputed, as the executor runs it, on the executor's
-batch per tick); the executor's tick table (``executor.tick_table``) then gives each tick the
-duration of its slowest device, and one step the sum of its ticks. ``bytes_per_iteration`` is
+Prediction: the baseline worker also times each stage alone on one device, as the executor
+runs it on one tick's batch: F = the stage's ``jax.vjp`` (forward, residuals kept), B = applying
+the vjp to a cotangent; ``executor.predicted_step_time`` then gives each tick of the executor's
+tick table the duration of its slowest device, and one step the sum of its ticks. ``bytes_per_iteration`` is
 what the ``ppermute`` calls move per training step (both directions, every tick, ``uint8`` spikes and
 ``float32`` gradients, padded to the widest stage boundary), next to ``useful_bytes`` (each
 boundary's spikes once at 1 bit, its gradient once at 32: ``schedule.comm``'s count for the
@@ -103,7 +103,7 @@ def worker(desc: dict) -> dict:
     if mode == "none":
         step_fn = jax.jit(loop.make_train_step(model, tx, loss_name=cfg.train.loss, encoding="rate",
                                                num_steps=t, num_classes=10), donate_argnums=(0,))
-        box = [TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))]
+        box = [TrainState(jax.tree.map(jnp.copy, params), tx.init(params), jnp.zeros((), jnp.int32))]
 
         def step():
             box[0], m = step_fn(box[0], x, y, key)
@@ -128,8 +128,9 @@ def worker(desc: dict) -> dict:
 
 
 def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
-    """Per-stage forward and backward (vjp, forward recomputed) times for every mode's batch per tick."""
+    """Per-stage F (``jax.vjp``) and B (applying it) times at every mode's batch per tick."""
     import jax
+    import jax.numpy as jnp
 
     from spikepipe_jax import snn
     from spikepipe_jax.train import executor, losses
@@ -141,25 +142,22 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
         c.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
         plan = executor.make_plan(c, desc["stages"])
         mb = cfg.train.batch_size // plan.microbatches
-        xt = snn.encode("rate", x[:mb], cfg.model.num_steps, key)
+        h = snn.encode("rate", x[:mb], cfg.model.num_steps, key)
         fwd, bwd = [], []
-        h = xt
         for i, st in enumerate(plan.stages):
             last = i == len(plan.stages) - 1
-            f = jax.jit(lambda p, h, st=st: snn.apply_stage(p, model, h, st))
-            if last:
-                def loss_fn(p, h, st=st):
-                    return losses.compute_loss(cfg.train.loss, snn.apply_stage(p, model, h, st), y[:mb], 10)
-                g = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
-                fwd.append(0.0)  # the last stage's forward runs inside its backward
-                bwd.append(_median_step(lambda: jax.block_until_ready(g(params, h)), desc["steps"]))
-            else:
-                out = f(params, h)
-                ct = jax.numpy.ones_like(out)
-                g = jax.jit(lambda p, h, ct, st=st: jax.vjp(lambda p_, h_: snn.apply_stage(p_, model, h_, st), p, h)[1](ct))
-                fwd.append(_median_step(lambda: jax.block_until_ready(f(params, h)), desc["steps"]))
-                bwd.append(_median_step(lambda: jax.block_until_ready(g(params, h, ct)), desc["steps"]))
-                h = out
+
+            def fn(p, h, st=st, last=last):
+                out = snn.apply_stage(p, model, h, st)
+                return losses.compute_loss(cfg.train.loss, out, y[:mb], 10) if last else out
+
+            f = jax.jit(lambda p, h, fn=fn: jax.vjp(fn, p, h))
+            out, vjp = f(params, h)
+            b = jax.jit(lambda vjp, ct: vjp(ct))
+            ct = jnp.ones_like(out)
+            fwd.append(_median_step(lambda: jax.block_until_ready(f(params, h)), desc["steps"]))
+            bwd.append(_median_step(lambda: jax.block_until_ready(b(vjp, ct)), desc["steps"]))
+            h = out
         res[mode] = {"forward_s": fwd, "backward_s": bwd,
                      "predicted_step_s": executor.predicted_step_time(plan, fwd, bwd)}
     return res

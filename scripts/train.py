@@ -8,6 +8,11 @@ Re-running the same command after the process was killed resumes from the last c
 if that file is damaged, from the one before it, with a warning). Bad input (a missing or failing
 config file, unknown config key, shapes that do not fit, missing data, T <= 0, NaN loss, a workdir
 another run is using) ends with a one-line ``error: ...`` and exit status 1.
+
+Several processes (hosts, or local processes for a test): the same command in each, with
+``--coordinator_address=host:port --num_processes=N --process_id=i`` (or the environment
+variables ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``); all devices
+of all processes form the mesh, and process 0 alone writes the workdir.
 """
 
 import os
@@ -25,12 +30,21 @@ from spikepipe_jax.experiments import exit_with_error  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Network/experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for metrics.jsonl, config.json and checkpoints.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 for a multi-process run "
+                                   "(default $JAX_COORDINATOR_ADDRESS; empty: one process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes of a multi-process run (default $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (default $JAX_PROCESS_ID).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except ValueError as e:
+        exit_with_error(e)
+    import jax
     from spikepipe_jax import train
     config = _CONFIG.value
     logging.info("config:\n%s", config)
@@ -38,8 +52,9 @@ def main(argv):
         summary = train.train_and_evaluate(config, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FloatingPointError, KeyError) as e:
         exit_with_error(e)
-    print(f"final test accuracy: {summary['test_accuracy']:.4f} "
-          f"({summary['step']} steps, {summary['wall_s']:.1f} s, workdir {_WORKDIR.value})", flush=True)
+    if jax.process_index() == 0:
+        print(f"final test accuracy: {summary['test_accuracy']:.4f} "
+              f"({summary['step']} steps, {summary['wall_s']:.1f} s, workdir {_WORKDIR.value})", flush=True)
 
 
 def _config_arg(argv) -> str:

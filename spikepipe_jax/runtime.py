@@ -65,3 +65,38 @@ def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
             return all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
                                                            (M_TRIM_THRESHOLD, int(trim_threshold))))
     return False
+
+
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+
+
+def initialize_distributed(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> bool:
+    """Joins a multi-process JAX run (``jax.distributed.initialize``) when a coordinator is given.
+
+    Arguments left empty come from ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES`` and
+    ``$JAX_PROCESS_ID``. With neither, nothing happens (one process) and False is returned. On the
+    CPU backend the processes' collectives go through gloo. Call before the first JAX computation.
+
+    Raises:
+      ValueError: a coordinator without the process count or id, or values out of range (named).
+    """
+    coordinator = coordinator or os.environ.get(ENV_COORDINATOR, "")
+    if not coordinator:
+        return False
+    try:
+        num_processes = num_processes or int(os.environ.get(ENV_NUM_PROCESSES, "0"))
+        process_id = process_id if process_id >= 0 else int(os.environ.get(ENV_PROCESS_ID, "-1"))
+    except ValueError as e:
+        raise ValueError(f"${ENV_NUM_PROCESSES} / ${ENV_PROCESS_ID} must be integers: {e}") from None
+    if num_processes < 1:
+        raise ValueError(f"a multi-process run at {coordinator!r} needs the process count "
+                         f"(--num_processes or ${ENV_NUM_PROCESSES}), got {num_processes}")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process id {process_id} is not in [0, {num_processes}) "
+                         f"(--process_id or ${ENV_PROCESS_ID})")
+    import jax
+
+    if os.environ.get("JAX_PLATFORMS", "cpu").split(",")[0] in ("cpu", ""):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    return True

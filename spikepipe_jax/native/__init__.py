@@ -164,6 +164,8 @@ def usable(mode: str) -> bool:
         reasons.append(f"backend is {jax.default_backend()}, not cpu")
     if jax.local_device_count() != 1:
         reasons.append(f"{jax.local_device_count()} local devices (sharded batch)")
+    elif jax.process_count() > 1:
+        reasons.append(f"{jax.process_count()} processes (sharded batch)")
     if not reasons and not available():
         reasons.append(load().reason)
     if reasons and mode == "on":

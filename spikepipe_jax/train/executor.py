@@ -12,13 +12,13 @@ axis: spikes forward (``uint8``, exact 0/1) and gradients backward (``float32``)
 
 Actions of stage ``s`` on micro-/mini-batch ``m``:
 
-* ``F``: run the stage forward on its input (the encoded batch for ``s = 0``, the spikes that
-  arrived from ``s - 1`` otherwise), keep that input (and, in 1F1B, the weights it used) in a
-  ring buffer, send the output spikes on. The last stage only keeps its input: its forward is
-  recomputed inside its backward.
-* ``B``: ``jax.vjp`` of the stage at the kept input and weights (the forward is recomputed,
-  i.e. rematerialised), with the gradient that arrived from ``s + 1`` (for the last stage, the
-  loss); send the input gradient back; the weight gradient is averaged over ``"data"``.
+* ``F``: ``jax.vjp`` of the stage on its input (the encoded batch for ``s = 0``, the spikes that
+  arrived from ``s - 1`` otherwise; the last stage's output is the loss), send the output spikes
+  on, and keep the vjp's *residuals* (every array its backward needs, the weights it used
+  included: that is PipeDream's weight stashing) as bytes in a ring buffer;
+* ``B``: rebuild the vjp from the kept residuals and apply it to the gradient that arrived from
+  ``s + 1`` (for the last stage, 1 for the loss): no forward recomputation; send the input
+  gradient back; the weight gradient is averaged over ``"data"``.
 
 **gpipe** (``M`` micro-batches per batch, Huang et al. 2019): ticks ``0 .. M+S-2`` are forward
 ticks (stage ``s`` does ``F`` of micro-batch ``t - s``), ticks ``M+S-1 .. 2(M+S-1)-1`` backward
@@ -41,9 +41,9 @@ mini-batches still in flight (no new ones enter); the simulator's final weights 
 State layout: every device keeps a full copy of the parameters and optimiser state (leading
 ``[S]`` axis, sharded over ``"stage"``); stage ``s``'s copy is authoritative for its own layers
 (the only ones it computes with or updates meaningfully), and :meth:`Executor.params`
-assembles the network from them. With 1F1B the ring of stashed weights holds ``S`` copies.
-This trades memory (``S`` times the parameters) for one code path for any stage split; the
-in-flight activations are ``uint8`` rings of ``S`` (1F1B) or ``M`` (GPipe) entries.
+assembles the network from them. This trades memory (``S`` times the parameters) for one code
+path for any stage split. In flight: a ring of ``S`` (1F1B) or ``M`` (GPipe) residual buffers
+(``uint8``, as wide as the largest stage's residuals) and of encoded inputs and labels.
 
 Not executed here: SpikePipe's own placements (F/B/W of one layer on different devices) —
 ``pipeline.execute="spikepipe"`` is rejected with that message.
@@ -73,16 +73,15 @@ EXECUTED = ("gpipe", "1f1b")
 class ExecState(NamedTuple):
     """The executor's training state (a pytree; checkpointed whole, so resume is exact).
 
-    Leaves of ``params``, ``opt_state``, ``wstash``, ``x0``, ``xs``, ``ys``, ``fbuf`` and ``bbuf``
-    have a leading ``[S]`` axis (one entry per stage, sharded over ``"stage"``).
+    Leaves of ``params``, ``opt_state``, ``res``, ``x0``, ``ys``, ``fbuf`` and ``bbuf`` have a
+    leading ``[S]`` axis (one entry per stage, sharded over ``"stage"``).
     """
     params: Any      # full parameter copy per stage
     opt_state: Any   # optimiser state per stage
     step: jax.Array  # int32: mini-batches fed (training steps taken)
     tick: jax.Array  # int32: ticks run (1F1B: 2 * step until the drain)
-    wstash: Any      # 1F1B: [S, R, ...] weights each in-flight forward used ({} for GPipe)
+    res: jax.Array   # [S, R, D, bytes] uint8: each in-flight forward's residuals, for its backward
     x0: jax.Array    # [S, R, T, B, *input] encoded network input of in-flight batches (stage 0 reads it)
-    xs: jax.Array    # [S, R, T, B, F] uint8 inputs of stages > 0 for in-flight batches
     ys: jax.Array    # [S, R, B] labels of in-flight batches (the last stage reads them)
     fbuf: jax.Array  # [S, T, B, F] uint8 spikes that arrived from the previous stage
     bbuf: jax.Array  # [S, T, B, F] float32 gradient that arrived from the next stage
@@ -163,10 +162,9 @@ def tick_table(plan: Plan) -> list[list[tuple[str, int]]]:
 
 def predicted_step_time(plan: Plan, forward_s: Sequence[float], backward_s: Sequence[float]) -> float:
     """One training step's time from per-stage action times (measured alone on one device, at the
-    batch of one tick): each tick of :func:`tick_table` lasts as long as its slowest device (the
-    exchange at its end is a barrier), the last stage's F is free (its B recomputes it)."""
-    last = plan.num_stages - 1
-    dur = {"F": lambda s: 0.0 if s == last else forward_s[s], "B": lambda s: backward_s[s], "idle": lambda s: 0.0}
+    batch of one tick; F: the stage's ``jax.vjp``, B: applying it): each tick of
+    :func:`tick_table` lasts as long as its slowest device (the exchange at its end is a barrier)."""
+    dur = {"F": lambda s: forward_s[s], "B": lambda s: backward_s[s], "idle": lambda s: 0.0}
     return sum(max(dur[a](s) for s, (a, _) in enumerate(row)) for row in tick_table(plan))
 
 
@@ -220,7 +218,7 @@ class Executor:
         widths = [math.prod(snn.stage_out_shape(model, st)) for st in plan.stages[:-1]]
         self.width = max(widths, default=1)
         self.ring = s_count if plan.mode == "1f1b" else plan.microbatches
-        self.local_batch = batch_size // plan.data // plan.microbatches  # samples per device and entry
+        self.local_batch = batch_size // plan.data // plan.microbatches  # samples per device and tick
         self.ticks_per_step = 2 if plan.mode == "1f1b" else 2 * (plan.microbatches + s_count - 1)
         self.x0_dtype = jnp.uint8 if binary_input else jnp.float32
         self.stage_spec = NamedSharding(mesh, P("stage"))
@@ -229,6 +227,8 @@ class Executor:
         self._step = jax.jit(self._train_step, donate_argnums=(0,), compiler_options=opts)
         self._drain = jax.jit(self._drain_ticks, donate_argnums=(0,), compiler_options=opts)
         self._params = jax.jit(self._assemble, out_shardings=self.replicated)
+        self._layout_cache = None
+        self.res_bytes = 0
 
     def bytes_per_step(self) -> int:
         """Bytes the ``ppermute`` calls move in one training step: every tick, every stage boundary,
@@ -246,38 +246,105 @@ class Executor:
             total += math.ceil(n / 8) + 4 * n
         return total
 
+    # ----- residuals: what a stage's forward keeps for its backward --------------------------
+    def _stage_vjp(self, s: int):
+        """``f(w, x, y) -> (out, vjp, aux)``: ``jax.vjp`` of stage ``s`` (w.r.t. its weights, and its
+        input past the first stage). The last stage's output is the loss (``aux``: the logits)."""
+        stage, model, last, first = self.plan.stages[s], self.model, s == self.plan.num_stages - 1, s == 0
+
+        def fn(w, x, y):
+            out = snn.apply_stage(w, model, x, stage)
+            if last:
+                return losses.compute_loss(self.loss_name, out, y, self.num_classes), out.logits
+            return out
+
+        def f(w, x, y):
+            if first:
+                res = jax.vjp(lambda w_: fn(w_, x, y), w, has_aux=last)
+            else:
+                res = jax.vjp(lambda w_, x_: fn(w_, x_, y), w, x, has_aux=last)
+            return res if last else res + (None,)
+        return f
+
+    def _input_shape(self, s: int) -> tuple[int, ...]:
+        """Per-device stage input ``[T, b, ...]`` (float32)."""
+        per = (tuple(self.input_shape) if s == 0
+               else tuple(self.model.infos[self.plan.stages[s][0] - 1].out_shape))
+        return (self.num_steps, self.local_batch) + per
+
+    def _layouts(self, params) -> list:
+        """Per stage: the residuals' treedef and ``(shape, dtype, offset, nbytes)`` of each leaf in
+        its byte buffer (from an abstract trace of :meth:`_stage_vjp`)."""
+        if self._layout_cache is None:
+            shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+            y = jax.ShapeDtypeStruct((self.local_batch,), jnp.int32)
+            out = []
+            for s in range(self.plan.num_stages):
+                x = jax.ShapeDtypeStruct(self._input_shape(s), jnp.float32)
+                vjp = jax.eval_shape(self._stage_vjp(s), shapes, x, y)[1]
+                leaves, treedef = jax.tree.flatten(vjp)
+                fields, offset = [], 0
+                for leaf in leaves:
+                    n = math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
+                    fields.append((tuple(leaf.shape), jnp.dtype(leaf.dtype), offset, n))
+                    offset += n
+                out.append((treedef, fields, offset))
+            self._layout_cache = out
+        return self._layout_cache
+
+    @staticmethod
+    def _pack_residuals(leaves, nbytes: int) -> jax.Array:
+        parts = []
+        for a in leaves:
+            if a.dtype == jnp.bool_:
+                a = a.astype(jnp.uint8)
+            if a.dtype.itemsize > 1:
+                a = jax.lax.bitcast_convert_type(a, jnp.uint8)
+            parts.append(a.reshape(-1).astype(jnp.uint8))
+        flat = jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.uint8)
+        return jnp.pad(flat, (0, nbytes - flat.shape[0]))
+
+    @staticmethod
+    def _unpack_residuals(buf: jax.Array, fields) -> list:
+        out = []
+        for shape, dtype, offset, n in fields:
+            raw = jax.lax.dynamic_slice_in_dim(buf, offset, n) if n else buf[:0]
+            if dtype == jnp.bool_:
+                out.append(raw.reshape(shape).astype(jnp.bool_))
+            elif dtype.itemsize > 1:
+                out.append(jax.lax.bitcast_convert_type(raw.reshape(shape + (dtype.itemsize,)), dtype))
+            else:
+                out.append(jax.lax.bitcast_convert_type(raw.reshape(shape), dtype))
+        return out
+
     # ----- state -------------------------------------------------------------------------------
     def init(self, params) -> ExecState:
         """The initial state from unstacked parameters (placed on the mesh)."""
         s, r, t = self.plan.num_stages, self.ring, self.num_steps
         b = self.batch_size // self.plan.microbatches  # global batch of one ring entry
+        self.res_bytes = max(total for _, _, total in self._layouts(params))
         stack = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (s,) + a.shape), tree)
-        opt = self.tx.init(params)
-        wstash = (jax.tree.map(lambda a: jnp.broadcast_to(a, (s, r) + a.shape), params)
-                  if self.plan.mode == "1f1b" else {})
         state = ExecState(
-            params=stack(params), opt_state=stack(opt),
-            step=jnp.zeros((), jnp.int32), tick=jnp.zeros((), jnp.int32), wstash=wstash,
+            params=stack(params), opt_state=stack(self.tx.init(params)),
+            step=jnp.zeros((), jnp.int32), tick=jnp.zeros((), jnp.int32),
+            res=jnp.zeros((s, r, self.plan.data, self.res_bytes), jnp.uint8),
             x0=jnp.zeros((s, r, t, b) + self.input_shape, self.x0_dtype),
-            xs=jnp.zeros((s, r, t, b, self.width), jnp.uint8),
             ys=jnp.zeros((s, r, b), jnp.int32),
             fbuf=jnp.zeros((s, t, b, self.width), jnp.uint8),
             bbuf=jnp.zeros((s, t, b, self.width), jnp.float32))
+        if jax.process_count() > 1:
+            state = jax.device_get(state)  # host values, the same in every process, onto the global mesh
         return self.place(state)
 
     def shardings(self, state: ExecState) -> ExecState:
         """Where each leaf lives: the stage axis first, the batch axis over ``"data"``."""
         st = self.stage_spec
+        batch = lambda *lead: NamedSharding(self.mesh, P("stage", *lead, "data"))
         return ExecState(
             params=jax.tree.map(lambda _: st, state.params),
             opt_state=jax.tree.map(lambda _: st, state.opt_state),
-            step=self.replicated, tick=self.replicated,
-            wstash=jax.tree.map(lambda _: st, state.wstash),
-            x0=NamedSharding(self.mesh, P("stage", None, None, "data")),
-            xs=NamedSharding(self.mesh, P("stage", None, None, "data")),
-            ys=NamedSharding(self.mesh, P("stage", None, "data")),
-            fbuf=NamedSharding(self.mesh, P("stage", None, "data")),
-            bbuf=NamedSharding(self.mesh, P("stage", None, "data")))
+            step=self.replicated, tick=self.replicated, res=batch(None), x0=batch(None, None),
+            ys=batch(None), fbuf=batch(None), bbuf=batch(None))
 
     def place(self, state: ExecState) -> ExecState:
         return jax.device_put(state, self.shardings(state))
@@ -294,80 +361,54 @@ class Executor:
         return {n: jax.tree.map(lambda a, s=s: a[s], stacked[n]) for n, s in zip(self.names, self.stage_of)}
 
     # ----- the SPMD program ------------------------------------------------------------------
-    def _stage_fn(self, s: int):
-        stage = self.plan.stages[s]
-        model = self.model
-
-        def run(params, x):
-            return snn.apply_stage(params, model, x, stage)
-        return run
-
-    def _input_of(self, s: int, x0, xs):
-        """The stage's input from the ring entries: the encoded batch, or the unpacked spikes."""
-        if s == 0:
-            return x0.astype(jnp.float32)
-        shape = self.model.infos[self.plan.stages[s][0] - 1].out_shape
-        return _unpack(xs, shape)
-
-    def _branches(self):
+    def _branches(self, params):
         """``[F_0 .. F_{S-1}, B_0 .. B_{S-1}, idle]``; each maps the tick's operands to
-        ``(fsend, bsend, dw, loss, correct)``."""
+        ``(fsend, bsend, dw, loss, correct, residuals)``."""
         s_count = self.plan.num_stages
-        zeros_like = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+        layouts = self._layouts(params)
+        zero = jnp.zeros((), jnp.float32)
 
-        def outputs(ops, fsend=None, bsend=None, dw=None, loss=None, correct=None):
-            z = jnp.zeros((), jnp.float32)
-            return (ops["fbuf"] if fsend is None else fsend,
+        def outputs(ops, fsend=None, bsend=None, dw=None, loss=zero, correct=zero, res=None):
+            return (jnp.zeros_like(ops["fbuf"]) if fsend is None else fsend,
                     jnp.zeros_like(ops["bbuf"]) if bsend is None else bsend,
-                    zeros_like(ops["params"]) if dw is None else dw,
-                    z if loss is None else loss, z if correct is None else correct)
+                    jax.tree.map(jnp.zeros_like, ops["params"]) if dw is None else dw,
+                    loss, correct, jnp.zeros((self.res_bytes,), jnp.uint8) if res is None else res)
 
         def idle(ops):
-            return outputs(ops, fsend=jnp.zeros_like(ops["fbuf"]))
+            return outputs(ops)
 
         def forward(s):
-            fn = self._stage_fn(s)
-
-            def branch(ops):
-                x = self._input_of(s, ops["f_x0"], ops["fbuf"])
-                return outputs(ops, fsend=_pack(fn(ops["params"], x), self.width))
-            return branch
-
-        def backward(s):
-            fn = self._stage_fn(s)
             last = s == s_count - 1
 
             def branch(ops):
-                x = self._input_of(s, ops["b_x0"], ops["b_xs"])
-                w = ops["b_params"]
-                if last:
-                    def loss_fn(w_, x_):
-                        out = fn(w_, x_)
-                        return losses.compute_loss(self.loss_name, out, ops["y"], self.num_classes), out
-                    if s == 0:
-                        (loss, out), dw = jax.value_and_grad(loss_fn, has_aux=True)(w, x)
-                        dx = None
-                    else:
-                        (loss, out), (dw, dx) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(w, x)
-                    correct = jnp.sum(jnp.argmax(out.logits, -1) == ops["y"]).astype(jnp.float32)
+                if s == 0:
+                    x = ops["f_x0"].astype(jnp.float32)
                 else:
-                    out_shape = snn.stage_out_shape(self.model, self.plan.stages[s])
-                    ct = _unpack(ops["bbuf"], out_shape)
-                    if s == 0:
-                        _, vjp = jax.vjp(lambda w_: fn(w_, x), w)
-                        (dw,), dx = vjp(ct), None
-                    else:
-                        _, vjp = jax.vjp(fn, w, x)
-                        dw, dx = vjp(ct)
-                    loss = correct = None
-                bsend = None if dx is None else _pad_grad(dx, self.width)
-                return outputs(ops, fsend=jnp.zeros_like(ops["fbuf"]), bsend=bsend, dw=dw, loss=loss,
-                               correct=correct)
+                    x = _unpack(ops["fbuf"], self._input_shape(s)[2:])
+                out, vjp, logits = self._stage_vjp(s)(ops["params"], x, ops["y"])
+                res = self._pack_residuals(jax.tree.leaves(vjp), self.res_bytes)
+                if last:
+                    correct = jnp.sum(jnp.argmax(logits, -1) == ops["y"]).astype(jnp.float32)
+                    return outputs(ops, loss=out, correct=correct, res=res)
+                return outputs(ops, fsend=_pack(out, self.width), res=res)
             return branch
 
-        # the last stage's F only keeps its input (its B recomputes the forward): idle
-        return ([forward(s) if s < s_count - 1 else idle for s in range(s_count)]
-                + [backward(s) for s in range(s_count)] + [idle])
+        def backward(s):
+            last = s == s_count - 1
+            treedef, fields, _ = layouts[s]
+
+            def branch(ops):
+                vjp = jax.tree.unflatten(treedef, self._unpack_residuals(ops["res"], fields))
+                if last:
+                    ct = jnp.ones((), jnp.float32)
+                else:
+                    ct = _unpack(ops["bbuf"], snn.stage_out_shape(self.model, self.plan.stages[s]))
+                grads = vjp(ct)
+                dw, dx = grads[0], (grads[1] if s > 0 else None)
+                return outputs(ops, bsend=None if dx is None else _pad_grad(dx, self.width), dw=dw)
+            return branch
+
+        return [forward(s) for s in range(s_count)] + [backward(s) for s in range(s_count)] + [idle]
 
     def _exchange(self, fsend, bsend):
         """Spikes one stage on, gradients one stage back (no wrap-around)."""
@@ -379,32 +420,29 @@ class Executor:
         return fwd, bwd
 
     def _local(self, state: ExecState) -> dict:
-        """Per-device view inside shard_map: the leading [1] stage axis dropped."""
+        """Per-device view inside shard_map: the leading [1] stage axis (and [1] data axis) dropped."""
         sq = lambda tree: jax.tree.map(lambda a: a[0], tree)
-        return dict(params=sq(state.params), opt=sq(state.opt_state), wstash=sq(state.wstash),
-                    x0=state.x0[0], xs=state.xs[0], ys=state.ys[0], fbuf=state.fbuf[0], bbuf=state.bbuf[0])
+        return dict(params=sq(state.params), opt=sq(state.opt_state), res=state.res[0, :, 0],
+                    x0=state.x0[0], ys=state.ys[0], fbuf=state.fbuf[0], bbuf=state.bbuf[0])
 
     def _global(self, loc: dict, step, tick) -> ExecState:
         ex = lambda tree: jax.tree.map(lambda a: a[None], tree)
         return ExecState(params=ex(loc["params"]), opt_state=ex(loc["opt"]), step=step, tick=tick,
-                         wstash=ex(loc["wstash"]), x0=loc["x0"][None], xs=loc["xs"][None],
-                         ys=loc["ys"][None], fbuf=loc["fbuf"][None], bbuf=loc["bbuf"][None])
+                         res=loc["res"][None, :, None], x0=loc["x0"][None], ys=loc["ys"][None],
+                         fbuf=loc["fbuf"][None], bbuf=loc["bbuf"][None])
 
-    def _tick(self, loc: dict, branch_index, f_slot, b_slot, params_b):
-        """One tick on one device: its branch, then the exchange. Returns the new local state
-        (buffers and rings; parameters untouched), the weight gradient and the metrics."""
-        s = jax.lax.axis_index("stage")
-        ops = dict(params=loc["params"], b_params=params_b, f_x0=loc["x0"][f_slot],
-                   fbuf=loc["fbuf"], bbuf=loc["bbuf"], b_x0=loc["x0"][b_slot], b_xs=loc["xs"][b_slot],
-                   y=loc["ys"][b_slot])
-        fsend, bsend, dw, loss, correct = jax.lax.switch(branch_index, self._branches(), ops)
+    def _tick(self, loc: dict, branch_index, f_slot, b_slot):
+        """One tick on one device: its branch (a forward keeps its residuals in the ring at
+        ``f_slot``; a backward reads them from ``b_slot``), then the exchange. Returns the new local
+        state (parameters untouched), the weight gradient (averaged over "data") and the metrics."""
+        ops = dict(params=loc["params"], f_x0=loc["x0"][f_slot], y=loc["ys"][f_slot],
+                   fbuf=loc["fbuf"], bbuf=loc["bbuf"], res=loc["res"][b_slot])
+        fsend, bsend, dw, loss, correct, res = jax.lax.switch(branch_index, self._branches(loc["params"]), ops)
         is_f = branch_index < self.plan.num_stages
-        # keep the input of this stage's forward for its backward (stages > 0; stage 0 reads x0)
-        keep = jnp.logical_and(is_f, s > 0)
-        xs = loc["xs"].at[f_slot].set(jnp.where(keep, loc["fbuf"], loc["xs"][f_slot]))
+        ring = loc["res"].at[f_slot].set(jnp.where(is_f, res, loc["res"][f_slot]))
         fbuf, bbuf = self._exchange(fsend, bsend)
         dw = jax.lax.pmean(dw, "data")
-        return dict(loc, xs=xs, fbuf=fbuf, bbuf=bbuf), dw, loss, correct
+        return dict(loc, res=ring, fbuf=fbuf, bbuf=bbuf), dw, loss, correct
 
     def _metrics(self, loss, correct, count, dw_finite):
         """Scalars on every device: the last stage's loss / accuracy of the batches it finished."""
@@ -436,17 +474,11 @@ class Executor:
             f_ok = jnp.logical_and(~odd, jnp.logical_and(m_f >= 0, m_f < fed))
             b_ok = jnp.logical_and(odd, jnp.logical_and(m_b >= 0, m_b < fed))
             idx = jnp.where(f_ok, s, jnp.where(b_ok, s_count + s, 2 * s_count))
-            f_slot, b_slot = jnp.maximum(m_f, 0) % r, jnp.maximum(m_b, 0) % r
-            # weight stashing: the forward's weights go into the ring; the backward reads them
-            wstash = jax.tree.map(lambda h, w: h.at[f_slot].set(jnp.where(f_ok, w, h[f_slot])),
-                                  loc["wstash"], loc["params"])
-            loc = dict(loc, wstash=wstash)
-            params_b = jax.tree.map(lambda h: h[b_slot], wstash)
-            loc, dw, loss, correct = self._tick(loc, idx, f_slot, b_slot, params_b)
+            loc, dw, loss, correct = self._tick(loc, idx, jnp.maximum(m_f, 0) % r, jnp.maximum(m_b, 0) % r)
             params, opt = jax.lax.cond(b_ok, lambda a: self._update(*a), lambda a: (a[0], a[1]),
                                        (loc["params"], loc["opt"], dw))
             loc = dict(loc, params=params, opt=opt)
-            done = jnp.logical_and(b_ok, s == s_count - 1)
+            done = jnp.logical_and(f_ok, s == s_count - 1)  # the last stage's forward gives the loss
             return (loc, loss_sum + jnp.where(done, loss, 0.0), correct_sum + jnp.where(done, correct, 0.0),
                     count + done.astype(jnp.int32),
                     jnp.logical_and(finite, jnp.logical_or(~b_ok, _all_finite(dw)))), None
@@ -471,8 +503,8 @@ class Executor:
             ok = jnp.logical_and(i >= 0, i < m)
             idx = jnp.where(ok, jnp.where(fwd, s, s_count + s), 2 * s_count)
             slot = jnp.clip(i, 0, m - 1)
-            loc, dw, loss, correct = self._tick(loc, idx, slot, slot, loc["params"])
-            done = jnp.logical_and(jnp.logical_and(ok, ~fwd), s == s_count - 1)
+            loc, dw, loss, correct = self._tick(loc, idx, slot, slot)
+            done = jnp.logical_and(jnp.logical_and(ok, fwd), s == s_count - 1)
             return (loc, jax.tree.map(jnp.add, gacc, dw), loss_sum + jnp.where(done, loss, 0.0),
                     correct_sum + jnp.where(done, correct, 0.0)), None
 

@@ -79,9 +79,9 @@ def validate_config(config) -> snn.ModelDef:
     if config.data.encoding not in snn.encoders.ENCODINGS:
         raise ValueError(f"unknown data.encoding {config.data.encoding!r}; "
                          f"expected one of {snn.encoders.ENCODINGS}")
-    n_dev = jax.local_device_count()
+    n_dev = jax.device_count()
     if t.batch_size % n_dev:
-        raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} local devices")
+        raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} devices")
     pipeline_lib.config_delays(config, model.num_layers)
     simulate = config.pipeline.get("simulate", "none")
     if simulate not in ("none",) + pipesim.MODES:
@@ -219,6 +219,23 @@ class _Metrics:
             f.flush()
 
 
+class _NoMetrics:
+    """The metrics writer of processes other than 0 in a multi-process run."""
+
+    def write(self, rec: dict) -> None:
+        del rec
+
+
+def _save(save_fn, path: str, tree, writer: bool) -> None:
+    """``save_fn(path, tree)`` by process 0; with several processes every process first takes
+    part in gathering the sharded arrays to host memory."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    if writer:
+        save_fn(path, tree)
+
+
 def _window_means(window: list[dict]) -> tuple[float, float, float]:
     """Mean loss and accuracy over a logging window's step metrics, and the number of batches
     they cover; a step that reports a ``count`` (the pipeline executor: batches finished in that
@@ -275,6 +292,8 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
         raise ValueError(f"train.batch_size={t_cfg.batch_size} exceeds the {len(dataset.train_x)} training samples")
 
     # --- everything validated: now the run takes the workdir (one run at a time) and touches it.
+    if jax.process_index() != 0:  # a multi-process run: process 0 alone writes (and locks) the workdir
+        return _train(config, workdir, model, dataset, steps_per_epoch, lambda m: None)
     with workdir_lock(workdir):
         return _train(config, workdir, model, dataset, steps_per_epoch, log)
 
@@ -295,9 +314,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             changed = sorted(_diff_keys(saved, config_dict))
             raise ValueError(f"workdir {workdir} holds a checkpoint of a run with another config "
                              f"(differs in {', '.join(changed[:5])}); use a new --workdir to start afresh")
-    atomic_write_json(config_path, config_dict)
+    writer = jax.process_index() == 0
+    if writer:
+        atomic_write_json(config_path, config_dict)
 
-    devices = jax.local_devices()
+    devices = jax.devices()  # all processes' devices (one process: the local ones)
     mesh = Mesh(np.array(devices), ("data",))
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -344,13 +365,15 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         state, path = restored
         resumed_from = int(state.step)
         log(f"resumed from {path} at step {resumed_from}")
+    if runner is None and jax.process_count() > 1:
+        state = jax.device_get(state)  # host values, the same in every process, onto the global mesh
     state = runner.place(state) if runner else jax.device_put(state, replicated)
     params_of = runner.params if runner else (lambda st: st.params)
-    metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
+    metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from) if writer else _NoMetrics()
 
     options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
     train_step = runner.step if runner else jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
-    eval_step = jax.jit(make_eval_step(model, **common), compiler_options=options)
+    eval_step = jax.jit(make_eval_step(model, **common), out_shardings=replicated, compiler_options=options)
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
         f"batch {t_cfg.batch_size}, T={num_steps}, {len(devices)} device(s), {model.num_layers} layers")
@@ -385,7 +408,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                                    "train_accuracy": acc, "samples_per_s": rate})
                 window_t, window_n, window, eval_s = time.perf_counter(), 0, [], 0.0
             if step % t_cfg.checkpoint_every_steps == 0 and step < total_steps:
-                checkpoint.save_rotating(ckpt_path, state)
+                _save(checkpoint.save_rotating, ckpt_path, state, writer)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
         test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
@@ -395,7 +418,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
         log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
         metrics_log.write({"step": step, "epoch": epoch, "test_accuracy": test_acc, "test_loss": test_loss})
-        checkpoint.save_rotating(ckpt_path, state)
+        _save(checkpoint.save_rotating, ckpt_path, state, writer)
         eval_s += time.perf_counter() - eval_t0
 
     if resumed_from >= total_steps:  # the run had already finished: re-evaluate for the summary
@@ -406,5 +429,5 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                "wall_s": time.perf_counter() - t_start, "resumed_from": resumed_from,
                "num_devices": len(devices)}
     metrics_log.write(summary)
-    checkpoint.save(os.path.join(workdir, "params.msgpack"), params_of(state))
+    _save(checkpoint.save, os.path.join(workdir, "params.msgpack"), params_of(state), writer)
     return summary
