@@ -230,7 +230,9 @@ def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> t
             xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
             mask[m:] = 0
-        sums.append(eval_fn(params, *jax.device_put((xb, yb, mask), data_sharding), jax.random.fold_in(key, i)))
+        # inputs ready before the call: it then runs inline and frees its buffers (runtime.py)
+        batch = jax.block_until_ready(jax.device_put((xb, yb, mask), data_sharding))
+        sums.append(eval_fn(params, *batch, jax.random.fold_in(key, i)))
     # one transfer at the end: a float() per batch would wait for each batch before the next
     sums = jax.device_get(sums)
     return sum(float(c) for c, _ in sums) / n, sum(float(l) for _, l in sums) / n
@@ -313,7 +315,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         state, path = restored
         resumed_from = int(state.step)
         log(f"resumed from {path} at step {resumed_from}")
-    state = jax.device_put(state, replicated)
+    state = jax.block_until_ready(jax.device_put(state, replicated))
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from)
 
     options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
@@ -330,7 +332,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         epoch, offset = divmod(step, steps_per_epoch)
         for xb, yb in data_lib.iterate_batches(dataset.train_x, dataset.train_y, t_cfg.batch_size,
                                                rng=np.random.default_rng([config.seed, epoch]), start=offset):
-            state, m = train_step(state, *jax.device_put((xb, yb), data_sharding), train_key)
+            # the batch on the device before the step: with the synchronous dispatch of
+            # runtime.configure_allocator the step then runs inline and frees its temporary
+            # buffer before the next step allocates one (a heap that stays at one buffer)
+            batch = jax.block_until_ready(jax.device_put((xb, yb), data_sharding))
+            state, m = train_step(state, *batch, train_key)
             step += 1
             window.append(m)
             window_n += len(yb)
