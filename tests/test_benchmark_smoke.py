@@ -134,3 +134,38 @@ def test_end_to_end_rejects_a_bad_framework(repo_root):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.end_to_end", "--frameworks=jaxsnn"], cwd=repo_root,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "'jaxsnn'" in proc.stderr
+
+
+@pytest.mark.parametrize("schedule,warmup", [("cosine", 100), ("cosine", 0), ("constant", 10), ("constant", 0),
+                                             ("cosine", 1)])
+def test_peer_learning_rate_schedule_is_the_training_one(schedule, warmup):
+    """The snnTorch peer's LambdaLR factor equals optax's schedule of train/optimizer.py at every step."""
+    import ml_collections
+    import numpy as np
+    import optax
+    from benchmarks import common
+    from spikepipe_jax.train import optimizer
+
+    total, peak = 468, 5e-4
+    cfg = ml_collections.ConfigDict(dict(learning_rate=peak, lr_schedule=schedule, warmup_steps=warmup,
+                                         optimizer="sgd", weight_decay=0.0))
+    tx = optimizer.make_base_optimizer(cfg, total_steps=total)
+    state = tx.init({"w": np.zeros(())})
+    for k in range(total + 3):
+        # plain SGD: update = -lr(k) * g, so g = -1 reads the rate of step k
+        upd, state = tx.update({"w": np.array(-1.0, np.float32)}, state)
+        want = common.lr_factor(k, schedule=schedule, warmup_steps=warmup, total_steps=total)
+        assert float(upd["w"]) == pytest.approx(peak * want, rel=1e-5), k  # optax computes in float32
+
+
+def test_peer_spec_follows_the_config_or_the_pinned_setup():
+    from benchmarks import common
+
+    cfg = common.net_spec("fc_small", 128, setup="config")
+    assert (cfg["readout"], cfg["loss"], cfg["lr_schedule"], cfg["warmup_steps"]) == (
+        "membrane", "ce_mem", "cosine", 100)
+    pinned = common.net_spec("fc_small", 128)
+    assert (pinned["readout"], pinned["loss"], pinned["lr_schedule"], pinned["warmup_steps"]) == (
+        "count", "ce_count", "constant", 0)
+    with pytest.raises(ValueError, match="readout"):
+        common.net_spec("fc_small", 128, overrides={"train.loss": "ce_count"}, setup="config")
