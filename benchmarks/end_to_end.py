@@ -14,16 +14,24 @@ For each net, two whole processes, one after the other, each timed from start to
 * ``snntorch``: the same network and hyper-parameters in a plain snnTorch 1.0 loop
   (:func:`peer_main`, run by ``--peer_python`` as ``benchmarks/train_step.py`` runs its
   peers): the same files read with NumPy, ``spikegen.rate``, ``nn.Linear``/``nn.Conv2d`` +
-  ``snn.Leaky`` (:func:`benchmarks.common.snntorch_net`), ``SF.ce_count_loss``, Adam,
-  an evaluation of the test set at the end.
+  ``snn.Leaky`` (:func:`benchmarks.common.snntorch_net`), the config's loss, Adam with the
+  config's learning-rate schedule (``LambdaLR`` of :func:`benchmarks.common.lr_factor`), an
+  evaluation of the test set at the end.
 
 Both get the same environment (the driver's; nothing is set for either). The native kernels
 of spikepipe_jax are built first, untimed (``make native``: a one-time step per checkout). Hyper-parameters
 (both sides): batch ``--batch`` (128), T = ``--num_steps`` (0: the config's), rate coding,
-``ce_count`` loss on a spiking readout, subtract reset, fast-sigmoid surrogate of the config's
-slope, the config's beta, threshold and init gain, Adam at the config's learning rate
-(``--learning_rate`` overrides), constant schedule, no weight decay, ``--epochs`` epochs,
-evaluation batch = the config's ``train.eval_batch_size``.
+subtract reset, fast-sigmoid surrogate of the config's slope, the config's beta, threshold and
+init gain, Adam at the config's learning rate (``--learning_rate`` overrides), no weight decay,
+``--epochs`` epochs, evaluation batch = the config's ``train.eval_batch_size``, seed ``--seed``
+(-1: the config's), and with ``--setup=config`` (the default) the config's readout, loss and
+schedule: a spiking readout with ``ce_count`` (snnTorch ``SF.ce_count_loss``), or a membrane
+readout with ``ce_mem`` (snnTorch: the output ``snn.Leaky(reset_mechanism="none")``, the
+cross-entropy of its membrane at every step averaged over T and the batch, prediction the
+argmax of the membrane's mean over T), a constant rate or cosine decay to 5 %, after
+``train.warmup_steps`` of linear warm-up. ``--setup=pinned``: a spiking readout, ``ce_count``
+and a constant rate without warm-up whatever the config says (the step benchmark's set-up and
+that of the end-to-end runs before session 7; :data:`benchmarks.common.PINNED`).
 
 Data: 28x28x1 nets read the IDX files of ``--data_dir`` (``--dataset``: fashion_mnist); a
 32x32x3 net (vgg_large) reads CIFAR-10 pickles from ``--cifar_dir``, or, when that is empty,
