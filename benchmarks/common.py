@@ -26,6 +26,9 @@ def _literal(v: str) -> Any:
         return v
 
 
+# the settings the peers implement, passed to scripts.train explicitly whatever the config says
+FIXED = {"data.encoding": "rate", "model.reset": "subtract", "model.surrogate": "fast_sigmoid",
+         "model.learn_beta": False, "train.optimizer": "adam", "train.weight_decay": 0.0}
 SETUPS = ("config", "pinned")
 # The pinned set-up of the step benchmark and the old end-to-end comparisons: a spiking readout,
 # the spike-count loss and a constant learning rate without warm-up, whatever the config says.

@@ -63,6 +63,8 @@ from typing import Any, Callable, Optional
 
 from absl import app, flags
 
+from benchmarks.common import FIXED
+
 FRAMEWORKS = ("spikepipe_jax", "snntorch")
 _PREFIX = "@@e2e "  # the peer's result line starts with this
 
@@ -158,9 +160,6 @@ def peer_main(spec: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-# the settings the peer implements, passed to scripts.train explicitly whatever the config says
-FIXED = {"data.encoding": "rate", "model.reset": "subtract", "model.surrogate": "fast_sigmoid",
-         "model.learn_beta": False, "train.optimizer": "adam", "train.weight_decay": 0.0}
 
 
 def run_spec(net: str, *, batch: int, num_steps: int, learning_rate: float, epochs: int,

@@ -169,3 +169,22 @@ def test_peer_spec_follows_the_config_or_the_pinned_setup():
         "count", "ce_count", "constant", 0)
     with pytest.raises(ValueError, match="readout"):
         common.net_spec("fc_small", 128, overrides={"train.loss": "ce_count"}, setup="config")
+
+
+def test_parity_without_the_peer_reports_it_skipped(repo_root, tmp_path):
+    """benchmarks/parity.py runs our side; without torch the peer's record says skipped."""
+    import numpy as np
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("t10k", 4)):
+        _write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.parity", "--nets=fc_small", "--batch=8",
+                           f"--data_dir={data}", f"--peer_python={sys.executable}"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (rec,) = [json.loads(l) for l in proc.stdout.splitlines()]
+    assert rec["net"] == "fc_small" and rec["setup"] == "config"
+    assert "skipped" in rec or (abs(rec["loss_snntorch"] - rec["loss_spikepipe_jax"]) < 1e-4
+                                and all(l["w_cos"] > 0.999 for l in rec["layers"]))
