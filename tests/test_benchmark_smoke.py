@@ -126,7 +126,10 @@ def test_end_to_end_runs_the_training_command_and_the_peer(repo_root, tmp_path):
         assert "skipped" in peer or (peer["steps"] == runs["spikepipe_jax", net]["steps"] and peer["wall_s"] > 0)
     # the training command ran with every hyper-parameter the peer uses, explicitly
     config = json.loads((tmp_path / "runs" / "spikepipe_jax_fc_small" / "config.json").read_text())
-    assert config["train"]["loss"] == "ce_count" and config["data"]["encoding"] == "rate"
+    # (--setup=config: fc_small's own readout, loss and schedule)
+    assert config["train"]["loss"] == "ce_mem" and config["model"]["readout"] == "membrane"
+    assert config["train"]["lr_schedule"] == "cosine" and config["train"]["warmup_steps"] == 100
+    assert config["data"]["encoding"] == "rate" and fc["setup"] == "config" and fc["loss"] == "ce_mem"
     assert config["train"]["batch_size"] == 8 and config["model"]["num_steps"] == 2
 
 
