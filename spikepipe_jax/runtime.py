@@ -19,7 +19,7 @@ A freed buffer is only reused if the next step's buffer is allocated after it wa
 JAX's asynchronous dispatch on CPU, XLA frees a step's temporary buffer in a callback that runs
 after the step's outputs are marked ready, so the next step (dispatched as soon as they are)
 sometimes allocated its buffer while the previous one was still held: the heap then grew by a
-whole buffer each time, and kept it (conv_medium: 2.2-3.4 GB instead of 1.05 GB).
+whole buffer each time, and kept it (measurements: benchmarks/README.md, section 1).
 :func:`configure_allocator` therefore also turns JAX's CPU dispatch synchronous
 (``jax_cpu_enable_async_dispatch=False``): a computation whose inputs are all ready then runs
 inline, on the calling thread, and returns after its buffers are freed. The training loop
@@ -82,3 +82,19 @@ def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
                 jax.config.update("jax_cpu_enable_async_dispatch", False)
             return ok
     return False
+
+
+def release_free_memory() -> bool:
+    """Gives the pages of the heap's free blocks back to the system (glibc ``malloc_trim(0)``).
+
+    With the settings of :func:`configure_allocator` the heap never shrinks by itself: the
+    compiler's memory, freed after compiling the train step, would stay resident beside the
+    step's temporary buffer, which goes above it. The training loop calls this once, after
+    compiling the step and before running it. Returns whether it ran (glibc only).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim(0)
+    return True

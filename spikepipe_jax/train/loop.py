@@ -321,6 +321,13 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
     train_step = jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
     eval_step = jax.jit(make_eval_step(model, **common), compiler_options=options)
+    if resumed_from < total_steps:
+        # compile before the first step and give the compiler's freed memory back, so that the
+        # first step's temporary buffer is not placed above it (runtime.release_free_memory)
+        batch = [jax.ShapeDtypeStruct((t_cfg.batch_size,) + a.shape[1:], a.dtype, sharding=data_sharding)
+                 for a in (dataset.train_x, dataset.train_y)]
+        train_step.lower(state, *batch, train_key).compile()
+        runtime.release_free_memory()
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
         f"batch {t_cfg.batch_size}, T={num_steps}, {len(devices)} device(s), {model.num_layers} layers")
