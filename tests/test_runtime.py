@@ -63,6 +63,12 @@ def test_a_no_op_without_glibc(monkeypatch):
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
     assert runtime._libc() is None
     assert runtime.configure_allocator() is False
+    assert runtime.release_free_memory() is False
+
+
+@glibc_linux
+def test_release_free_memory_runs_on_glibc():
+    assert runtime.release_free_memory() is True
 
 
 # A fresh process: configures (or not) the allocator, then calls a jitted computation of a
