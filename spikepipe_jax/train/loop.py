@@ -322,11 +322,17 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     train_step = jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
     eval_step = jax.jit(make_eval_step(model, **common), compiler_options=options)
     if resumed_from < total_steps:
-        # compile before the first step and give the compiler's freed memory back, so that the
-        # first step's temporary buffer is not placed above it (runtime.release_free_memory)
-        batch = [jax.ShapeDtypeStruct((t_cfg.batch_size,) + a.shape[1:], a.dtype, sharding=data_sharding)
-                 for a in (dataset.train_x, dataset.train_y)]
-        train_step.lower(state, *batch, train_key).compile()
+        # compile both steps before the first one and give the compiler's freed memory back, so
+        # that the step buffers are not placed above it and the evaluation's compile does not
+        # split the free training buffer (runtime.release_free_memory)
+        def spec(a, n):
+            return jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype, sharding=data_sharding)
+
+        train_step.lower(state, spec(dataset.train_x, t_cfg.batch_size), spec(dataset.train_y, t_cfg.batch_size),
+                         train_key).compile()
+        eb = max(len(devices), t_cfg.eval_batch_size - t_cfg.eval_batch_size % len(devices))  # as evaluate()
+        eval_step.lower(state.params, spec(dataset.test_x, eb), spec(dataset.test_y, eb),
+                        spec(np.zeros(1, np.float32), eb), eval_key).compile()
         runtime.release_free_memory()
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
