@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import math
 import os
 import pickle
 from typing import Any, Optional
@@ -25,19 +26,34 @@ def _literal(v: str) -> Any:
         return v
 
 
-def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict] = None) -> dict:
+# the settings the peers implement, passed to scripts.train explicitly whatever the config says
+FIXED = {"data.encoding": "rate", "model.reset": "subtract", "model.surrogate": "fast_sigmoid",
+         "model.learn_beta": False, "train.optimizer": "adam", "train.weight_decay": 0.0}
+SETUPS = ("config", "pinned")
+# The pinned set-up of the step benchmark and the old end-to-end comparisons: a spiking readout,
+# the spike-count loss and a constant learning rate without warm-up, whatever the config says.
+PINNED = {"model.readout": "count", "train.loss": "ce_count", "train.lr_schedule": "constant",
+          "train.warmup_steps": 0}
+PEER_LOSSES = {"count": "ce_count", "membrane": "ce_mem"}  # readout -> the loss the peers implement
+
+
+def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict] = None,
+             setup: str = "pinned") -> dict:
     """The framework-neutral description of ``configs/<net>.py`` (``overrides``: ``"model.x"``
-    / ``"data.x"`` / ``"train.x"`` keys with string or literal values)."""
+    / ``"data.x"`` / ``"train.x"`` keys with string or literal values).
+
+    ``setup="pinned"`` (the step benchmark's): spiking readout, ``ce_count``, constant rate
+    without warm-up (:data:`PINNED`), whatever the config says; ``"config"``: the config's
+    own readout, loss and schedule (``count`` + ``ce_count`` or ``membrane`` + ``ce_mem``;
+    ``constant`` or ``cosine``, with its warm-up), which the snnTorch peer implements too.
+    """
     from spikepipe_jax import spec as spec_lib
     from spikepipe_jax.experiments import load_config
 
+    if setup not in SETUPS:
+        raise ValueError(f"unknown setup {setup!r}; expected one of {SETUPS}")
     config = load_config(net)
-    # The peers are written with a spiking readout, the spike-count loss and a constant learning
-    # rate; a config whose defaults differ (fc_small: membrane readout, warm-up + cosine) is
-    # compared in that form unless the overrides say otherwise.
-    config.model.readout, config.train.loss = "count", "ce_count"
-    config.train.lr_schedule, config.train.warmup_steps = "constant", 0
-    for k, v in (overrides or {}).items():
+    for k, v in {**(PINNED if setup == "pinned" else {}), **(overrides or {})}.items():
         if k.startswith(("model.", "data.", "train.")):
             section, field = k.split(".", 1)
             config[section][field] = _literal(v) if isinstance(v, str) else v
@@ -45,10 +61,15 @@ def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict]
         config.model.num_steps = num_steps
     config.train.batch_size = batch
     infos = spec_lib.parse_spec(config.model.layers, config.model.input_shape)
-    if config.train.loss != "ce_count" or config.model.readout != "count":
-        raise ValueError(f"{net}: the benchmark runs the ce_count loss on a spiking readout")
+    readout, loss = config.model.readout, config.train.loss
+    if PEER_LOSSES.get(readout) != loss:
+        raise ValueError(f"{net}: the peers implement {PEER_LOSSES} (readout -> loss); got readout "
+                         f"{readout!r} with loss {loss!r}")
     if config.model.reset != "subtract" or config.model.surrogate != "fast_sigmoid":
         raise ValueError(f"{net}: the peers are built with subtract reset and the fast-sigmoid surrogate")
+    if config.train.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"{net}: the peers implement the constant and cosine schedules, "
+                         f"not {config.train.lr_schedule!r}")
     return {"net": net, "batch": batch, "num_steps": int(config.model.num_steps),
             "input_shape": [int(s) for s in config.model.input_shape],
             "layers": [dict(l) for l in config.model.layers],
@@ -60,13 +81,34 @@ def net_spec(net: str, batch: int, num_steps: int = 0, overrides: Optional[dict]
             "threshold": float(config.model.threshold), "slope": float(config.model.surrogate_scale),
             "learning_rate": float(config.train.learning_rate),
             "init_gain": float(config.model.get("init_gain", 1.0)),
+            "readout": readout, "loss": loss, "lr_schedule": config.train.lr_schedule,
+            "warmup_steps": int(config.train.warmup_steps),
             "config": json.loads(json.dumps(config.to_dict(), default=list))}
+
+
+def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) over the peak rate: the schedule of
+    ``spikepipe_jax.train.optimizer.make_base_optimizer`` in plain Python (for torch's
+    ``LambdaLR``; ``tests/test_benchmark_smoke.py`` compares the two).
+
+    Step ``k < w`` (warm-up): ``(k + 1) / w``; then ``constant``: 1, or ``cosine`` over
+    ``D = max(1, total - w)`` steps to 5 %: ``0.95 * (1 + cos(pi * min(k - w, D) / D)) / 2 + 0.05``.
+    """
+    w = warmup_steps
+    if step < w:
+        return (step + 1) / w
+    if schedule == "constant":
+        return 1.0
+    d = max(1, total_steps - w)
+    return 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(step - w, d) / d)) + 0.05
 
 
 def snntorch_net(spec: dict):
     """The network of ``spec`` in snnTorch: a ``torch.nn.Module`` mapping ``[T, B, C, H, W]``
-    input spikes to the output layer's spikes ``[T, B, classes]``, PyTorch's default init
-    scaled by ``spec["init_gain"]`` (spikepipe_jax's ``model.init_gain``)."""
+    input spikes to the output layer's spikes and membranes (``[T, B, classes]`` each),
+    PyTorch's default init scaled by ``spec["init_gain"]`` (spikepipe_jax's ``model.init_gain``).
+    With ``spec["readout"] == "membrane"`` the output layer is a non-spiking
+    ``snn.Leaky(reset_mechanism="none")`` (its membrane is the readout, as spikepipe_jax's)."""
     import snntorch as snn
     import torch
     from snntorch import surrogate
@@ -79,7 +121,8 @@ def snntorch_net(spec: dict):
             super().__init__()
             self.ops, self.pools, self.lifs = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
             self.flatten = []
-            for wl in spec["weight_layers"]:
+            last = len(spec["weight_layers"]) - 1
+            for i, wl in enumerate(spec["weight_layers"]):
                 if wl["kind"] == "dense":
                     fan_in = 1
                     for s in wl["in_shape"]:
@@ -92,7 +135,9 @@ def snntorch_net(spec: dict):
                     self.flatten.append(False)
                 self.pools.append(nn.Sequential(*[
                     (nn.MaxPool2d(w) if kind == "maxpool" else nn.AvgPool2d(w)) for kind, w in wl["pools"]]))
-                self.lifs.append(snn.Leaky(beta=spec["beta"], threshold=spec["threshold"], spike_grad=grad))
+                reset = "none" if i == last and spec.get("readout", "count") == "membrane" else "subtract"
+                self.lifs.append(snn.Leaky(beta=spec["beta"], threshold=spec["threshold"], spike_grad=grad,
+                                           reset_mechanism=reset))
             gain = float(spec.get("init_gain", 1.0))
             if gain != 1.0:
                 with torch.no_grad():
@@ -101,15 +146,16 @@ def snntorch_net(spec: dict):
 
         def forward(self, x):  # x: [T, B, C, H, W]
             mems = [lif.init_leaky() for lif in self.lifs]
-            out = []
+            spks, out_mems = [], []
             for t in range(x.shape[0]):
                 cur = x[t]
                 for i, (op, pool, lif) in enumerate(zip(self.ops, self.pools, self.lifs)):
                     if self.flatten[i]:
                         cur = cur.flatten(1)
                     cur, mems[i] = lif(pool(op(cur)), mems[i])
-                out.append(cur)
-            return torch.stack(out)
+                spks.append(cur)
+                out_mems.append(mems[-1])
+            return torch.stack(spks), torch.stack(out_mems)
 
     return Net()
 

@@ -14,16 +14,24 @@ For each net, two whole processes, one after the other, each timed from start to
 * ``snntorch``: the same network and hyper-parameters in a plain snnTorch 1.0 loop
   (:func:`peer_main`, run by ``--peer_python`` as ``benchmarks/train_step.py`` runs its
   peers): the same files read with NumPy, ``spikegen.rate``, ``nn.Linear``/``nn.Conv2d`` +
-  ``snn.Leaky`` (:func:`benchmarks.common.snntorch_net`), ``SF.ce_count_loss``, Adam,
-  an evaluation of the test set at the end.
+  ``snn.Leaky`` (:func:`benchmarks.common.snntorch_net`), the config's loss, Adam with the
+  config's learning-rate schedule (``LambdaLR`` of :func:`benchmarks.common.lr_factor`), an
+  evaluation of the test set at the end.
 
 Both get the same environment (the driver's; nothing is set for either). The native kernels
 of spikepipe_jax are built first, untimed (``make native``: a one-time step per checkout). Hyper-parameters
 (both sides): batch ``--batch`` (128), T = ``--num_steps`` (0: the config's), rate coding,
-``ce_count`` loss on a spiking readout, subtract reset, fast-sigmoid surrogate of the config's
-slope, the config's beta, threshold and init gain, Adam at the config's learning rate
-(``--learning_rate`` overrides), constant schedule, no weight decay, ``--epochs`` epochs,
-evaluation batch = the config's ``train.eval_batch_size``.
+subtract reset, fast-sigmoid surrogate of the config's slope, the config's beta, threshold and
+init gain, Adam at the config's learning rate (``--learning_rate`` overrides), no weight decay,
+``--epochs`` epochs, evaluation batch = the config's ``train.eval_batch_size``, seed ``--seed``
+(-1: the config's), and with ``--setup=config`` (the default) the config's readout, loss and
+schedule: a spiking readout with ``ce_count`` (snnTorch ``SF.ce_count_loss``), or a membrane
+readout with ``ce_mem`` (snnTorch: the output ``snn.Leaky(reset_mechanism="none")``, the
+cross-entropy of its membrane at every step averaged over T and the batch, prediction the
+argmax of the membrane's mean over T), a constant rate or cosine decay to 5 %, after
+``train.warmup_steps`` of linear warm-up. ``--setup=pinned``: a spiking readout, ``ce_count``
+and a constant rate without warm-up whatever the config says (the step benchmark's set-up and
+that of the end-to-end runs before session 7; :data:`benchmarks.common.PINNED`).
 
 Data: 28x28x1 nets read the IDX files of ``--data_dir`` (``--dataset``: fashion_mnist); a
 32x32x3 net (vgg_large) reads CIFAR-10 pickles from ``--cifar_dir``, or, when that is empty,
@@ -43,6 +51,7 @@ then one ``{"summary": net, ...}`` line: ``speedup`` (snnTorch wall / ours), ``a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -53,6 +62,8 @@ import time
 from typing import Any, Callable, Optional
 
 from absl import app, flags
+
+from benchmarks.common import FIXED
 
 FRAMEWORKS = ("spikepipe_jax", "snntorch")
 _PREFIX = "@@e2e "  # the peer's result line starts with this
@@ -66,6 +77,11 @@ flags.DEFINE_integer("epochs", 1, "Training epochs.")
 flags.DEFINE_integer("batch", 128, "Batch size B.")
 flags.DEFINE_integer("num_steps", 0, "T; 0 = the config's model.num_steps.")
 flags.DEFINE_float("learning_rate", 0.0, "Adam learning rate; 0 = the config's.")
+flags.DEFINE_enum("setup", "config", ["config", "pinned"],
+                  "config: the config's readout, loss and learning-rate schedule (fc_small, conv_medium: membrane "
+                  "readout, ce_mem, warm-up + cosine); pinned: spiking readout, ce_count, constant rate "
+                  "(benchmarks.common.PINNED; the step benchmark's and the earlier end-to-end runs').")
+flags.DEFINE_integer("seed", -1, "Seed of both frameworks' runs; -1 = the config's.")
 flags.DEFINE_integer("max_train", 0, "Keep the first N training samples of real data (0 = all).")
 flags.DEFINE_integer("max_test", 0, "Keep the first N test samples of real data (0 = all).")
 flags.DEFINE_integer("synthetic_train_steps", 20, "Training steps on CIFAR-shaped random data.")
@@ -99,10 +115,21 @@ def peer_main(spec: dict) -> None:
     torch.manual_seed(spec["seed"])
     xtr, ytr, xte, yte = common.load_images(spec)
     net = common.snntorch_net(spec)
-    opt = torch.optim.Adam(net.parameters(), lr=spec["learning_rate"])
-    loss_fn = SF.ce_count_loss()
     b, t_steps = spec["batch"], spec["num_steps"]
     steps_per_epoch = len(xtr) // b
+    opt = torch.optim.Adam(net.parameters(), lr=spec["learning_rate"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(
+        common.lr_factor, schedule=spec["lr_schedule"], warmup_steps=spec["warmup_steps"],
+        total_steps=steps_per_epoch * spec["epochs"]))
+    membrane = spec["readout"] == "membrane"
+    if membrane:  # ce_mem: cross-entropy of the output membrane at every step, mean over T and B
+        def loss_fn(spk, mem, y):
+            return torch.nn.functional.cross_entropy(mem.flatten(0, 1), y.repeat(mem.shape[0]))
+    else:
+        count_loss = SF.ce_count_loss()
+
+        def loss_fn(spk, mem, y):
+            return count_loss(spk, y)
     rng = np.random.default_rng(spec["seed"])
     step, loss = 0, float("nan")
     for _ in range(spec["epochs"]):
@@ -110,11 +137,11 @@ def peer_main(spec: dict) -> None:
         for i in range(steps_per_epoch):
             idx = order[i * b:(i + 1) * b]
             data = spikegen.rate(torch.from_numpy(xtr[idx]), num_steps=t_steps)
-            spk = net(data)
-            loss_t = loss_fn(spk, torch.from_numpy(ytr[idx]))
+            loss_t = loss_fn(*net(data), torch.from_numpy(ytr[idx]))
             opt.zero_grad()
             loss_t.backward()
             opt.step()
+            sched.step()
             step += 1
             if step % 50 == 0:
                 print(f"step {step} loss {float(loss_t):.4f} {time.perf_counter() - t0:.1f} s", flush=True)
@@ -124,36 +151,41 @@ def peer_main(spec: dict) -> None:
     with torch.no_grad():
         for s in range(0, len(xte), eb):
             data = spikegen.rate(torch.from_numpy(xte[s:s + eb]), num_steps=t_steps)
-            correct += int((net(data).sum(0).argmax(1) == torch.from_numpy(yte[s:s + eb])).sum())
+            spk, mem = net(data)
+            logits = mem.mean(0) if membrane else spk.sum(0)
+            correct += int((logits.argmax(1) == torch.from_numpy(yte[s:s + eb])).sum())
     print(_PREFIX + json.dumps({"test_accuracy": correct / len(xte), "steps": step, "train_loss": loss,
                                 "train_s": round(train_s, 2), "eval_s": round(time.perf_counter() - t0 - train_s, 2),
                                 "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
 
 
 # ----------------------------------------------------------------------------- driver
-# the settings the peer implements, passed to scripts.train explicitly whatever the config says
-FIXED = {"data.encoding": "rate", "train.loss": "ce_count", "model.readout": "count",
-         "model.reset": "subtract", "model.surrogate": "fast_sigmoid", "model.learn_beta": False,
-         "train.optimizer": "adam", "train.lr_schedule": "constant", "train.warmup_steps": 0,
-         "train.weight_decay": 0.0}
+
 
 def run_spec(net: str, *, batch: int, num_steps: int, learning_rate: float, epochs: int,
-             data: dict) -> dict:
+             data: dict, setup: str = "config", seed: int = -1) -> dict:
     """The peer's description of ``net`` and the ``--config.*`` flags that give scripts.train the
-    same hyper-parameters (every one the peer uses, explicitly)."""
+    same hyper-parameters (every one the peer uses, explicitly). ``setup``: ``"config"`` (the
+    config's readout, loss and schedule) or ``"pinned"`` (:data:`benchmarks.common.PINNED`).
+    ``seed`` >= 0 replaces the config's seed (both frameworks)."""
     from benchmarks import common
 
     fixed = dict(FIXED)
     if learning_rate:
         fixed["train.learning_rate"] = learning_rate
-    spec = common.net_spec(net, batch, num_steps, fixed)
+    spec = common.net_spec(net, batch, num_steps, fixed, setup=setup)
     cfg = spec["config"]
+    if seed >= 0:
+        cfg["seed"] = seed
     spec.update(epochs=epochs, seed=int(cfg["seed"]), eval_batch_size=int(cfg["train"]["eval_batch_size"]),
-                data=data)
-    values = {**fixed, "train.batch_size": batch, "train.epochs": epochs,
+                data=data, setup=setup)
+    values = {**fixed, "seed": spec["seed"],
+              "train.batch_size": batch, "train.epochs": epochs,
               "train.learning_rate": spec["learning_rate"], "model.num_steps": spec["num_steps"],
               "model.beta": spec["beta"], "model.threshold": spec["threshold"],
               "model.surrogate_scale": spec["slope"], "model.init_gain": spec["init_gain"],
+              "model.readout": spec["readout"], "train.loss": spec["loss"],
+              "train.lr_schedule": spec["lr_schedule"], "train.warmup_steps": spec["warmup_steps"],
               "train.eval_batch_size": spec["eval_batch_size"],
               "data.name": data["name"], "data.dir": data["dir"],
               "data.max_train": data["max_train"], "data.max_test": data["max_test"]}
@@ -249,7 +281,7 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, data_dir: str, data
                   cifar_dir: str = "", epochs: int = 1, batch: int = 128, num_steps: int = 0,
                   learning_rate: float = 0.0, max_train: int = 0, max_test: int = 0,
                   synthetic_train_steps: int = 20, synthetic_test: int = 512, peer_python: str = "",
-                  workdir: str = "", timeout_s: int = 3600,
+                  workdir: str = "", timeout_s: int = 3600, setup: str = "config", seed: int = -1,
                   emit: Callable[[dict], None] = lambda r: print(json.dumps(r), flush=True)) -> list[dict]:
     """Runs the benchmark; returns (and ``emit``-s) the JSON records."""
     bad = [f for f in frameworks if f not in FRAMEWORKS]
@@ -275,14 +307,14 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, data_dir: str, data
     try:
         out({"machine": {"cpu_count": os.cpu_count(), "loadavg_before": [round(v, 2) for v in os.getloadavg()],
                          "epochs": epochs, "batch": batch, "peer_python": peer_python, "data_dir": data_dir,
-                         "dataset": dataset, "cifar_dir": cifar_dir}})
+                         "dataset": dataset, "cifar_dir": cifar_dir, "setup": setup}})
         for net in nets:
-            spec0 = common.net_spec(net, batch, num_steps, FIXED)
+            spec0 = common.net_spec(net, batch, num_steps, FIXED, setup=setup)
             data = _data_for(net, spec0, data_dir=data_dir, dataset=dataset, cifar_dir=cifar_dir, batch=batch,
                              max_train=max_train, max_test=max_test, synthetic_steps=synthetic_train_steps,
                              synthetic_test=synthetic_test, root=root)
             spec = run_spec(net, batch=batch, num_steps=num_steps, learning_rate=learning_rate, epochs=epochs,
-                            data=data)
+                            data=data, setup=setup, seed=seed)
             got: dict[str, dict] = {}
             for fw in frameworks:
                 res = (run_ours(spec, root, timeout_s) if fw == "spikepipe_jax"
@@ -290,7 +322,9 @@ def run_benchmark(nets: list[str], frameworks: list[str], *, data_dir: str, data
                 rec: dict[str, Any] = {"framework": fw, "net": net}
                 if "skipped" not in res:
                     rec.update(batch=batch, num_steps=spec["num_steps"], epochs=epochs,
-                               learning_rate=spec["learning_rate"], dataset=data["name"],
+                               learning_rate=spec["learning_rate"], setup=setup, seed=spec["seed"],
+                               readout=spec["readout"], loss=spec["loss"], lr_schedule=spec["lr_schedule"],
+                               warmup_steps=spec["warmup_steps"], dataset=data["name"],
                                synthetic_data=data["synthetic"])
                 rec.update(res)
                 got[fw] = rec
@@ -332,7 +366,7 @@ def main(argv):
                       num_steps=FLAGS.num_steps, learning_rate=FLAGS.learning_rate, max_train=FLAGS.max_train,
                       max_test=FLAGS.max_test, synthetic_train_steps=FLAGS.synthetic_train_steps,
                       synthetic_test=FLAGS.synthetic_test, peer_python=peer, workdir=FLAGS.workdir,
-                      timeout_s=FLAGS.timeout_s, emit=emit)
+                      timeout_s=FLAGS.timeout_s, setup=FLAGS.setup, seed=FLAGS.seed, emit=emit)
     except (ValueError, FileNotFoundError) as e:
         exit_with_error(e)
     if FLAGS.out:

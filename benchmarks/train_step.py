@@ -207,7 +207,7 @@ def make_snntorch_step(spec: dict) -> tuple[Callable[[], None], dict]:
 
     def step():
         data = spikegen.rate(x, num_steps=spec["num_steps"])
-        spk = net(data)
+        spk, _ = net(data)
         loss = loss_fn(spk, y)
         opt.zero_grad()
         loss.backward()

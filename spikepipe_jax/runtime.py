@@ -15,6 +15,17 @@ time (``benchmarks/README.md``, section 1 and the end-to-end section).
 * ``M_ARENA_MAX = 1``: one heap for all threads (XLA's worker threads would otherwise each
   get an arena, whose large blocks glibc can only ``mmap``).
 
+A freed buffer is only reused if the next step's buffer is allocated after it was freed. With
+JAX's asynchronous dispatch on CPU, XLA frees a step's temporary buffer in a callback that runs
+after the step's outputs are marked ready, so the next step (dispatched as soon as they are)
+sometimes allocated its buffer while the previous one was still held: the heap then grew by a
+whole buffer each time, and kept it (measurements: benchmarks/README.md, section 1).
+:func:`configure_allocator` therefore also turns JAX's CPU dispatch synchronous
+(``jax_cpu_enable_async_dispatch=False``): a computation whose inputs are all ready then runs
+inline, on the calling thread, and returns after its buffers are freed. The training loop
+waits for each batch's transfer before the step (``train/loop.py``), so every step runs inline;
+a computation with inputs still in flight is dispatched asynchronously as before.
+
 The training entry points (``scripts/train.py``, ``scripts/delay_study.py``,
 ``scripts/reproduce.py``) and :func:`spikepipe_jax.train.train_and_evaluate` (so the
 notebooks too) call it; calling it again sets the same values. It acts on glibc Linux only (elsewhere, and when
@@ -56,15 +67,37 @@ def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
 
     Returns whether the settings are in force; False on other platforms and C libraries, or when switched off by the
     environment (``SPIKEPIPE_MALLOC=default``, or ``GLIBC_TUNABLES`` naming ``glibc.malloc``,
-    which then decides).
+    which then decides). When in force, JAX's CPU dispatch is made synchronous too (module
+    docstring); it takes effect for a CPU backend created after the call.
     """
     if (os.environ.get("SPIKEPIPE_MALLOC", "") != "default"
             and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")):
         libc = _libc()
         if libc is not None:
-            return all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
-                                                           (M_TRIM_THRESHOLD, int(trim_threshold))))
+            ok = all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
+                                                         (M_TRIM_THRESHOLD, int(trim_threshold))))
+            if ok:
+                import jax  # here, not at module level: the scripts call this before anything imports JAX
+
+                jax.config.update("jax_cpu_enable_async_dispatch", False)
+            return ok
     return False
+
+
+def release_free_memory() -> bool:
+    """Gives the pages of the heap's free blocks back to the system (glibc ``malloc_trim(0)``).
+
+    With the settings of :func:`configure_allocator` the heap never shrinks by itself: the
+    compiler's memory, freed after compiling the train step, would stay resident beside the
+    step's temporary buffer, which goes above it. The training loop calls this once, after
+    compiling the step and before running it. Returns whether it ran (glibc only).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim(0)
+    return True
 
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"

@@ -126,7 +126,10 @@ def test_end_to_end_runs_the_training_command_and_the_peer(repo_root, tmp_path):
         assert "skipped" in peer or (peer["steps"] == runs["spikepipe_jax", net]["steps"] and peer["wall_s"] > 0)
     # the training command ran with every hyper-parameter the peer uses, explicitly
     config = json.loads((tmp_path / "runs" / "spikepipe_jax_fc_small" / "config.json").read_text())
-    assert config["train"]["loss"] == "ce_count" and config["data"]["encoding"] == "rate"
+    # (--setup=config: fc_small's own readout, loss and schedule)
+    assert config["train"]["loss"] == "ce_mem" and config["model"]["readout"] == "membrane"
+    assert config["train"]["lr_schedule"] == "cosine" and config["train"]["warmup_steps"] == 100
+    assert config["data"]["encoding"] == "rate" and fc["setup"] == "config" and fc["loss"] == "ce_mem"
     assert config["train"]["batch_size"] == 8 and config["model"]["num_steps"] == 2
 
 
@@ -134,3 +137,57 @@ def test_end_to_end_rejects_a_bad_framework(repo_root):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.end_to_end", "--frameworks=jaxsnn"], cwd=repo_root,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "'jaxsnn'" in proc.stderr
+
+
+@pytest.mark.parametrize("schedule,warmup", [("cosine", 100), ("cosine", 0), ("constant", 10), ("constant", 0),
+                                             ("cosine", 1)])
+def test_peer_learning_rate_schedule_is_the_training_one(schedule, warmup):
+    """The snnTorch peer's LambdaLR factor equals optax's schedule of train/optimizer.py at every step."""
+    import ml_collections
+    import numpy as np
+    import optax
+    from benchmarks import common
+    from spikepipe_jax.train import optimizer
+
+    total, peak = 468, 5e-4
+    cfg = ml_collections.ConfigDict(dict(learning_rate=peak, lr_schedule=schedule, warmup_steps=warmup,
+                                         optimizer="sgd", weight_decay=0.0))
+    tx = optimizer.make_base_optimizer(cfg, total_steps=total)
+    state = tx.init({"w": np.zeros(())})
+    for k in range(total + 3):
+        # plain SGD: update = -lr(k) * g, so g = -1 reads the rate of step k
+        upd, state = tx.update({"w": np.array(-1.0, np.float32)}, state)
+        want = common.lr_factor(k, schedule=schedule, warmup_steps=warmup, total_steps=total)
+        assert float(upd["w"]) == pytest.approx(peak * want, rel=1e-5), k  # optax computes in float32
+
+
+def test_peer_spec_follows_the_config_or_the_pinned_setup():
+    from benchmarks import common
+
+    cfg = common.net_spec("fc_small", 128, setup="config")
+    assert (cfg["readout"], cfg["loss"], cfg["lr_schedule"], cfg["warmup_steps"]) == (
+        "membrane", "ce_mem", "cosine", 100)
+    pinned = common.net_spec("fc_small", 128)
+    assert (pinned["readout"], pinned["loss"], pinned["lr_schedule"], pinned["warmup_steps"]) == (
+        "count", "ce_count", "constant", 0)
+    with pytest.raises(ValueError, match="readout"):
+        common.net_spec("fc_small", 128, overrides={"train.loss": "ce_count"}, setup="config")
+
+
+def test_parity_without_the_peer_reports_it_skipped(repo_root, tmp_path):
+    """benchmarks/parity.py runs our side; without torch the peer's record says skipped."""
+    import numpy as np
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("t10k", 4)):
+        _write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.parity", "--nets=fc_small", "--batch=8",
+                           f"--data_dir={data}", f"--peer_python={sys.executable}"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (rec,) = [json.loads(l) for l in proc.stdout.splitlines()]
+    assert rec["net"] == "fc_small" and rec["setup"] == "config"
+    assert "skipped" in rec or (abs(rec["loss_snntorch"] - rec["loss_spikepipe_jax"]) < 1e-4
+                                and all(l["w_cos"] > 0.999 for l in rec["layers"]))

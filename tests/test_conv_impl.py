@@ -157,6 +157,24 @@ def test_image_chunks_equal_one_pass(geom, monkeypatch):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-3)
 
 
+def test_large_patches_chunk_the_backward_pass_without_remat(monkeypatch):
+    """A backward pass whose patches would exceed ``_BWD_CHUNK_BYTES`` loops over image chunks
+    as with ``model.remat``; smaller ones run in one pass. Gradients are lax.conv's either way."""
+    monkeypatch.setattr(layers, "_WGRAD_ROWS", 200)
+    x = (jax.random.uniform(jax.random.key(0), (40, 12, 12, 12)) < 0.3).astype(jnp.float32)
+    wt = jax.random.normal(jax.random.key(1), (5, 5, 12, 16))
+    dy = jax.random.normal(jax.random.key(2), (40, 8, 8, 16))
+    ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, 1, 0))(x, wt, dy)
+    assert layers._patch_bytes(x.shape, 5, 1, 0, 1, jnp.float32) == 40 * 64 * 300 * 4
+    for limit, chunked in ((1 << 30, False), (40 * 64 * 300 * 4 - 1, True)):
+        monkeypatch.setattr(layers, "_BWD_CHUNK_BYTES", limit)
+        _, vjp = jax.vjp(lambda a, b: layers._conv_im2col(a, b, 1, 0, 1, False, True), x, wt)
+        assert ("scan" in str(jax.make_jaxpr(vjp)(dy))) == chunked
+        out = _value_and_vjp(lambda a, b: layers._conv_im2col(a, b, 1, 0, 1, False, True))(x, wt, dy)
+        for u, v in zip(out, ref):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-3)
+
+
 def test_block_choice_and_impl_resolution():
     small = _conv_info(12, 12, 1, 4, 5, 1, 0)
     wide = _conv_info(12, 12, 12, 4, 5, 1, 0)

@@ -63,3 +63,47 @@ def test_a_no_op_without_glibc(monkeypatch):
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
     assert runtime._libc() is None
     assert runtime.configure_allocator() is False
+    assert runtime.release_free_memory() is False
+
+
+@glibc_linux
+def test_release_free_memory_runs_on_glibc():
+    assert runtime.release_free_memory() is True
+
+
+# A fresh process: configures (or not) the allocator, then calls a jitted computation of a
+# few hundred ms on ready inputs, as the training loop calls its step, and reports whether its
+# result was ready when the call returned (the call ran inline and has freed its buffers).
+_STEPS_CHILD = """
+import json
+from spikepipe_jax import runtime
+ok = runtime.configure_allocator()
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x, s: jnp.tanh(jnp.sin(x * s) @ jnp.cos(x * s).T) @ x)
+x = jax.block_until_ready(jnp.ones((2048, 2048), jnp.float32))
+f(x, 1.0).block_until_ready()
+ready = []
+for i in range(4):
+    s = jax.block_until_ready(jax.device_put(jnp.float32(1 + i)))
+    y = f(x, s)
+    ready.append(y.is_ready())
+    y.block_until_ready()
+print(json.dumps({"configured": ok, "async": jax.config.read("jax_cpu_enable_async_dispatch"), "ready": ready}))
+"""
+
+
+def _steps_child(repo_root, **env):
+    import os
+    proc = subprocess.run([sys.executable, "-c", _STEPS_CHILD], cwd=repo_root, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env, "PYTHONPATH": str(repo_root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+@glibc_linux
+def test_steps_on_ready_inputs_run_inline(repo_root):
+    on = _steps_child(repo_root, SPIKEPIPE_MALLOC="", GLIBC_TUNABLES="")
+    assert on["configured"] and on["async"] is False and all(on["ready"]), on
+    # switched off: JAX's asynchronous dispatch returns before the computation has run
+    off = _steps_child(repo_root, SPIKEPIPE_MALLOC="default", GLIBC_TUNABLES="")
+    assert off["async"] is True and not all(off["ready"]), off

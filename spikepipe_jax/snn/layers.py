@@ -156,6 +156,20 @@ def _image_chunks(x_shape, k: int, c: int, stride: int, padding: int, block: int
     return next(g for g in range(lo, n + 1) if n % g == 0)
 
 
+# Backward passes whose patch matrix would be larger than this run over image chunks even
+# without ``model.remat`` (vgg_large's convs at T*B = 1024: patches of up to 576 MiB, and as
+# much again for their gradient); smaller ones (conv_medium's second conv: 234 MiB) in one
+# pass, which is faster (benchmarks/README.md, end-to-end section).
+_BWD_CHUNK_BYTES = 256 << 20
+
+
+def _patch_bytes(x_shape, k: int, stride: int, padding: int, block: int, dtype) -> int:
+    """Bytes of the patch matrix of an im2col conv of ``x_shape`` (all images at once)."""
+    _, _, nbh, nbw, _, _ = _im2col_geometry(x_shape, k, stride, padding, block)
+    pk = (block - 1) * stride + k
+    return x_shape[0] * nbh * nbw * pk * pk * x_shape[3] * jnp.dtype(dtype).itemsize
+
+
 def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=False):
     k, f = w.shape[0], w.shape[3]
     n = x.shape[0]
@@ -233,7 +247,8 @@ def _im2col_bwd(stride, padding, block, native, binary, remat, res, dy):
     # x differs from the forward's operand anyway; a float x gets a data dependency on dy:
     # + 0 * dy[0] (not folded for floats), exact but for the sign of a zero, and NaN where
     # dy has a NaN (the gradients have one there anyway).
-    chunks = _image_chunks(x_shape, k, c, stride, padding, block) if remat else 1
+    chunks = _image_chunks(x_shape, k, c, stride, padding, block) if remat or _patch_bytes(
+        x_shape, k, stride, padding, block, dy.dtype) > _BWD_CHUNK_BYTES else 1
     if chunks > 1:  # N/G images at a time (see _image_chunks): patches and their gradient
         def chunk(dw, xs):
             xc, dyc = xs

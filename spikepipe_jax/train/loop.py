@@ -263,7 +263,9 @@ def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> t
             xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
             mask[m:] = 0
-        sums.append(eval_fn(params, *jax.device_put((xb, yb, mask), data_sharding), jax.random.fold_in(key, i)))
+        # inputs ready before the call: it then runs inline and frees its buffers (runtime.py)
+        batch = jax.block_until_ready(jax.device_put((xb, yb, mask), data_sharding))
+        sums.append(eval_fn(params, *batch, jax.random.fold_in(key, i)))
     # one transfer at the end: a float() per batch would wait for each batch before the next
     sums = jax.device_get(sums)
     return sum(float(c) for c, _ in sums) / n, sum(float(l) for _, l in sums) / n
@@ -368,12 +370,26 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     if runner is None and jax.process_count() > 1:
         state = jax.device_get(state)  # host values, the same in every process, onto the global mesh
     state = runner.place(state) if runner else jax.device_put(state, replicated)
+    state = jax.block_until_ready(state)
     params_of = runner.params if runner else (lambda st: st.params)
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from) if writer else _NoMetrics()
 
     options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
     train_step = runner.step if runner else jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
     eval_step = jax.jit(make_eval_step(model, **common), out_shardings=replicated, compiler_options=options)
+    if resumed_from < total_steps and runner is None:
+        # compile both steps before the first one and give the compiler's freed memory back, so
+        # that the step buffers are not placed above it and the evaluation's compile does not
+        # split the free training buffer (runtime.release_free_memory)
+        def spec(a, n):
+            return jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype, sharding=data_sharding)
+
+        train_step.lower(state, spec(dataset.train_x, t_cfg.batch_size), spec(dataset.train_y, t_cfg.batch_size),
+                         train_key).compile()
+        eb = max(len(devices), t_cfg.eval_batch_size - t_cfg.eval_batch_size % len(devices))  # as evaluate()
+        eval_step.lower(state.params, spec(dataset.test_x, eb), spec(dataset.test_y, eb),
+                        spec(np.zeros(1, np.float32), eb), eval_key).compile()
+        runtime.release_free_memory()
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
         f"batch {t_cfg.batch_size}, T={num_steps}, {len(devices)} device(s), {model.num_layers} layers")
@@ -385,7 +401,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         epoch, offset = divmod(step, steps_per_epoch)
         for xb, yb in data_lib.iterate_batches(dataset.train_x, dataset.train_y, t_cfg.batch_size,
                                                rng=np.random.default_rng([config.seed, epoch]), start=offset):
-            state, m = train_step(state, *jax.device_put((xb, yb), data_sharding), train_key)
+            # the batch on the device before the step: with the synchronous dispatch of
+            # runtime.configure_allocator the step then runs inline and frees its temporary
+            # buffer before the next step allocates one (a heap that stays at one buffer)
+            batch = jax.block_until_ready(jax.device_put((xb, yb), data_sharding))
+            state, m = train_step(state, *batch, train_key)
             step += 1
             if runner and step == total_steps:  # 1F1B: finish the batches still in flight
                 state, drained = runner.drain(state)
