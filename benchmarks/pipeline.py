@@ -18,8 +18,8 @@ the vjp to a cotangent; ``executor.predicted_step_time`` then gives each tick of
 tick table the duration of its slowest device, and one step the sum of its ticks. ``bytes_per_iteration`` is
 what the ``ppermute`` calls move per training step (both directions, every tick, ``uint8`` spikes and
 ``float32`` gradients, padded to the widest stage boundary), next to ``useful_bytes`` (each
-boundary's spikes once at 1 bit, its gradient once at 32: ``schedule.comm``'s count for the
-same placement).
+boundary's spikes once at 1 bit, its gradient once at 32, the cost model's default widths; not
+yet cross-checked with ``schedule.comm``).
 
 ``balanced4`` (built here) is 784-1024-1024-1024-1024-10 with a membrane readout: four dense
 LIF layers of about equal cost, which the cost model splits into equal halves; other names are
@@ -46,6 +46,8 @@ flags.DEFINE_integer("microbatches", 4, "GPipe's micro-batches.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("num_steps", 25, "T.")
 flags.DEFINE_integer("steps", 12, "Timed steps per worker.")
+flags.DEFINE_bool("processes", False, "Run the pipelined workers as one process per stage (jax.distributed, "
+                  "one device each) instead of one process with --stages fake devices.")
 flags.DEFINE_string("out", "", "Also write the JSON lines here.")
 flags.DEFINE_string("worker", "", "(internal) run one worker on this JSON description.")
 FLAGS = flags.FLAGS
@@ -78,6 +80,9 @@ def _median_step(step, steps: int) -> float:
 
 
 def worker(desc: dict) -> dict:
+    if desc.get("coordinator"):  # one process per stage: join the others before any computation
+        from spikepipe_jax import runtime
+        runtime.initialize_distributed(desc["coordinator"], desc["stages"], desc["process_id"])
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -116,6 +121,9 @@ def worker(desc: dict) -> dict:
                            binary_input=True, batch_size=b, num_steps=t, input_shape=cfg.model.input_shape,
                            mesh=executor.make_mesh(plan, jax.devices()[:s_count]))
     box = [ex.init(params)]
+    if desc.get("coordinator"):  # the same batch in every process, as one global array
+        from jax.sharding import NamedSharding, PartitionSpec
+        x, y = jax.device_put((np.asarray(x), np.asarray(y)), NamedSharding(ex.mesh, PartitionSpec()))
 
     def step():
         box[0], m = ex.step(box[0], x, y, key)
@@ -163,14 +171,26 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
     return res
 
 
-def _run_worker(desc: dict, devices: int) -> dict:
+def _run_worker(desc: dict, devices: int, processes: int = 1) -> dict:
+    """One worker process with ``devices`` fake devices, or ``processes`` processes of one device
+    each joined by ``jax.distributed`` (process 0's result is returned)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false")
-    r = subprocess.run([sys.executable, "-m", "benchmarks.pipeline", f"--worker={json.dumps(desc)}"],
-                       cwd=_REPO, env=env, capture_output=True, text=True, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"worker {desc['mode']} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    descs = [desc]
+    if processes > 1:
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            port = sock.getsockname()[1]
+        descs = [dict(desc, coordinator=f"localhost:{port}", process_id=i) for i in range(processes)]
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.pipeline", f"--worker={json.dumps(d)}"],
+                              cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d in descs]
+    outs = [p.communicate(timeout=3600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode != 0:
+            raise RuntimeError(f"worker {desc['mode']} failed:\n{err[-3000:]}")
+    return json.loads(outs[0][0].strip().splitlines()[-1])
 
 
 def main(argv):
@@ -184,7 +204,8 @@ def main(argv):
                       stages=FLAGS.stages, microbatches=FLAGS.microbatches)
         base = _run_worker(dict(common, mode="none", predict_modes=FLAGS.modes), 1)
         for mode in FLAGS.modes:
-            r = _run_worker(dict(common, mode=mode), FLAGS.stages)
+            r = (_run_worker(dict(common, mode=mode), 1, processes=FLAGS.stages) if FLAGS.processes
+                 else _run_worker(dict(common, mode=mode), FLAGS.stages))
             pred = base["stage_times"][mode]["predicted_step_s"]
             rec = {"mode": mode, "net": net, "stages": FLAGS.stages,
                    "samples_per_s": round(FLAGS.batch / r["step_s"], 1),
@@ -197,7 +218,8 @@ def main(argv):
                    "stage_forward_s": base["stage_times"][mode]["forward_s"],
                    "stage_backward_s": base["stage_times"][mode]["backward_s"],
                    "microbatches": FLAGS.microbatches if mode == "gpipe" else 1,
-                   "batch": FLAGS.batch, "num_steps": FLAGS.num_steps, "loadavg": os.getloadavg()[0]}
+                   "batch": FLAGS.batch, "num_steps": FLAGS.num_steps, "processes": FLAGS.stages if FLAGS.processes else 1,
+                   "loadavg": os.getloadavg()[0]}
             print(json.dumps(rec), flush=True)
             lines.append(json.dumps(rec))
     if FLAGS.out:

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from spikepipe_jax import experiments, snn
-from spikepipe_jax.schedule import delays_for
 from spikepipe_jax.train import executor, pipeline, stages as stages_lib
 from tests import executor_cases
 
@@ -170,7 +169,6 @@ def _train(args, workdir, n, timeout=600):
 
 
 def _params(workdir):
-    from spikepipe_jax.train import checkpoint
     import flax.serialization
     with open(os.path.join(workdir, "params.msgpack"), "rb") as f:
         return flax.serialization.msgpack_restore(f.read())

@@ -45,6 +45,10 @@ assembles the network from them. This trades memory (``S`` times the parameters)
 path for any stage split. In flight: a ring of ``S`` (1F1B) or ``M`` (GPipe) residual buffers
 (``uint8``, as wide as the largest stage's residuals) and of encoded inputs and labels.
 
+Several processes (``jax.distributed``, :func:`spikepipe_jax.runtime.initialize_distributed`):
+the mesh spans every process's devices and nothing here changes; the training loop feeds each
+process the same global batch and gathers the state for checkpoints.
+
 Not executed here: SpikePipe's own placements (F/B/W of one layer on different devices) —
 ``pipeline.execute="spikepipe"`` is rejected with that message.
 """
@@ -52,7 +56,6 @@ Not executed here: SpikePipe's own placements (F/B/W of one layer on different d
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -239,7 +242,8 @@ class Executor:
 
     def useful_bytes_per_batch(self) -> int:
         """What one batch has to cross the stage boundaries: each boundary's spikes once at 1 bit and
-        its gradient once at 32 bits (``schedule.comm``'s count for this placement)."""
+        its gradient once at 32 bits (the widths ``config.hardware.spike_bits`` / ``float_bits`` give
+        the cost model by default; not yet cross-checked with ``schedule.comm``)."""
         total = 0
         for st in self.plan.stages[:-1]:
             n = self.num_steps * self.batch_size * math.prod(snn.stage_out_shape(self.model, st))
