@@ -37,6 +37,7 @@ import time
 
 from absl import app, flags
 
+_CPUS = os.cpu_count() or 1
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("nets", ["balanced4"], "Networks: balanced4 or config names.")
@@ -80,6 +81,7 @@ def _median_step(step, steps: int) -> float:
 
 
 def worker(desc: dict) -> dict:
+    os.sched_setaffinity(0, set(desc["cpus"]))  # before XLA sizes its thread pools
     if desc.get("coordinator"):  # one process per stage: join the others before any computation
         from spikepipe_jax import runtime
         runtime.initialize_distributed(desc["coordinator"], desc["stages"], desc["process_id"])
@@ -182,7 +184,9 @@ def _run_worker(desc: dict, devices: int, processes: int = 1) -> dict:
         with socket.socket() as sock:
             sock.bind(("localhost", 0))
             port = sock.getsockname()[1]
-        descs = [dict(desc, coordinator=f"localhost:{port}", process_id=i) for i in range(processes)]
+        descs = [dict(desc, coordinator=f"localhost:{port}", process_id=i, cpus=[i % _CPUS]) for i in range(processes)]
+    else:
+        descs = [dict(desc, cpus=list(range(min(devices, _CPUS))))]
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.pipeline", f"--worker={json.dumps(d)}"],
                               cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for d in descs]

@@ -43,7 +43,7 @@ State layout: every device keeps a full copy of the parameters and optimiser sta
 (the only ones it computes with or updates meaningfully), and :meth:`Executor.params`
 assembles the network from them. This trades memory (``S`` times the parameters) for one code
 path for any stage split. In flight: a ring of ``S`` (1F1B) or ``M`` (GPipe) residual buffers
-(``uint8``, as wide as the largest stage's residuals) and of encoded inputs and labels.
+(32-bit words, as wide as the largest stage's residuals, plus a scratch entry) and of encoded inputs and labels.
 
 Several processes (``jax.distributed``, :func:`spikepipe_jax.runtime.initialize_distributed`):
 the mesh spans every process's devices and nothing here changes; the training loop feeds each
@@ -83,7 +83,7 @@ class ExecState(NamedTuple):
     opt_state: Any   # optimiser state per stage
     step: jax.Array  # int32: mini-batches fed (training steps taken)
     tick: jax.Array  # int32: ticks run (1F1B: 2 * step until the drain)
-    res: jax.Array   # [S, R, D, bytes] uint8: each in-flight forward's residuals, for its backward
+    res: jax.Array   # [S, R + 1, D, words] uint32: each in-flight forward's residuals (entry R: scratch)
     x0: jax.Array    # [S, R, T, B, *input] encoded network input of in-flight batches (stage 0 reads it)
     ys: jax.Array    # [S, R, B] labels of in-flight batches (the last stage reads them)
     fbuf: jax.Array  # [S, T, B, F] uint8 spikes that arrived from the previous stage
@@ -231,7 +231,7 @@ class Executor:
         self._drain = jax.jit(self._drain_ticks, donate_argnums=(0,), compiler_options=opts)
         self._params = jax.jit(self._assemble, out_shardings=self.replicated)
         self._layout_cache = None
-        self.res_bytes = 0
+        self.res_words = 0
 
     def bytes_per_step(self) -> int:
         """Bytes the ``ppermute`` calls move in one training step: every tick, every stage boundary,
@@ -277,8 +277,8 @@ class Executor:
         return (self.num_steps, self.local_batch) + per
 
     def _layouts(self, params) -> list:
-        """Per stage: the residuals' treedef and ``(shape, dtype, offset, nbytes)`` of each leaf in
-        its byte buffer (from an abstract trace of :meth:`_stage_vjp`)."""
+        """Per stage: the residuals' treedef and ``(shape, dtype, offset, words)`` of each leaf in
+        its ring entry of 32-bit words (from an abstract trace of :meth:`_stage_vjp`)."""
         if self._layout_cache is None:
             shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
             y = jax.ShapeDtypeStruct((self.local_batch,), jnp.int32)
@@ -289,7 +289,7 @@ class Executor:
                 leaves, treedef = jax.tree.flatten(vjp)
                 fields, offset = [], 0
                 for leaf in leaves:
-                    n = math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
+                    n = _words(leaf.shape, leaf.dtype)
                     fields.append((tuple(leaf.shape), jnp.dtype(leaf.dtype), offset, n))
                     offset += n
                 out.append((treedef, fields, offset))
@@ -297,41 +297,30 @@ class Executor:
         return self._layout_cache
 
     @staticmethod
-    def _pack_residuals(leaves, nbytes: int) -> jax.Array:
-        parts = []
-        for a in leaves:
-            if a.dtype == jnp.bool_:
-                a = a.astype(jnp.uint8)
-            if a.dtype.itemsize > 1:
-                a = jax.lax.bitcast_convert_type(a, jnp.uint8)
-            parts.append(a.reshape(-1).astype(jnp.uint8))
-        flat = jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.uint8)
-        return jnp.pad(flat, (0, nbytes - flat.shape[0]))
+    def _pack_residuals(leaves, words: int) -> jax.Array:
+        """The leaves as one ``[words]`` uint32 vector: 4-byte leaves bit for bit (no data
+        movement but the one copy of the concatenation), narrower ones four elements to a word."""
+        parts = [_to_words(a) for a in leaves]
+        used = sum(p.shape[0] for p in parts)
+        if used < words:
+            parts.append(jnp.zeros((words - used,), jnp.uint32))
+        return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.uint32)
 
     @staticmethod
     def _unpack_residuals(buf: jax.Array, fields) -> list:
-        out = []
-        for shape, dtype, offset, n in fields:
-            raw = jax.lax.dynamic_slice_in_dim(buf, offset, n) if n else buf[:0]
-            if dtype == jnp.bool_:
-                out.append(raw.reshape(shape).astype(jnp.bool_))
-            elif dtype.itemsize > 1:
-                out.append(jax.lax.bitcast_convert_type(raw.reshape(shape + (dtype.itemsize,)), dtype))
-            else:
-                out.append(jax.lax.bitcast_convert_type(raw.reshape(shape), dtype))
-        return out
+        return [_from_words(buf[offset:offset + n], shape, dtype) for shape, dtype, offset, n in fields]
 
     # ----- state -------------------------------------------------------------------------------
     def init(self, params) -> ExecState:
         """The initial state from unstacked parameters (placed on the mesh)."""
         s, r, t = self.plan.num_stages, self.ring, self.num_steps
         b = self.batch_size // self.plan.microbatches  # global batch of one ring entry
-        self.res_bytes = max(total for _, _, total in self._layouts(params))
+        self.res_words = max(total for _, _, total in self._layouts(params))
         stack = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (s,) + a.shape), tree)
         state = ExecState(
             params=stack(params), opt_state=stack(self.tx.init(params)),
             step=jnp.zeros((), jnp.int32), tick=jnp.zeros((), jnp.int32),
-            res=jnp.zeros((s, r, self.plan.data, self.res_bytes), jnp.uint8),
+            res=jnp.zeros((s, r + 1, self.plan.data, self.res_words), jnp.uint32),
             x0=jnp.zeros((s, r, t, b) + self.input_shape, self.x0_dtype),
             ys=jnp.zeros((s, r, b), jnp.int32),
             fbuf=jnp.zeros((s, t, b, self.width), jnp.uint8),
@@ -376,7 +365,7 @@ class Executor:
             return (jnp.zeros_like(ops["fbuf"]) if fsend is None else fsend,
                     jnp.zeros_like(ops["bbuf"]) if bsend is None else bsend,
                     jax.tree.map(jnp.zeros_like, ops["params"]) if dw is None else dw,
-                    loss, correct, jnp.zeros((self.res_bytes,), jnp.uint8) if res is None else res)
+                    loss, correct, jnp.zeros((self.res_words,), jnp.uint32) if res is None else res)
 
         def idle(ops):
             return outputs(ops)
@@ -390,7 +379,7 @@ class Executor:
                 else:
                     x = _unpack(ops["fbuf"], self._input_shape(s)[2:])
                 out, vjp, logits = self._stage_vjp(s)(ops["params"], x, ops["y"])
-                res = self._pack_residuals(jax.tree.leaves(vjp), self.res_bytes)
+                res = self._pack_residuals(jax.tree.leaves(vjp), self.res_words)
                 if last:
                     correct = jnp.sum(jnp.argmax(logits, -1) == ops["y"]).astype(jnp.float32)
                     return outputs(ops, loss=out, correct=correct, res=res)
@@ -442,8 +431,10 @@ class Executor:
         ops = dict(params=loc["params"], f_x0=loc["x0"][f_slot], y=loc["ys"][f_slot],
                    fbuf=loc["fbuf"], bbuf=loc["bbuf"], res=loc["res"][b_slot])
         fsend, bsend, dw, loss, correct, res = jax.lax.switch(branch_index, self._branches(loc["params"]), ops)
+        # a forward's residuals go to ring entry f_slot; other actions write their (zero) output
+        # to the spare last entry, which nothing reads (cheaper than selecting the old entry)
         is_f = branch_index < self.plan.num_stages
-        ring = loc["res"].at[f_slot].set(jnp.where(is_f, res, loc["res"][f_slot]))
+        ring = loc["res"].at[jnp.where(is_f, f_slot, self.ring)].set(res)
         fbuf, bbuf = self._exchange(fsend, bsend)
         dw = jax.lax.pmean(dw, "data")
         return dict(loc, res=ring, fbuf=fbuf, bbuf=bbuf), dw, loss, correct
@@ -568,6 +559,37 @@ class Executor:
         if self.plan.mode != "1f1b" or self.plan.num_stages == 1:
             return state, None
         return self._drain(state)
+
+
+def _words(shape, dtype) -> int:
+    """32-bit words a leaf takes in a residual ring entry."""
+    n = math.prod(shape) * jnp.dtype(dtype).itemsize
+    return -(-n // 4)
+
+
+def _to_words(a: jax.Array) -> jax.Array:
+    """A leaf as flat uint32 words: bit for bit when its item size is a multiple of 4 bytes,
+    else its bytes four to a word (zero padded)."""
+    if a.dtype == jnp.bool_:
+        a = a.astype(jnp.uint8)
+    if a.dtype.itemsize % 4 == 0:
+        return jax.lax.bitcast_convert_type(a, jnp.uint32).reshape(-1)
+    flat = jax.lax.bitcast_convert_type(a, jnp.uint8).reshape(-1)
+    flat = jnp.pad(flat, (0, -flat.shape[0] % 4))
+    return jax.lax.bitcast_convert_type(flat.reshape(-1, 4), jnp.uint32)
+
+
+def _from_words(w: jax.Array, shape, dtype) -> jax.Array:
+    """Inverse of :func:`_to_words` for a leaf of ``shape`` and ``dtype``."""
+    dtype, shape = jnp.dtype(dtype), tuple(shape)
+    if dtype.itemsize % 4 == 0:
+        per = dtype.itemsize // 4
+        return jax.lax.bitcast_convert_type(w.reshape(shape + ((per,) if per > 1 else ())), dtype)
+    raw = jax.lax.bitcast_convert_type(w, jnp.uint8).reshape(-1)[:math.prod(shape) * dtype.itemsize]
+    if dtype == jnp.bool_:
+        return raw.reshape(shape).astype(jnp.bool_)
+    size = dtype.itemsize
+    return jax.lax.bitcast_convert_type(raw.reshape(shape + ((size,) if size > 1 else ())), dtype)
 
 
 def _all_finite(tree) -> jax.Array:
