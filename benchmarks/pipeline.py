@@ -8,8 +8,11 @@ One JSON line per (mode, net): ``{"mode", "net", "stages", "samples_per_s", "mea
 * ``baseline``: the unpipelined train step (``pipeline.execute="none"``) on one device;
 * ``<mode>``: ``train.executor.Executor`` with ``--stages`` devices on the stage axis;
 
-every device single-threaded (``--xla_cpu_multi_thread_eigen=false``, one device per core), so
-"S devices" means S cores, and the baseline gets one. A step is timed from dispatch to its
+every device on one core: each worker process is pinned to its cores (``sched_setaffinity``
+before XLA starts; ``--xla_cpu_multi_thread_eigen=false`` alone is not enough, XLA:CPU's YNNPACK
+fusions have their own thread pool sized by the affinity), the baseline to one core, and by
+default (``--processes``) each stage is its own process on its own core, joined by
+``jax.distributed``. So "S devices" means S cores, and the baseline gets one. A step is timed from dispatch to its
 result; the median of ``--steps`` steps after two warm-up steps.
 
 Prediction: the baseline worker also times each stage alone on one device, as the executor
@@ -47,8 +50,9 @@ flags.DEFINE_integer("microbatches", 4, "GPipe's micro-batches.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("num_steps", 25, "T.")
 flags.DEFINE_integer("steps", 12, "Timed steps per worker.")
-flags.DEFINE_bool("processes", False, "Run the pipelined workers as one process per stage (jax.distributed, "
-                  "one device each) instead of one process with --stages fake devices.")
+flags.DEFINE_bool("processes", True, "Run the pipelined workers as one process per stage (jax.distributed, one "
+                  "device and one core each); --noprocesses: one process with --stages fake devices on "
+                  "--stages cores (they share one XLA:CPU thread pool).")
 flags.DEFINE_string("out", "", "Also write the JSON lines here.")
 flags.DEFINE_string("worker", "", "(internal) run one worker on this JSON description.")
 FLAGS = flags.FLAGS
