@@ -142,7 +142,10 @@ def test_idx_round_trip(tmp_path, gz, name):
     np.testing.assert_array_equal(ds.train_y, arrays[1])
     np.testing.assert_array_equal(ds.test_x[..., 0] * np.float32(255), arrays[2].astype(np.float32))
     np.testing.assert_array_equal(ds.test_y, arrays[3])
-    assert ds.train_x.max() <= 1.0 and ds.train_x.min() >= 0.0
+    full = np.asarray(ds.train_x)
+    assert full.dtype == np.float32 and full.max() <= 1.0 and full.min() >= 0.0
+    np.testing.assert_array_equal(ds.train_x[[2, 0]], full[[2, 0]])  # a batch is the float32 copy's rows
+    assert ds.train_x.raw.dtype == np.uint8  # held as the file's bytes
 
 
 def test_idx_dotted_names_and_truncation(tmp_path):

@@ -3,7 +3,8 @@
 Layout conventions (batch-major, as stored on the host; the training loop converts to the
 time-major ``[T, B, ...]`` layout at its edge):
 
-* static images: ``x`` is ``float32 [N, H, W, C]`` with values in ``[0, 1]``;
+* static images: ``x`` is ``float32 [N, H, W, C]`` with values in ``[0, 1]`` (the IDX and CIFAR
+  loaders keep the file's bytes and scale a batch at a time: :class:`ByteImages`);
 * event data already binned in time (N-MNIST): ``x`` is ``float32 [N, T, H, W, C]``, time
   second, values in ``{0, 1}``;
 * labels: ``int32 [N]`` with values in ``0 .. num_classes - 1``.
@@ -68,6 +69,48 @@ class Dataset:
     def num_steps(self) -> int:
         """Number of time bins T of temporal data (1 for static images)."""
         return int(self.train_x.shape[1]) if self.is_temporal else 1
+
+
+class ByteImages:
+    """Images held as the file's bytes (``uint8``) and read as ``float32`` in ``[0, 1]``.
+
+    The training loop reads a data set one batch at a time, so keeping it as bytes costs a
+    quarter of the memory of a float32 copy (Fashion-MNIST's 70,000 images: 55 MB instead of
+    220 MB; CIFAR-10's 60,000: 184 MB instead of 737 MB). Indexing (``images[idx]``) returns
+    ``raw[idx].astype(float32) / 255``: bit for bit the values the float32 copy would hold.
+    ``np.asarray(images)`` makes that whole copy; ``shape``, ``ndim``, ``dtype`` (float32) and
+    ``len`` are those of the float32 array.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, raw: np.ndarray):
+        if raw.dtype != np.uint8:
+            raise ValueError(f"ByteImages holds uint8 images, got {raw.dtype}")
+        self.raw = raw
+
+    @property
+    def shape(self) -> tuple:
+        return self.raw.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.raw.ndim
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return _scale(self.raw[idx])
+
+    def __array__(self, dtype=None, copy=None):
+        del copy  # always a new array
+        x = _scale(self.raw)
+        return x if dtype is None else x.astype(dtype)
+
+
+def _scale(raw: np.ndarray) -> np.ndarray:
+    return raw.astype(np.float32) / np.float32(255.0)
 
 
 def is_int(value) -> bool:

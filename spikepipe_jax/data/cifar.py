@@ -9,8 +9,8 @@ official ``cifar-10-python.tar.gz`` unpacks to)::
 Each batch is a pickled dict (written by Python 2, so its keys are bytes) with
 ``b"data"``: ``uint8 [n, 3072]``, each row the 1024 red, then 1024 green, then 1024 blue
 values of a 32x32 image in row-major order; and ``b"labels"``: a list of ``n`` ints in 0..9.
-(``str`` keys ``"data"``/``"labels"`` are accepted too.) Images become
-``float32 [N, 32, 32, 3]`` (NHWC) scaled by 1/255.
+(``str`` keys ``"data"``/``"labels"`` are accepted too.) Images read as
+``float32 [N, 32, 32, 3]`` (NHWC) scaled by 1/255, a batch at a time (``ByteImages``).
 
 Pickles can run code when loaded; the reader uses a restricted unpickler that only
 resolves the few NumPy names a pickled ``ndarray`` needs and refuses anything else.
@@ -116,7 +116,7 @@ def _batch_dir(data_dir: str) -> str:
     return data_dir
 
 
-def _load(paths: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _load(paths: list[str], limit: int) -> tuple[base.ByteImages, np.ndarray]:
     """Concatenates batches in order, reading only as many as ``limit`` needs."""
     xs, ys, count = [], [], 0
     for path in paths:
@@ -127,7 +127,7 @@ def _load(paths: list[str], limit: int) -> tuple[np.ndarray, np.ndarray]:
         if 0 < limit <= count:
             break
     x, y = base.truncate(np.concatenate(xs), np.concatenate(ys), limit)
-    return x.astype(np.float32) / np.float32(255.0), y
+    return base.ByteImages(x), y  # float32 in [0, 1] a batch at a time
 
 
 def load_cifar10(data_dir: str, *, max_train: int = 0, max_test: int = 0) -> base.Dataset:

@@ -11,7 +11,8 @@ spelling ``train-images.idx3-ubyte`` some mirrors use is accepted too; raw wins 
     train-images-idx3-ubyte   train-labels-idx1-ubyte
     t10k-images-idx3-ubyte    t10k-labels-idx1-ubyte
 
-Images are scaled by 1/255 to ``float32 [N, H, W, 1]`` in ``[0, 1]``; the official
+Images read as ``float32 [N, H, W, 1]`` in ``[0, 1]`` (the bytes scaled by 1/255 a batch at a
+time, :class:`~spikepipe_jax.data.base.ByteImages`); the official
 60,000/10,000 split and file order are kept, and ``max_train``/``max_test`` keep a prefix.
 
 An empty ``data_dir`` means the dataset's default folder where it has one (:data:`DEFAULT_DIRS`):
@@ -137,7 +138,7 @@ def _find(data_dir: str, stem: str) -> str:
         f"{data_dir!r} must hold {EXPECTED_FILES}")
 
 
-def _load_split(data_dir: str, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _load_split(data_dir: str, split: str, limit: int) -> tuple[base.ByteImages, np.ndarray]:
     """Reads and checks one images/labels pair, keeping the first ``limit`` (0 = all)."""
     img_path = _find(data_dir, _FILES[f"{split}_images"])
     lbl_path = _find(data_dir, _FILES[f"{split}_labels"])
@@ -151,9 +152,8 @@ def _load_split(data_dir: str, split: str, limit: int) -> tuple[np.ndarray, np.n
             f"{lbl_path}: {labels.shape[0]} labels, expected {images.shape[0]} to match the "
             f"images in {img_path}")
     labels = base.check_labels(labels, NUM_CLASSES, lbl_path)
-    images, labels = base.truncate(images, labels, limit)  # before the float32 copy
-    x = (images.astype(np.float32) / np.float32(255.0))[..., None]  # [N, H, W, 1]
-    return x, labels
+    images, labels = base.truncate(images, labels, limit)
+    return base.ByteImages(images[..., None]), labels  # [N, H, W, 1], float32 a batch at a time
 
 
 def load_idx_dataset(name: str, data_dir: str, *, max_train: int = 0,
