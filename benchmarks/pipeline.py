@@ -21,8 +21,8 @@ the vjp to a cotangent; ``executor.predicted_step_time`` then gives each tick of
 tick table the duration of its slowest device, and one step the sum of its ticks. ``bytes_per_iteration`` is
 what the ``ppermute`` calls move per training step (both directions, every tick, ``uint8`` spikes and
 ``float32`` gradients, padded to the widest stage boundary), next to ``useful_bytes`` (each
-boundary's spikes once at 1 bit, its gradient once at 32, the cost model's default widths; not
-yet cross-checked with ``schedule.comm``).
+boundary's spikes once at 1 bit, its gradient once at 32, the cost model's default widths:
+``schedule.comm.bytes_communicated`` of the same placement, ``executor.boundary_bytes``).
 
 ``balanced4`` (built here) is 784-1024-1024-1024-1024-10 with a membrane readout: four dense
 LIF layers of about equal cost, which the cost model splits into equal halves; other names are

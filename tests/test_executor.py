@@ -113,6 +113,29 @@ def test_make_plan_checks_devices_batch_and_mode():
     assert (plan.mode, plan.data, plan.num_stages, plan.microbatches) == ("1f1b", 2, 2, 1)
 
 
+@pytest.mark.parametrize("net,num_stages", [("fc_small", 2), ("conv_medium", 2), ("conv_medium", 3),
+                                             ("deep_digits", 3)])
+def test_boundary_bytes_equal_the_cost_models_communication(net, num_stages):
+    """The bytes a pipelined batch has to move between stages are the ones ``schedule.comm``
+    counts for the same placement (every task of a layer on its stage's processor)."""
+    from spikepipe_jax import snn
+    from spikepipe_jax.hardware import mapping
+    from spikepipe_jax.schedule import comm, training_graph
+    from spikepipe_jax.train import stages as stages_lib
+
+    cfg = experiments.load_config(net)
+    cfg.pipeline.execute, cfg.pipeline.stages = "1f1b", num_stages
+    plan = executor.make_plan(cfg, num_stages)
+    model = snn.model_from_config(cfg.model)
+    g = training_graph.graph_from_tasks(mapping.training_tasks_from_config(cfg))
+    stage_of = stages_lib.stage_map(plan.stages)
+    processor_of = {t.name: stage_of[t.layer] for t in g.tasks}
+    got = executor.boundary_bytes(model, plan.stages, cfg.train.batch_size, cfg.model.num_steps)
+    by_tensor = comm.bytes_by_tensor(g, processor_of)
+    assert set(by_tensor) == {"spikes", "grad"}  # only boundary tensors cross: no split layer
+    assert got == comm.bytes_communicated(g, processor_of) > 0
+
+
 def test_one_device_gpipe_equals_unpipelined(key):
     """S = 1, M = 2 on this process's device: the executor's machinery with no exchange."""
     out = executor_cases.run_case("dense_s1_d2_gpipe") if jax.device_count() >= 2 else None

@@ -241,14 +241,8 @@ class Executor:
         return self.ticks_per_step * (self.plan.num_stages - 1) * per_tick
 
     def useful_bytes_per_batch(self) -> int:
-        """What one batch has to cross the stage boundaries: each boundary's spikes once at 1 bit and
-        its gradient once at 32 bits (the widths ``config.hardware.spike_bits`` / ``float_bits`` give
-        the cost model by default; not yet cross-checked with ``schedule.comm``)."""
-        total = 0
-        for st in self.plan.stages[:-1]:
-            n = self.num_steps * self.batch_size * math.prod(snn.stage_out_shape(self.model, st))
-            total += math.ceil(n / 8) + 4 * n
-        return total
+        """:func:`boundary_bytes` of this executor's stages and batch."""
+        return boundary_bytes(self.model, self.plan.stages, self.batch_size, self.num_steps)
 
     # ----- residuals: what a stage's forward keeps for its backward --------------------------
     def _stage_vjp(self, s: int):
@@ -559,6 +553,20 @@ class Executor:
         if self.plan.mode != "1f1b" or self.plan.num_stages == 1:
             return state, None
         return self._drain(state)
+
+
+def boundary_bytes(model: snn.ModelDef, stages: Sequence[tuple[int, int]], batch_size: int,
+                   num_steps: int) -> int:
+    """What one batch has to send across the stage boundaries: each boundary's spikes once at 1
+    bit and its gradient once at 32 bits. These are the cost model's default widths
+    (``config.hardware.spike_bits`` / ``float_bits``), and the total equals
+    ``schedule.comm.bytes_communicated`` of the training graph with each layer's tasks on its
+    stage's processor (``tests/test_executor.py``)."""
+    total = 0
+    for st in stages[:-1]:
+        n = num_steps * batch_size * math.prod(snn.stage_out_shape(model, st))
+        total += math.ceil(n / 8) + 4 * n
+    return total
 
 
 def _words(shape, dtype) -> int:
