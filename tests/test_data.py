@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from spikepipe_jax import data
-from spikepipe_jax.data import cifar, digits, idx
+from spikepipe_jax.data import base, cifar, digits, idx
 
 
 # ----------------------------------------------------------------------------- writers
@@ -501,3 +501,16 @@ def test_iterate_batches_ordered_and_keep_last():
         next(data.iterate_batches(y, y, 0, rng=np.random.default_rng(0)))
     with pytest.raises(ValueError, match="samples"):
         next(data.iterate_batches(y, y[:3], 2, rng=np.random.default_rng(0)))
+
+
+def test_byte_images_read_as_the_float32_copy():
+    raw = np.arange(2 * 3 * 2 * 1, dtype=np.uint8).reshape(2, 3, 2, 1) * 21
+    imgs = base.ByteImages(raw)
+    full = raw.astype(np.float32) / np.float32(255.0)
+    assert (imgs.shape, imgs.ndim, len(imgs), imgs.dtype) == ((2, 3, 2, 1), 4, 2, np.float32)
+    np.testing.assert_array_equal(imgs[[1, 0]], full[[1, 0]])
+    np.testing.assert_array_equal(imgs[1:], full[1:])
+    np.testing.assert_array_equal(np.asarray(imgs), full)
+    assert np.asarray(imgs, dtype=np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="uint8 images, got float32"):
+        base.ByteImages(full)
