@@ -3,7 +3,8 @@
 Command:  python -m scripts.train --config=configs/conv_medium.py --workdir=runs/conv_medium
           (reads Debian's dataset-fashion-mnist; MNIST: --config.data.name=mnist --config.data.dir=/path;
           N-MNIST: --config.data.name=nmnist, input (34,34,2))
-Expected: README "Real data: Fashion-MNIST" gives the measured accuracy of these defaults.
+Expected: about 0.87 test accuracy after the default 2 epochs (0.8678 measured, seed 0; README
+          "Real data: Fashion-MNIST").
 
 Training set-up: as fc_small (issue 14, benchmarks/README.md "Training stability"): the readout
 is the output layer's membrane (non-spiking, reset "none", ``ce_mem``) and Adam's learning rate
