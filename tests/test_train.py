@@ -161,6 +161,18 @@ def test_resume_refuses_a_workdir_of_another_config(tmp_path):
         train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
 
 
+def test_a_config_saved_before_a_field_was_added_still_matches():
+    from spikepipe_jax.train import loop
+    current = loop.config_json(_cfg("fc_digits"))
+    old = json.loads(json.dumps(current))
+    del old["pipeline"]["execute"], old["pipeline"]["stages"]  # written before these fields existed
+    assert loop.config_differences(old, current) == []
+    current["pipeline"]["execute"] = "gpipe"  # a new field away from its neutral value is a change
+    assert loop.config_differences(old, current) == ["pipeline.execute"]
+    old["train"].pop("epochs")  # a missing field that is not a known addition is a change
+    assert "train.epochs" in loop.config_differences(old, current)
+
+
 def test_output_layer_must_match_the_number_of_classes(tmp_path):
     c = _cfg("fc_digits")
     layers = [dict(l) for l in c.model.layers]

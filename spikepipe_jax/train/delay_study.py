@@ -80,7 +80,7 @@ def _finished(workdir: str, config) -> Optional[dict]:
     if not (os.path.exists(mpath) and os.path.exists(cpath)):
         return None
     with open(cpath) as f:
-        if json.load(f) != loop.config_json(config):
+        if loop.config_differences(json.load(f), loop.config_json(config)):
             return None
     recs = loop.read_metrics(workdir)
     return recs[-1] if recs and recs[-1].get("final") else None

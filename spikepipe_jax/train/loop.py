@@ -161,6 +161,36 @@ def make_eval_step(model: snn.ModelDef, *, loss_name: str, encoding: str, num_st
     return eval_step
 
 
+# Config fields added after runs were already written, with the value that reproduces how those
+# runs trained. A saved config without such a field matches a current one holding this value, so
+# finished runs (and their checkpoints) stay usable when the config grows.
+ADDED_FIELDS = {"pipeline.execute": "none", "pipeline.stages": 0, "pipeline.microbatches": 1}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Dotted keys where a saved ``config.json`` and the current config disagree (sorted).
+
+    A key missing from ``saved`` is not a difference when it is one of :data:`ADDED_FIELDS` and the
+    current config holds its neutral value.
+    """
+    def missing(d, dotted):
+        for k in dotted.split("."):
+            if not isinstance(d, dict) or k not in d:
+                return True
+            d = d[k]
+        return False
+
+    return sorted(k for k in _diff_keys(saved, current)
+                  if not (k in ADDED_FIELDS and missing(saved, k)
+                          and not missing(current, k) and _get(current, k) == ADDED_FIELDS[k]))
+
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
 def _diff_keys(a, b, prefix=""):
     """Dotted keys where two nested dicts differ."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -312,8 +342,8 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     if checkpoint.exists(ckpt_path) and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
-        if saved != config_dict:
-            changed = sorted(_diff_keys(saved, config_dict))
+        changed = config_differences(saved, config_dict)
+        if changed:
             raise ValueError(f"workdir {workdir} holds a checkpoint of a run with another config "
                              f"(differs in {', '.join(changed[:5])}); use a new --workdir to start afresh")
     writer = jax.process_index() == 0
