@@ -111,6 +111,16 @@ inline void AddToRows(float* __restrict__ dw, const int32_t* __restrict__ idx, i
 #endif
 }
 
+// Writes the indices n with u[n] > theta to idx (N slots) and returns their count.
+inline int64_t SpikeIndices(const float* __restrict__ u, int64_t N, float theta, int32_t* __restrict__ idx) {
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    idx[count] = static_cast<int32_t>(n);
+    count += u[n] > theta;
+  }
+  return count;
+}
+
 template <int NV>
 void ForwardRows(const float* __restrict__ cur, const float* __restrict__ bias,
                  const float* __restrict__ w, float* __restrict__ mem, float* __restrict__ out,
@@ -139,13 +149,15 @@ void ForwardRows(const float* __restrict__ cur, const float* __restrict__ bias,
         count = AppendIndices(idx, count, _mm512_mask_cmp_ps_mask(tail, v, vtheta, _CMP_GT_OQ), n);
       }
 #else
+      // two passes the compiler vectorises: the membrane update, then the spiking neurons'
+      // indices collected without a branch
       for (int64_t n = 0; n < N; ++n) {
         const float r = (subtract && m[n] > theta) ? theta : 0.f;
         const float v = beta * m[n] + (i[n] + bias[n]) - r;
         m[n] = v;
         u[n] = v;
-        if (v > theta) idx[count++] = static_cast<int32_t>(n);
       }
+      count = SpikeIndices(u, N, theta, idx);
 #endif
       SumRows<NV>(w, idx, count, F, out + row * F);
     }
@@ -232,6 +244,9 @@ void BackwardRows(const float* __restrict__ mem, const float* __restrict__ g,
   std::vector<float> carry_v((b1 - b0) * N, 0.f);
   std::vector<int32_t> idx_v(2 * (N + 16));
   int32_t* __restrict__ idx = idx_v.data();
+#if !defined(__AVX512F__)
+  std::vector<float> gs_v(N);
+#endif
   for (int64_t t = T - 1; t >= 0; --t) {
 #if defined(__AVX512F__)
     for (int64_t b = b0; b < b1; b += 2) {
@@ -246,23 +261,29 @@ void BackwardRows(const float* __restrict__ mem, const float* __restrict__ g,
         BackwardStep<kKind, NV, 1>(u, gy, d, carry, wt, db, dw, idx, N, F, beta, theta, scale, arctan_c);
     }
 #else
+    // passes over the row's N neurons that the compiler vectorises: G W^T (one pass per readout
+    // unit f, summed in f order), the adjoint recurrence, then the spiking neurons' indices
     alignas(64) float gpad[16 * NV];
+    float* __restrict__ gs = gs_v.data();
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t row = t * B + b;
       const float* __restrict__ u = mem + row * N;
       const float* __restrict__ gy = g + row * F;
       float* __restrict__ d = delta + row * N;
       float* __restrict__ carry = carry_v.data() + (b - b0) * N;
-      int64_t count = 0;
+      std::fill(gs, gs + N, 0.f);
+      for (int64_t f = 0; f < F; ++f) {
+        const float gf = gy[f];
+        const float* __restrict__ wf = wt + f * N;
+        for (int64_t n = 0; n < N; ++n) gs[n] += gf * wf[n];
+      }
       for (int64_t n = 0; n < N; ++n) {
-        float gs = 0.f;
-        for (int64_t f = 0; f < F; ++f) gs += gy[f] * wt[f * N + n];
-        const float c = gs * SurrogateGrad<kKind>(u[n] - theta, scale, arctan_c) + beta * carry[n];
+        const float c = gs[n] * SurrogateGrad<kKind>(u[n] - theta, scale, arctan_c) + beta * carry[n];
         carry[n] = c;
         d[n] = c;
         db[n] += c;
-        if (u[n] > theta) idx[count++] = static_cast<int32_t>(n);
       }
+      const int64_t count = SpikeIndices(u, N, theta, idx);
       std::fill(gpad, gpad + 16 * NV, 0.f);
       std::copy(gy, gy + F, gpad);
       AddToRows<NV>(dw, idx, count, gpad);
