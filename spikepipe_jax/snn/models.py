@@ -80,6 +80,7 @@ def model_from_config(model_cfg: Any) -> ModelDef:
                     native=native_mode)
 
 
+@functools.partial(jax.jit, static_argnums=1)  # one compile, not one per random draw (start-up time)
 def init_params(key: jax.Array, model: ModelDef) -> dict[str, dict[str, jax.Array]]:
     """Parameters ``{"layer_<l>": {"w", "b"[, "beta"]}}``; learnable beta is per neuron."""
     keys = jax.random.split(key, model.num_layers)
