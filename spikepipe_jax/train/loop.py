@@ -19,6 +19,7 @@ all-reduce (``jax.sharding``; no pmap).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -414,11 +415,14 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         def spec(a, n):
             return jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype, sharding=data_sharding)
 
-        train_step.lower(state, spec(dataset.train_x, t_cfg.batch_size), spec(dataset.train_y, t_cfg.batch_size),
-                         train_key).compile()
         eb = max(len(devices), t_cfg.eval_batch_size - t_cfg.eval_batch_size % len(devices))  # as evaluate()
-        eval_step.lower(state.params, spec(dataset.test_x, eb), spec(dataset.test_y, eb),
-                        spec(np.zeros(1, np.float32), eb), eval_key).compile()
+        lowered = [train_step.lower(state, spec(dataset.train_x, t_cfg.batch_size),
+                                    spec(dataset.train_y, t_cfg.batch_size), train_key),
+                   eval_step.lower(state.params, spec(dataset.test_x, eb), spec(dataset.test_y, eb),
+                                   spec(np.zeros(1, np.float32), eb), eval_key)]
+        # the two compiles side by side (XLA compiles without the GIL, each on one thread)
+        with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+            list(pool.map(lambda lo: lo.compile(), lowered))
         runtime.release_free_memory()
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
