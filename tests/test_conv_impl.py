@@ -294,12 +294,14 @@ def test_fused_bias_equals_bias_in_synapse(conv_impl):
                    jax.random.key(2))
 
     def loss(prm, bias_in_synapse):
-        if bias_in_synapse:
-            def synapse(p, xx, info):
-                return layers.apply_synapse({"w": p["w"], "b": prm[info.name]["b"]}, xx, info,
-                                            conv_impl=conv_impl, bias=True)
+        if bias_in_synapse:  # the layers composed by hand: bias in the synapse, zero bias in the LIF
             zeroed = {n: {**p, "b": jnp.zeros_like(p["b"])} for n, p in prm.items()}
-            out = snn.apply(zeroed, model, x, synapse=synapse)
+            out = x
+            for i, info in enumerate(model.infos):
+                t, b = out.shape[:2]
+                cur = layers.apply_synapse(prm[info.name], out.reshape((t * b,) + out.shape[2:]), info,
+                                           conv_impl=conv_impl, bias=True)
+                out = snn.layer_neurons(zeroed, model, cur.reshape((t, b) + cur.shape[1:]), i)
         else:
             out = snn.apply(prm, model, x)
         return jnp.sum(out.out_mem ** 2) + jnp.sum(out.logits), out

@@ -104,8 +104,7 @@ def _simulate(model, params, batches, delays, mode, lr=0.05):
         model, tx, delays=delays, mode=mode,
         loss_fn_from_output=lambda out, y: train.compute_loss("ce_mem", out, y, 10),
         encode_fn=lambda x, k: snn.encode("direct", x, T)))
-    state = train.TrainState(params, pipesim.init_state(params, tx.init(params), delays,
-                                                        [i.name for i in model.infos]), jnp.zeros((), jnp.int32))
+    state = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos])
     for x, y in batches:
         state, _ = step(state, x, y, jax.random.key(0))
     return state.params
@@ -151,8 +150,7 @@ def test_zero_delay_simulator_equals_plain_training():
     plain = train.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
     plain_step = jax.jit(train.make_train_step(model, tx, loss_name="ce_mem", encoding="direct", num_steps=T,
                                                num_classes=10))
-    sim = train.TrainState(params, pipesim.init_state(params, tx.init(params), (0, 0, 0),
-                                                      [i.name for i in model.infos]), jnp.zeros((), jnp.int32))
+    sim = pipesim.init_state(params, tx.init(params), (0, 0, 0), [i.name for i in model.infos])
     sim_step = jax.jit(pipesim.make_train_step(
         model, tx, delays=(0, 0, 0), mode="no_stash",
         loss_fn_from_output=lambda out, y: train.compute_loss("ce_mem", out, y, 10),

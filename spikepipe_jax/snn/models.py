@@ -135,79 +135,94 @@ def stage_out_shape(model: ModelDef, stage: Stage) -> tuple[int, ...]:
     return tuple(model.infos[stage[1] - 1].out_shape)
 
 
-def apply_stage(params: dict, model: ModelDef, x: jax.Array, stage: Stage, synapse=None):
+def layer_currents(params: dict, model: ModelDef, x: jax.Array, i: int, *, native: bool = False) -> jax.Array:
+    """Layer ``i``'s synaptic currents ``[T, B, ...]`` (its op and pooling, no bias) for its
+    time-major input ``x`` ``[T, B, ...]``; time is folded into the batch (one GEMM).
+
+    Past the first layer ``x`` is spikes, exact 0/1 (any dtype): the synapse keeps them in 1 byte
+    for its backward pass. ``native``: im2col convs fold their input gradient natively.
+    """
+    info = model.infos[i]
+    t, b = x.shape[0], x.shape[1]
+    if i > 0 and x.dtype != jnp.float32:
+        x = x.astype(jnp.float32)  # spikes that crossed a stage boundary in 1 byte
+    kw = {"binary_input": True} if i > 0 else {}
+    cur = layers.apply_synapse(params[info.name], x.reshape((t * b,) + x.shape[2:]), info,
+                               conv_impl=model.conv_impl, bias=False, native=native, remat=model.remat, **kw)
+    return cur.reshape((t, b) + cur.shape[1:])
+
+
+def layer_neurons(params: dict, model: ModelDef, cur: jax.Array, i: int):
+    """Layer ``i``'s LIF recurrence over T on its currents (the bias added inside the loop):
+    its spikes ``[T, B, ...]``, or the network's :class:`Output` for the output layer."""
+    info = model.infos[i]
+    p = params[info.name]
+    beta = p["beta"] if "beta" in p else model.beta
+    membrane_readout = info.is_output and model.readout == "membrane"
+    spk, mem = neurons.lif_scan(
+        cur, beta=beta, threshold=model.threshold,
+        reset="none" if membrane_readout else model.reset,
+        surrogate=surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale),
+        remat=model.remat, bias=p["b"])
+    if info.is_output:
+        if membrane_readout:
+            return Output(mem.mean(0), jnp.zeros_like(mem), mem)
+        return Output(spk.sum(0), spk, mem)
+    return spk
+
+
+def apply_stage(params: dict, model: ModelDef, x: jax.Array, stage: Stage):
     """Runs the weight layers ``stage = (start, stop)`` on time-major input ``x`` ``[T, B, ...]``.
 
     ``x`` is what layer ``start`` reads: the encoded network input for the first stage, the
     previous stage's spikes otherwise (exact 0/1, any dtype). Returns the spikes of layer
     ``stop - 1`` ``[T, B, *out_shape]`` (float32), or the :class:`Output` if the stage holds the
-    output layer. Each layer is a synapse (``apply_synapse``, no bias) followed by its LIF
-    recurrence over T (the bias is added inside the LIF loop, see :func:`apply`).
+    output layer. Each layer is :func:`layer_currents` (synapse, no bias) followed by
+    :func:`layer_neurons` (its LIF recurrence over T, the bias added inside the loop).
 
     The fused native kernel for the last hidden LIF layer and the readout
     (:func:`spikepipe_jax.snn.fused.lif_dense`) is used only when both layers are in this stage:
     a kernel never crosses a stage boundary.
     """
     start, stop = stage
-    default_synapse = synapse is None
-    use_native = default_synapse and native.usable(model.native)
-    if default_synapse:
-        synapse = functools.partial(layers.apply_synapse, conv_impl=model.conv_impl, bias=False,
-                                    native=use_native, remat=model.remat)
-    t, b = x.shape[0], x.shape[1]
-    spike_fn = surrogate_lib.make_surrogate(model.surrogate, model.surrogate_scale)
+    use_native = native.usable(model.native)
     infos = model.infos
     cur = None  # the next layer's currents when the previous step already computed them
     for i in range(start, stop):
-        info = infos[i]
-        p = params[info.name]
+        p = params[infos[i].name]
         if cur is None:
-            if i > 0 and x.dtype != jnp.float32:
-                x = x.astype(jnp.float32)  # spikes that crossed a stage boundary in 1 byte
-            # past the first layer x is spikes, exact 0/1: the default synapse keeps them in 1 byte
-            kw = {"binary_input": True} if default_synapse and i > 0 else {}
-            cur = synapse(p, x.reshape((t * b,) + x.shape[2:]), info, **kw)
-            cur = cur.reshape((t, b) + cur.shape[1:])
-        beta = p["beta"] if "beta" in p else model.beta
-        membrane_readout = info.is_output and model.readout == "membrane"
+            cur = layer_currents(params, model, x, i, native=use_native)
         nxt = infos[i + 1] if i + 1 < stop else None
         if use_native and nxt is not None and nxt.is_output and _fuses_readout(model, nxt, p, cur.dtype):
             cur = fused.lif_dense(cur, p["b"], params[nxt.name]["w"], beta=model.beta,
                                   threshold=model.threshold, reset=model.reset,
                                   surrogate=model.surrogate, scale=model.surrogate_scale)
             continue
-        spk, mem = neurons.lif_scan(
-            cur, beta=beta, threshold=model.threshold,
-            reset="none" if membrane_readout else model.reset,
-            surrogate=spike_fn, remat=model.remat, bias=p["b"])
-        if info.is_output:
-            if membrane_readout:
-                return Output(mem.mean(0), jnp.zeros_like(mem), mem)
-            return Output(spk.sum(0), spk, mem)
-        x, cur = spk, None
+        x = layer_neurons(params, model, cur, i)
+        if infos[i].is_output:
+            return x
+        cur = None
     return x
 
 
-def apply(params: dict, model: ModelDef, x: jax.Array, synapse=None, stages=None) -> Output:
+def apply(params: dict, model: ModelDef, x: jax.Array, stages=None) -> Output:
     """Runs the network on time-major input ``x`` ``[T, B, *input_shape]``: a fold of
     :func:`apply_stage` over ``stages`` (default: the whole network as one stage).
 
     A layer's synapse gives its op and pools *without* the bias, which is added inside the
     layer's LIF loop (``lif_scan(bias=...)``: no pass of its own over ``[T, B, ...]``; pooling
-    commutes with it, see :func:`layers.apply_synapse`). The synapse is
-    ``apply_synapse(conv_impl=model.conv_impl, bias=False)`` unless ``synapse(layer_params, x,
-    info)`` is given (the pipeline simulator runs backward passes with other weight versions).
+    commutes with it, see :func:`layers.apply_synapse`).
 
-    With the default synapse and ``native.usable(model.native)`` (``"auto"``: a single CPU
-    device with the kernels built), native kernels take two places: the last hidden layer's
-    LIF and the dense readout that reads its spikes run as one kernel per direction
+    With ``native.usable(model.native)`` (``"auto"``: a single CPU device with the kernels
+    built), native kernels take two places: the last hidden layer's LIF and the dense readout
+    that reads its spikes run as one kernel per direction
     (:func:`spikepipe_jax.snn.fused.lif_dense`, where :func:`~spikepipe_jax.snn.fused.fits`
     and both layers are in one stage), and im2col convs fold their input gradient natively
     (:func:`layers.apply_synapse` ``native=True``). Values are those of the XLA path up to
     float32 summation order; the result does not depend on ``stages`` beyond that.
     """
     for stage in (whole(model) if stages is None else check_stages(model, stages)):
-        x = apply_stage(params, model, x, stage, synapse=synapse)
+        x = apply_stage(params, model, x, stage)
     return x
 
 

@@ -385,9 +385,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     else:  # faithful pipeline simulation (per-layer weight versions) instead of the buffer model
         tx = optimizer_lib.make_base_optimizer(t_cfg, total_steps)
         delays = pipeline_lib.config_delays(config, model.num_layers)
-        state = TrainState(params, pipesim.init_state(params, tx.init(params), delays,
-                                                      [i.name for i in model.infos]),
-                           jnp.zeros((), jnp.int32))
+        state = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos])
         step_fn = pipesim.make_train_step(
             model, tx, delays=delays, mode=simulate,
             loss_fn_from_output=lambda out, y: losses.compute_loss(t_cfg.loss, out, y, dataset.num_classes),

@@ -20,11 +20,17 @@ Versions before 0 are the initial weights (pipeline warm-up). Unlike the buffer 
 forward pass mixes weight versions of different ages across layers, and without stashing the
 forward and backward of one layer disagree.
 
-Implementation: each layer keeps a ring buffer of its last ``d_l + 1`` weight versions inside
-the optimiser-state slot of :class:`~spikepipe_jax.train.step.TrainState` (so checkpoints and
-resume work unchanged). The synaptic op of each layer is a ``custom_vjp`` whose forward uses the
-forward version and whose input gradient uses the backward version; its weight gradient is
-taken with respect to the forward version and applied to the current weights.
+Implementation: :class:`SimState` holds the parameters, the optimiser state, each layer's ring
+of its last ``d_l + 1`` weight versions and the step (one pytree: checkpoints and resume work
+as for the plain step). With stashing, the loss is differentiated at the forward versions
+(ordinary autodiff through :func:`spikepipe_jax.snn.apply`). Without it, the network is run
+layer by layer (the synapse op of each layer is a
+``custom_vjp`` whose forward uses the forward version and whose input gradient uses the current
+weights, then :func:`~spikepipe_jax.snn.layer_neurons`); its weight gradient is taken with
+respect to the forward version and applied to the current weights.
+
+The pipeline executor (``train/executor.py``, ``pipeline.execute="1f1b"``) is checked against
+this simulator with weight stashing (``tests/executor_cases.py``).
 """
 
 from __future__ import annotations
@@ -38,14 +44,17 @@ import optax
 
 from spikepipe_jax import snn
 from spikepipe_jax.snn import layers
-from spikepipe_jax.train.step import TrainState, step_metrics
+from spikepipe_jax.train.step import step_metrics
 
 MODES = ("stash", "no_stash")
 
 
-class PipeSimState(NamedTuple):
-    opt_state: Any
-    history: dict  # layer name -> pytree of [d_l + 1, ...] weight versions (slot = version mod (d_l+1))
+class SimState(NamedTuple):
+    """The simulator's training state (a pytree, checkpointed whole)."""
+    params: Any      # the current weights
+    opt_state: Any   # the base optimiser's state
+    history: dict    # layer name -> pytree of [d_l + 1, ...] weight versions (slot = version mod (d_l+1))
+    step: jax.Array  # int32 scalar: optimiser steps taken
 
 
 def _mixed_synapse(info, conv_impl: str = "xla"):
@@ -72,10 +81,11 @@ def _mixed_synapse(info, conv_impl: str = "xla"):
     return op
 
 
-def init_state(params, base_opt_state, delays: Sequence[int], layer_names: Sequence[str]) -> PipeSimState:
+def init_state(params, opt_state, delays: Sequence[int], layer_names: Sequence[str]) -> SimState:
+    """The state before the first step: every version slot holds the initial weights."""
     history = {name: jax.tree.map(lambda w: jnp.broadcast_to(w, (d + 1,) + w.shape).copy(), params[name])
                for name, d in zip(layer_names, delays)}
-    return PipeSimState(base_opt_state, history)
+    return SimState(params, opt_state, history, jnp.zeros((), jnp.int32))
 
 
 def _version(history_l, version, depth):
@@ -85,10 +95,9 @@ def _version(history_l, version, depth):
 
 def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence[int], mode: str,
                     loss_fn_from_output, encode_fn):
-    """Pipeline-simulating train step ``(state, x, y, key) -> (state, metrics)``.
+    """Pipeline-simulating train step ``(SimState, x, y, key) -> (SimState, metrics)``.
 
-    ``state.opt_state`` is a :class:`PipeSimState`; ``loss_fn_from_output(out, y)`` gives the
-    loss; ``encode_fn(x, step_key)`` the time-major input.
+    ``loss_fn_from_output(out, y)`` gives the loss; ``encode_fn(x, step_key)`` the time-major input.
     """
     if mode not in MODES:
         raise ValueError(f"unknown pipeline simulation mode {mode!r}; expected one of {MODES}")
@@ -96,28 +105,36 @@ def make_train_step(model, tx: optax.GradientTransformation, *, delays: Sequence
     delays = [int(d) for d in delays]
     if len(delays) != len(names):
         raise ValueError(f"{len(delays)} delays for {len(names)} layers")
-    ops = {info.name: _mixed_synapse(info, model.conv_impl) for info in model.infos} if mode == "no_stash" else {}
+    ops = [_mixed_synapse(info, model.conv_impl) for info in model.infos] if mode == "no_stash" else []
 
-    def train_step(state, x, y, key):
+    def no_stash_forward(fwd_params, current, xt):
+        """The network layer by layer; each synapse's input gradient through the current weights."""
+        x = xt
+        for i, info in enumerate(model.infos):
+            t, b = x.shape[0], x.shape[1]
+            cur = ops[i]({"w": fwd_params[info.name]["w"]}, {"w": current[info.name]["w"]},
+                         x.reshape((t * b,) + x.shape[2:]))
+            x = snn.layer_neurons(fwd_params, model, cur.reshape((t, b) + cur.shape[1:]), i)
+        return x
+
+    def train_step(state: SimState, x, y, key):
         k = state.step
-        sim: PipeSimState = state.opt_state
-        fwd = {n: _version(sim.history[n], k - d, d + 1) for n, d in zip(names, delays)}
+        fwd = {n: _version(state.history[n], k - d, d + 1) for n, d in zip(names, delays)}
         xt = encode_fn(x, jax.random.fold_in(key, k))
 
         def loss_fn(fwd_params):
             # stash: the backward pass uses the forward's weights, i.e. ordinary autodiff
-            synapse = None if mode == "stash" else (
-                lambda p, xx, info: ops[info.name]({"w": p["w"]}, {"w": state.params[info.name]["w"]}, xx))
-            out = snn.apply(fwd_params, model, xt, synapse=synapse)
+            out = (snn.apply(fwd_params, model, xt) if mode == "stash"
+                   else no_stash_forward(fwd_params, state.params, xt))
             return loss_fn_from_output(out, y), out
 
         (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(fwd)
-        updates, opt_state = tx.update(grads, sim.opt_state, state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         history = {}
         for n, d in zip(names, delays):
             slot = (k + 1) % (d + 1)
-            history[n] = jax.tree.map(lambda h, w: h.at[slot].set(w), sim.history[n], params[n])
-        return TrainState(params, PipeSimState(opt_state, history), k + 1), step_metrics(loss, out, y, grads)
+            history[n] = jax.tree.map(lambda h, w: h.at[slot].set(w), state.history[n], params[n])
+        return SimState(params, opt_state, history, k + 1), step_metrics(loss, out, y, grads)
 
     return train_step
