@@ -103,3 +103,27 @@ def test_accepts_numpy_costs():
 def test_bad_input_names_the_value(costs, num_stages, match):
     with pytest.raises(ValueError, match=match):
         partition_layers(costs, num_stages)
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_cut_costs_partition_matches_brute_force(trial):
+    """The one partitioner with PipeDream's cut costs (``schedule.partition.partition_contiguous``):
+    the bottleneck is max(stage sum, cost of each cut made); same tie-break as without."""
+    from spikepipe_jax.schedule.partition import partition_contiguous
+
+    rng = np.random.default_rng(100 + trial)
+    n = int(rng.integers(1, 8))
+    s = int(rng.integers(1, n + 1))
+    costs = [int(c) for c in rng.integers(0, 5, n)]
+    boundary = [int(c) for c in rng.integers(0, 7, n)]
+    best = None
+    for cuts in itertools.combinations(range(1, n), s - 1):
+        bounds = (0,) + cuts + (n,)
+        ranges = list(zip(bounds[:-1], bounds[1:]))
+        bott = max([math.fsum(costs[a:b]) for a, b in ranges] + [boundary[c - 1] for c in cuts])
+        key = (bott, tuple(b - a for a, b in ranges))
+        if best is None or key < best[0]:
+            best = (key, ranges)
+    want = [k for k, (a, b) in enumerate(best[1]) for _ in range(a, b)]
+    assert partition_contiguous(costs, boundary, s) == want
+    assert partition_layers(costs, s) == _brute_force(costs, s)  # the executor's stages: no cut costs

@@ -10,6 +10,7 @@ boundary after layer i, over S <= min(P, L) stages.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from spikepipe_jax.schedule.bounds import check_processors
@@ -41,35 +42,45 @@ def partition_min_max(costs: Sequence[int], stages: int) -> list[int]:
     return partition_contiguous(costs, [0] * len(costs), stages)
 
 
-def partition_contiguous(costs: Sequence[int], boundary: Sequence[int], stages: int) -> list[int]:
-    """Contiguous partition into exactly ``stages`` stages minimising max(stage sum, cut cost),
-    ``boundary[i]`` the cost of a cut after layer i; the stage of each layer."""
+def partition_contiguous(costs: Sequence[float], boundary: Sequence[float], stages: int) -> list[int]:
+    """Contiguous partition into exactly ``stages`` non-empty stages minimising
+    max(largest stage sum, largest cut cost), ``boundary[i]`` the cost of a cut after layer i;
+    the stage of each layer. The project's one partitioner: the baselines and SpikePipe
+    policies here, and the pipeline executor's stages (:func:`spikepipe_jax.train.stages.partition_layers`).
+
+    Exact: ``best[s][i]``, the best bottleneck of layers ``[i, L)`` in ``s`` stages, is
+    ``min_j max(cost[i, j), cut(j), best[s-1][j])`` over the first stage's end ``j`` (O(S L^2)
+    over a table of range costs). Range costs are ``math.fsum`` sums, exactly rounded, so
+    partitions are compared on the same values whatever the order of addition. Among optimal
+    partitions the one with the lexicographically smallest stage lengths is returned (each stage,
+    from the first, as short as the optimum allows): deterministic, and in a 1F1B pipeline the
+    early stages, which hold the most mini-batches in flight, get the fewer layers.
+    """
     n = len(costs)
     if not 1 <= stages <= n:
         raise ValueError(f"stages must be in [1, {n}], got {stages}")
-    pre = [0]
-    for c in costs:
-        pre.append(pre[-1] + c)
-    inf = float("inf")
-    # a[s][j]: best bottleneck for layers [0, j) in s stages; cut[s][j]: start of the last stage
-    a = [[inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    a[0][0] = 0
-    for s in range(1, stages + 1):
-        for j in range(s, n + 1):
-            for i in range(s - 1, j):
-                if a[s - 1][i] == inf:
-                    continue
-                val = max(a[s - 1][i], pre[j] - pre[i], boundary[i - 1] if i > 0 else 0)
-                if val < a[s][j]:
-                    a[s][j], cut[s][j] = val, i
-    out = [0] * n
-    j = n
-    for s in range(stages, 0, -1):
-        i = cut[s][j]
+    range_cost = [[0.0] * (n + 1) for _ in range(n + 1)]  # fsum(costs[i:j]) for i < j
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            range_cost[i][j] = math.fsum(costs[i:j])
+
+    def cut(j):  # the cut between layers j - 1 and j (none at the end)
+        return boundary[j - 1] if j < n else 0
+
+    inf = math.inf
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]  # layers [i, n) in s stages
+    best[0][n] = 0.0
+    for st in range(1, stages + 1):
+        for i in range(n - st, -1, -1):
+            best[st][i] = min(max(range_cost[i][j], cut(j), best[st - 1][j]) for j in range(i + 1, n - st + 2))
+    optimum = best[stages][0]
+    out, i = [0] * n, 0
+    for st in range(stages, 0, -1):  # the shortest first stage that keeps the optimum
+        j = next(j for j in range(i + 1, n - st + 2)
+                 if max(range_cost[i][j], cut(j), best[st - 1][j]) <= optimum)
         for l in range(i, j):
-            out[l] = s - 1
-        j = i
+            out[l] = stages - st
+        i = j
     return out
 
 

@@ -22,6 +22,8 @@ import math
 import numbers
 from typing import Sequence
 
+from spikepipe_jax.schedule.partition import partition_contiguous  # the project's one partitioner
+
 __all__ = ["check_costs", "config_stages", "layer_costs", "num_stages", "partition_layers", "stage_costs",
            "stage_map"]
 
@@ -66,13 +68,9 @@ def stage_costs(costs: Sequence[float], stages: Sequence[tuple[int, int]]) -> li
 def partition_layers(costs: Sequence[float], num_stages: int) -> list[tuple[int, int]]:
     """Contiguous partition of the layers into ``num_stages`` stages minimising the largest stage cost.
 
-    Exact: ``best[s][i]``, the smallest possible largest stage cost of layers ``[i, L)`` in
-    ``s`` stages, is ``min_j max(cost[i, j), best[s-1][j])`` over the first stage's end ``j``
-    (O(S L^2) steps over a table of range costs). Range costs are ``math.fsum`` sums, exactly
-    rounded, so two partitions are compared on the same values whatever the order of addition.
-
-    Among optimal partitions the one with the lexicographically smallest stage lengths is
-    returned (each stage, from the first, as short as the optimum allows), so the result is
+    Exact, by the dynamic program of :func:`spikepipe_jax.schedule.partition.partition_contiguous`
+    (no cut costs here): among optimal partitions the one with the lexicographically smallest
+    stage lengths (each stage, from the first, as short as the optimum allows), so the result is
     deterministic; early stages hold the most micro-batches in flight in a 1F1B pipeline, so
     they get the fewer layers.
 
@@ -90,26 +88,8 @@ def partition_layers(costs: Sequence[float], num_stages: int) -> list[tuple[int,
     costs = check_costs(costs)
     n = len(costs)
     num_stages = _check_num_stages(num_stages, n)
-    # range_cost[i][j] = fsum(costs[i:j]) for i < j
-    range_cost = [[0.0] * (n + 1) for _ in range(n + 1)]
-    for i in range(n):
-        for j in range(i + 1, n + 1):
-            range_cost[i][j] = math.fsum(costs[i:j])
-    inf = math.inf
-    # best[s][i]: layers [i, n) in s non-empty stages (inf where n - i < s)
-    best = [[inf] * (n + 1) for _ in range(num_stages + 1)]
-    best[0][n] = 0.0
-    for s in range(1, num_stages + 1):
-        for i in range(n - s, -1, -1):
-            best[s][i] = min(max(range_cost[i][j], best[s - 1][j]) for j in range(i + 1, n - s + 2))
-    optimum = best[num_stages][0]
-    stages, i = [], 0
-    for s in range(num_stages, 0, -1):  # the shortest first stage that keeps the optimum
-        j = next(j for j in range(i + 1, n - s + 2)
-                 if max(range_cost[i][j], best[s - 1][j]) <= optimum)
-        stages.append((i, j))
-        i = j
-    return stages
+    part = partition_contiguous(costs, [0.0] * n, num_stages)
+    return [(part.index(s), n - part[::-1].index(s)) for s in range(num_stages)]
 
 
 def num_stages(pipeline_cfg, num_layers: int) -> int:
