@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from spikepipe_jax import experiments, snn
-from spikepipe_jax.train import executor, pipeline, stages as stages_lib
+from spikepipe_jax.train import checkpoint, executor, pipeline, stages as stages_lib
 from tests import executor_cases
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,7 +247,8 @@ def test_command_line_stages_must_divide_devices(tmp_path):
 
 
 def test_resume_after_kill9_1f1b_equals_uninterrupted(tmp_path):
-    """The executor's whole state (stashed weights, in-flight batches, buffers) is checkpointed."""
+    """The executor's whole state (stashed weights, in-flight batches, buffers) is checkpointed
+    (orbax-checkpoint, sharded), and a second run resumes from it."""
     args = ["--config=configs/fc_digits.py", "--config.model.num_steps=4", "--config.train.batch_size=16",
             "--config.data.max_train=512", "--config.data.max_test=64", "--config.train.epochs=4",
             "--config.train.checkpoint_every_steps=5", "--config.train.log_every_steps=4",
@@ -257,9 +258,13 @@ def test_resume_after_kill9_1f1b_equals_uninterrupted(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     proc = subprocess.Popen([sys.executable, "-m", "scripts.train", *args, f"--workdir={killed}"], cwd=REPO,
                             env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "checkpoint.msgpack"
+    ckpts = killed / "checkpoint_orbax"  # orbax-checkpoint: a step's folder appears when it is complete
+
+    def saved():
+        return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+
     deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+    while not saved() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # right after the first checkpoint (step 5 of 128, odd: mid-pipeline)
     proc.wait()
@@ -302,3 +307,28 @@ def test_two_processes_equal_one(tmp_path, mode):
     assert _max_diff(_params(tmp_path / "one"), _params(tmp_path / "two")) < 1e-6
     finals = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl") if '"final"' in l]
     assert len(finals) == 1  # one writer
+
+
+def test_sharded_checkpoints_rotate_and_fall_back_to_the_previous(tmp_path):
+    """orbax checkpoints of the executor: two kept, a damaged newest one moved aside with a warning."""
+    ck = checkpoint.ShardedCheckpoints(str(tmp_path / "ck"))
+    assert not ck.exists() and ck.restore_latest({"w": np.zeros(3, np.float32)}, warn=print) is None
+    states = {k: {"w": np.full(3, float(k), np.float32), "step": np.int32(k)} for k in (1, 2, 3)}
+    for k, st in states.items():
+        ck.save(k, jax.device_put(st))
+    assert ck.steps() == [3, 2]  # the two newest kept
+    template = jax.device_put(states[1])
+    got, path = ck.restore_latest(template, warn=lambda m: pytest.fail(m))
+    assert path.endswith("3") and float(got["w"][0]) == 3.0
+    for f in (tmp_path / "ck" / "3").rglob("*"):  # damage the newest: its files emptied
+        if f.is_file():
+            f.write_bytes(b"")
+    warned = []
+    got, path = ck.restore_latest(template, warn=warned.append)
+    assert path.endswith("2") and float(got["w"][0]) == 2.0 and int(got["step"]) == 2
+    assert len(warned) == 1 and "corrupt" in warned[0] and (tmp_path / "ck" / "3.corrupt").exists()
+    for f in (tmp_path / "ck" / "2").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    with pytest.raises(ValueError, match="corrupt"):
+        ck.restore_latest(template, warn=print)

@@ -74,7 +74,8 @@ EXECUTED = ("gpipe", "1f1b")
 
 
 class ExecState(NamedTuple):
-    """The executor's training state (a pytree; checkpointed whole, so resume is exact).
+    """The executor's training state (a pytree; checkpointed whole with orbax-checkpoint,
+    ``train.checkpoint.ShardedCheckpoints``, so resume is exact).
 
     Leaves of ``params``, ``opt_state``, ``res``, ``x0``, ``ys``, ``fbuf`` and ``bbuf`` have a
     leading ``[S]`` axis (one entry per stage, sharded over ``"stage"``).

@@ -340,7 +340,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     ckpt_path = os.path.join(workdir, "checkpoint.msgpack")
     config_path = os.path.join(workdir, "config.json")
     config_dict = config_json(config)
-    if checkpoint.exists(ckpt_path) and os.path.exists(config_path):
+    execute = config.pipeline.get("execute", "none")
+    # the executor's sharded state: orbax-checkpoint (checkpoint.ShardedCheckpoints); else msgpack
+    sharded = (checkpoint.ShardedCheckpoints(os.path.join(workdir, checkpoint.ORBAX_DIR))
+               if execute != "none" else None)
+    if (sharded.exists() if sharded else checkpoint.exists(ckpt_path)) and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
         changed = config_differences(saved, config_dict)
@@ -363,7 +367,6 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     common = dict(loss_name=t_cfg.loss, encoding=config.data.encoding, num_steps=num_steps,
                   num_classes=dataset.num_classes, temporal=dataset.is_temporal)
     simulate = config.pipeline.get("simulate", "none")
-    execute = config.pipeline.get("execute", "none")
     runner = None  # the pipeline executor (pipeline.execute), else None
     if execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
         plan = executor.make_plan(config, len(devices))
@@ -391,7 +394,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             loss_fn_from_output=lambda out, y: losses.compute_loss(t_cfg.loss, out, y, dataset.num_classes),
             encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal))
     resumed_from = 0
-    restored = checkpoint.restore_latest(ckpt_path, state, warn=logging.warning)
+    if runner:
+        state = runner.place(state)  # restored into the mesh's shardings
+        restored = sharded.restore_latest(state, warn=logging.warning)
+    else:
+        restored = checkpoint.restore_latest(ckpt_path, state, warn=logging.warning)
     if restored is not None:
         state, path = restored
         resumed_from = int(state.step)
@@ -401,6 +408,13 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     state = runner.place(state) if runner else jax.device_put(state, replicated)
     state = jax.block_until_ready(state)
     params_of = runner.params if runner else (lambda st: st.params)
+
+    def save_checkpoint(st):
+        if sharded:  # every process writes its own shards
+            sharded.save(int(st.step), st)
+        else:
+            _save(checkpoint.save_rotating, ckpt_path, st, writer)
+
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from) if writer else _NoMetrics()
 
     options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
@@ -460,7 +474,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                                    "train_accuracy": acc, "samples_per_s": rate})
                 window_t, window_n, window, eval_s = time.perf_counter(), 0, [], 0.0
             if step % t_cfg.checkpoint_every_steps == 0 and step < total_steps:
-                _save(checkpoint.save_rotating, ckpt_path, state, writer)
+                save_checkpoint(state)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
         test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
@@ -470,7 +484,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
         log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
         metrics_log.write({"step": step, "epoch": epoch, "test_accuracy": test_acc, "test_loss": test_loss})
-        _save(checkpoint.save_rotating, ckpt_path, state, writer)
+        save_checkpoint(state)
         eval_s += time.perf_counter() - eval_t0
 
     if resumed_from >= total_steps:  # the run had already finished: re-evaluate for the summary
