@@ -191,3 +191,16 @@ def test_parity_without_the_peer_reports_it_skipped(repo_root, tmp_path):
     assert rec["net"] == "fc_small" and rec["setup"] == "config"
     assert "skipped" in rec or (abs(rec["loss_snntorch"] - rec["loss_spikepipe_jax"]) < 1e-4
                                 and all(l["w_cos"] > 0.999 for l in rec["layers"]))
+
+
+def test_checkpoint_benchmark_compares_both_formats(repo_root, tmp_path):
+    out = tmp_path / "ck.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.checkpoint", "--nets=fc_digits", "--repeats=1",
+                           f"--out={out}"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert rows[0]["import_orbax_s"] > 0
+    got = {(r["case"], r["format"]): r for r in rows[1:]}
+    assert set(got) == {(c, f) for c in ("train", "1f1b") for f in ("msgpack", "orbax")}
+    assert all(r["exact"] and r["save_s"] > 0 and r["disk_bytes"] > 0 for r in got.values())
+    assert got[("1f1b", "orbax")]["devices"] == 2 and got[("train", "msgpack")]["devices"] == 1
