@@ -174,20 +174,19 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     A key missing from ``saved`` is not a difference when it is one of :data:`ADDED_FIELDS` and the
     current config holds its neutral value.
     """
-    def missing(d, dotted):
-        for k in dotted.split("."):
-            if not isinstance(d, dict) or k not in d:
-                return True
-            d = d[k]
-        return False
-
     return sorted(k for k in _diff_keys(saved, current)
-                  if not (k in ADDED_FIELDS and missing(saved, k)
-                          and not missing(current, k) and _get(current, k) == ADDED_FIELDS[k]))
+                  if not (k in ADDED_FIELDS and _lookup(saved, k) is _MISSING
+                          and _lookup(current, k) == ADDED_FIELDS[k]))
 
 
-def _get(d: dict, dotted: str):
+_MISSING = object()
+
+
+def _lookup(d, dotted: str):
+    """``d["a"]["b"]`` for ``"a.b"``, or :data:`_MISSING`."""
     for k in dotted.split("."):
+        if not isinstance(d, dict) or k not in d:
+            return _MISSING
         d = d[k]
     return d
 
