@@ -6,7 +6,11 @@ One JSON line per (mode, net): ``{"mode", "net", "stages", "samples_per_s", "mea
 "predicted_speedup", "bytes_per_iteration", ...}``. Each measurement is a worker process:
 
 * ``baseline``: the unpipelined train step (``pipeline.execute="none"``) on one device;
-* ``<mode>``: ``train.executor.Executor`` with ``--stages`` devices on the stage axis;
+* ``<mode>``: ``1f1b`` is what ``scripts.train --config.pipeline.execute=1f1b`` runs, the
+  asynchronous executor (``train.async_executor.AsyncExecutor``: one program per stage and
+  action, messages point to point, over TCP between processes); ``1f1b_ticks`` and ``gpipe`` the
+  tick-synchronous ``train.executor.Executor`` (one SPMD program, a barrier after every tick),
+  with ``--stages`` devices on the stage axis;
 
 every device on one core: each worker process is pinned to its cores (``sched_setaffinity``
 before XLA starts; ``--xla_cpu_multi_thread_eigen=false`` alone is not enough, XLA:CPU's YNNPACK
@@ -17,8 +21,10 @@ result; the median of ``--steps`` steps after two warm-up steps.
 
 Prediction: the baseline worker also times each stage alone on one device, as the executor
 runs it on one tick's batch: F = the stage's ``jax.vjp`` (forward, residuals kept), B = applying
-the vjp to a cotangent; ``executor.predicted_step_time`` then gives each tick of the executor's
-tick table the duration of its slowest device, and one step the sum of its ticks. ``bytes_per_iteration`` is
+the vjp to a cotangent. For ``1f1b`` (asynchronous) a full pipeline's step is the slowest
+stage's F + B (``async_executor.predicted_step_time``); for the tick-synchronous modes
+``executor.predicted_step_time`` gives each tick of the tick table the duration of its slowest
+device, and one step the sum of its ticks. ``bytes_per_iteration`` is
 what the ``ppermute`` calls move per training step (both directions, every tick, ``uint8`` spikes and
 ``float32`` gradients, padded to the widest stage boundary), next to ``useful_bytes`` (each
 boundary's spikes once at 1 bit, its gradient once at 32, the cost model's default widths:
@@ -44,7 +50,8 @@ _CPUS = os.cpu_count() or 1
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("nets", ["balanced4"], "Networks: balanced4 or config names.")
-flags.DEFINE_list("modes", ["1f1b", "gpipe"], "Executor modes.")
+flags.DEFINE_list("modes", ["1f1b", "1f1b_ticks", "gpipe"], "Executor modes: 1f1b (asynchronous, the "
+                  "command line's), 1f1b_ticks (tick-synchronous), gpipe.")
 flags.DEFINE_integer("stages", 2, "Stages (devices on the stage axis).")
 flags.DEFINE_integer("microbatches", 4, "GPipe's micro-batches.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
@@ -99,7 +106,7 @@ def worker(desc: dict) -> dict:
 
     cfg = _config(desc["net"], desc["batch"], desc["num_steps"])
     mode, s_count = desc["mode"], desc["stages"]
-    cfg.pipeline.execute, cfg.pipeline.stages = mode, s_count
+    cfg.pipeline.execute, cfg.pipeline.stages = ("1f1b" if mode == "1f1b_ticks" else mode), s_count
     cfg.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
     model = snn.model_from_config(cfg.model)._replace(native="off")
     t, b = cfg.model.num_steps, cfg.train.batch_size
@@ -123,6 +130,25 @@ def worker(desc: dict) -> dict:
         out["stage_times"] = _stage_times(desc, cfg, model, params, x, y, key)
         return out
     plan = executor.make_plan(cfg, s_count)
+    if mode == "1f1b":  # the asynchronous executor: host batches, every process the same
+        from spikepipe_jax.train import async_executor, transport
+        ax = async_executor.AsyncExecutor(
+            model, plan, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode, binary_input=True,
+            batch_size=b, num_steps=t, input_shape=cfg.model.input_shape, devices=jax.devices()[:s_count],
+            transport_factory=transport.for_jax_distributed)
+        abox = [ax.init(params)]
+        xh, yh = np.asarray(x), np.asarray(y)
+
+        def astep():
+            abox[0], _ = ax.step(abox[0], xh, yh, key)
+            jax.block_until_ready([st.params for st in abox[0].stages.values()])
+        for _ in range(2 * s_count):  # fill the pipeline before timing
+            astep()
+        out["step_s"] = _median_step(astep, desc["steps"])
+        out["stages"] = [list(st) for st in plan.stages]
+        out["bytes_per_iteration"] = ax.bytes_per_step()
+        out["useful_bytes"] = executor.boundary_bytes(ax.model, plan.stages, b, t)
+        return out
     ex = executor.Executor(model, plan, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode,
                            binary_input=True, batch_size=b, num_steps=t, input_shape=cfg.model.input_shape,
                            mesh=executor.make_mesh(plan, jax.devices()[:s_count]))
@@ -152,7 +178,7 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
     res = {}
     for mode in desc["predict_modes"]:
         c = cfg.copy_and_resolve_references()
-        c.pipeline.execute, c.pipeline.stages = mode, desc["stages"]
+        c.pipeline.execute, c.pipeline.stages = ("1f1b" if mode == "1f1b_ticks" else mode), desc["stages"]
         c.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
         plan = executor.make_plan(c, desc["stages"])
         mb = cfg.train.batch_size // plan.microbatches
@@ -172,8 +198,12 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
             fwd.append(_median_step(lambda: jax.block_until_ready(f(params, h)), desc["steps"]))
             bwd.append(_median_step(lambda: jax.block_until_ready(b(vjp, ct)), desc["steps"]))
             h = out
-        res[mode] = {"forward_s": fwd, "backward_s": bwd,
-                     "predicted_step_s": executor.predicted_step_time(plan, fwd, bwd)}
+        if mode == "1f1b":
+            from spikepipe_jax.train import async_executor
+            pred = async_executor.predicted_step_time(fwd, bwd)
+        else:
+            pred = executor.predicted_step_time(plan, fwd, bwd)
+        res[mode] = {"forward_s": fwd, "backward_s": bwd, "predicted_step_s": pred}
     return res
 
 

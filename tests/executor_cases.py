@@ -7,7 +7,9 @@ reference used and the stages. References, on one device:
 
 * ``gpipe``: the unpipelined train step (``pipeline.execute="none"``);
 * ``1f1b``: the pipeline simulator with weight stashing (``train/pipesim.py``) at the delays
-  ``schedule.delays_for("1f1b", stage map)`` gives for the executor's stages.
+  ``schedule.delays_for("1f1b", stage map)`` gives for the executor's stages; both 1F1B
+  executors are compared with it: the tick-synchronous one (``err``) and the asynchronous one
+  (``train/async_executor.py``, ``err_async``, its losses ``losses_async``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def run_case(name: str) -> dict:
 
     from spikepipe_jax import experiments, snn
     from spikepipe_jax.schedule import delays_for
-    from spikepipe_jax.train import executor, loop, losses, pipesim
+    from spikepipe_jax.train import async_executor, executor, loop, losses, pipesim
     from spikepipe_jax.train import optimizer as optimizer_lib
     from spikepipe_jax.train import stages as stages_lib
     from spikepipe_jax.train.step import TrainState
@@ -72,6 +74,20 @@ def run_case(name: str) -> dict:
         losses_ex.append((float(m["count"]), float(m["loss"])))
     state, _ = ex.drain(state)
     got = jax.device_get(ex.params(state))
+    got_async, losses_async = None, []
+    if mode == "1f1b":
+        ax = async_executor.AsyncExecutor(
+            model, plan, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode,
+            binary_input=encoding == "rate", batch_size=b, num_steps=t, input_shape=cfg.model.input_shape,
+            devices=jax.devices()[:num_stages * data])
+        ast = ax.init(params)
+        for k in range(steps):
+            ast, m = ax.step(ast, xs[k], ys[k], key)
+            losses_async.append((m["count"], m["loss"]))
+        ast, m = ax.drain(ast)
+        if m is not None:
+            losses_async.append((m["count"], m["loss"]))
+        got_async = ax.params(ast)
 
     if mode == "gpipe":
         delays = [0] * model.num_layers
@@ -92,7 +108,9 @@ def run_case(name: str) -> dict:
     leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]
     err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref.params)))
     moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref.params)))
-    return dict(err=err, moved=moved, delays=[int(d) for d in delays], stages=[list(s) for s in plan.stages],
+    err_async = (max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got_async), leaves(ref.params)))
+                 if got_async is not None else None)
+    return dict(err=err, err_async=err_async, losses_async=losses_async, moved=moved, delays=[int(d) for d in delays], stages=[list(s) for s in plan.stages],
                 config_delays=[int(d) for d in _config_delays(cfg, model)] if mode == "1f1b" else None,
                 losses_ex=losses_ex, losses_ref=losses_ref, step=int(state.step), tick=int(state.tick))
 

@@ -180,6 +180,14 @@ def test_executor_equals_its_reference(cases, name):
         # the loss of batch k is reported when the last stage's forward has computed it
         ex_losses = [l for c, l in res["losses_ex"] if c]
         np.testing.assert_allclose(ex_losses, res["losses_ref"][:len(ex_losses)], rtol=1e-5, atol=1e-6)
+        # the asynchronous executor: the same parameters; every batch's loss reported once, when
+        # its backward has reached the first stage (the drain reports the last S - 1)
+        assert res["err_async"] < 2e-5 * max(1.0, res["moved"] / 1e-2), res
+        counts = [c for c, _ in res["losses_async"]]
+        assert counts[:num_stages - 1] == [0] * (num_stages - 1) and sum(counts) == steps
+        async_losses = [l for c, l in res["losses_async"][:-1] if c] if num_stages > 1 else \
+            [l for _, l in res["losses_async"]]
+        np.testing.assert_allclose(async_losses, res["losses_ref"][:len(async_losses)], rtol=1e-5, atol=1e-6)
     else:
         np.testing.assert_allclose([l for _, l in res["losses_ex"]], res["losses_ref"], rtol=1e-5, atol=1e-6)
 
@@ -214,8 +222,10 @@ def test_command_line_gpipe_equals_none_and_1f1b_equals_simulator(tmp_path):
     for name, extra in runs.items():
         r = _train(base + extra, tmp_path / name, 2)
         assert r.returncode == 0, r.stderr[-3000:]
-        if name in ("gpipe", "1f1b"):
-            assert f"pipeline {name}: stages [(0, 1), (1, 3)]" in r.stderr
+        if name == "gpipe":
+            assert "pipeline gpipe: stages [(0, 1), (1, 3)]" in r.stderr
+        if name == "1f1b":
+            assert "pipeline 1f1b (asynchronous): stages [(0, 1), (1, 3)]" in r.stderr
         params[name] = _params(tmp_path / name)
     moved = _max_diff(params["none"], params["sim"])
     assert moved > 1e-3  # the delays changed the result: 1f1b is not trivially none
@@ -246,13 +256,16 @@ def test_command_line_stages_must_divide_devices(tmp_path):
     assert "error: pipeline.stages=3 does not divide the 2 devices" in r.stderr
 
 
-def test_resume_after_kill9_1f1b_equals_uninterrupted(tmp_path):
-    """The executor's whole state (stashed weights, in-flight batches, buffers) is checkpointed
-    (orbax-checkpoint, sharded), and a second run resumes from it."""
+@pytest.mark.parametrize("mode", ["1f1b", "gpipe"])
+def test_resume_after_kill9_equals_uninterrupted(tmp_path, mode):
+    """The executors' whole state is checkpointed and a second run resumes from it: 1F1B's
+    (asynchronous) stashed vjps, labels and the messages in flight, one file per process;
+    GPipe's tick-synchronous state with orbax-checkpoint, sharded."""
     args = ["--config=configs/fc_digits.py", "--config.model.num_steps=4", "--config.train.batch_size=16",
             "--config.data.max_train=512", "--config.data.max_test=64", "--config.train.epochs=4",
             "--config.train.checkpoint_every_steps=5", "--config.train.log_every_steps=4",
-            "--config.pipeline.execute=1f1b", "--config.pipeline.stages=2"]
+            f"--config.pipeline.execute={mode}", "--config.pipeline.stages=2",
+            f"--config.pipeline.microbatches={2 if mode == 'gpipe' else 1}"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     r = _train(args, full, 2)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -261,6 +274,8 @@ def test_resume_after_kill9_1f1b_equals_uninterrupted(tmp_path):
     ckpts = killed / "checkpoint_orbax"  # orbax-checkpoint: a step's folder appears when it is complete
 
     def saved():
+        if mode == "1f1b":  # written atomically
+            return (killed / "checkpoint_async" / "process_0.msgpack").exists()
         return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
     deadline = time.time() + 300

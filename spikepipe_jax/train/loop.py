@@ -39,7 +39,7 @@ from spikepipe_jax import data as data_lib
 from spikepipe_jax import native, runtime, snn
 from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
-from spikepipe_jax.train import checkpoint, executor, losses, pipesim
+from spikepipe_jax.train import async_executor, checkpoint, executor, losses, pipesim, transport
 from spikepipe_jax.train import optimizer as optimizer_lib
 from spikepipe_jax.train import pipeline as pipeline_lib
 from spikepipe_jax.train.step import TrainState, step_metrics
@@ -340,10 +340,16 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     config_path = os.path.join(workdir, "config.json")
     config_dict = config_json(config)
     execute = config.pipeline.get("execute", "none")
-    # the executor's sharded state: orbax-checkpoint (checkpoint.ShardedCheckpoints); else msgpack
+    # the tick-synchronous executor's sharded state: orbax-checkpoint (checkpoint.ShardedCheckpoints);
+    # the asynchronous 1F1B executor: one file per process (async_executor.AsyncExecutor.save); else msgpack
     sharded = (checkpoint.ShardedCheckpoints(os.path.join(workdir, checkpoint.ORBAX_DIR))
-               if execute != "none" else None)
-    if (sharded.exists() if sharded else checkpoint.exists(ckpt_path)) and os.path.exists(config_path):
+               if execute not in ("none", "1f1b") else None)
+    async_dir = os.path.join(workdir, async_executor.CHECKPOINT_DIR)
+    if execute == "1f1b":
+        have_checkpoint = checkpoint.exists(os.path.join(async_dir, f"process_{jax.process_index()}.msgpack"))
+    else:
+        have_checkpoint = sharded.exists() if sharded else checkpoint.exists(ckpt_path)
+    if have_checkpoint and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
         changed = config_differences(saved, config_dict)
@@ -367,7 +373,19 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                   num_classes=dataset.num_classes, temporal=dataset.is_temporal)
     simulate = config.pipeline.get("simulate", "none")
     runner = None  # the pipeline executor (pipeline.execute), else None
-    if execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
+    if execute == "1f1b":  # one program per stage and action, messages point to point (train/async_executor.py)
+        plan = executor.make_plan(config, len(devices))
+        runner = async_executor.AsyncExecutor(
+            model, plan, optimizer_lib.make_base_optimizer(t_cfg, total_steps), loss_name=t_cfg.loss,
+            num_classes=dataset.num_classes,
+            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
+            binary_input=config.data.encoding == "rate" and not dataset.is_temporal,
+            batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape,
+            devices=devices, transport_factory=transport.for_jax_distributed,
+            compiler_options=compiler_options(t_cfg.get("cpu_gemm", "eigen")))
+        state = runner.init(params)
+        log(f"pipeline {plan.mode} (asynchronous): stages {list(plan.stages)} x {plan.data} data-parallel")
+    elif execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
         plan = executor.make_plan(config, len(devices))
         runner = executor.Executor(
             model, plan, optimizer_lib.make_base_optimizer(t_cfg, total_steps), loss_name=t_cfg.loss,
@@ -393,7 +411,10 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             loss_fn_from_output=lambda out, y: losses.compute_loss(t_cfg.loss, out, y, dataset.num_classes),
             encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal))
     resumed_from = 0
-    if runner:
+    is_async = isinstance(runner, async_executor.AsyncExecutor)
+    if is_async:
+        restored = runner.restore_latest(async_dir, state, warn=logging.warning)
+    elif runner:
         state = runner.place(state)  # restored into the mesh's shardings
         restored = sharded.restore_latest(state, warn=logging.warning)
     else:
@@ -406,13 +427,21 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         state = jax.device_get(state)  # host values, the same in every process, onto the global mesh
     state = runner.place(state) if runner else jax.device_put(state, replicated)
     state = jax.block_until_ready(state)
-    params_of = runner.params if runner else (lambda st: st.params)
+    if is_async:  # host arrays, the same in every process
+        params_of = lambda st: jax.device_put(runner.params(st), replicated)
+    else:
+        params_of = runner.params if runner else (lambda st: st.params)
 
     def save_checkpoint(st):
+        """Writes ``st``; returns the state to go on with (the asynchronous executor's holds the
+        messages it waited for to save them)."""
+        if is_async:  # every process writes its own stages
+            return runner.save(async_dir, st)
         if sharded:  # every process writes its own shards
             sharded.save(int(st.step), st)
         else:
             _save(checkpoint.save_rotating, ckpt_path, st, writer)
+        return st
 
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from) if writer else _NoMetrics()
 
@@ -449,7 +478,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             # the batch on the device before the step: with the synchronous dispatch of
             # runtime.configure_allocator the step then runs inline and frees its temporary
             # buffer before the next step allocates one (a heap that stays at one buffer)
-            batch = jax.block_until_ready(jax.device_put((xb, yb), data_sharding))
+            batch = (xb, yb) if is_async else jax.block_until_ready(jax.device_put((xb, yb), data_sharding))
             state, m = train_step(state, *batch, train_key)
             step += 1
             if runner and step == total_steps:  # 1F1B: finish the batches still in flight
@@ -473,7 +502,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                                    "train_accuracy": acc, "samples_per_s": rate})
                 window_t, window_n, window, eval_s = time.perf_counter(), 0, [], 0.0
             if step % t_cfg.checkpoint_every_steps == 0 and step < total_steps:
-                save_checkpoint(state)
+                state = save_checkpoint(state)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
         test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
@@ -483,7 +512,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
         log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
         metrics_log.write({"step": step, "epoch": epoch, "test_accuracy": test_acc, "test_loss": test_loss})
-        save_checkpoint(state)
+        state = save_checkpoint(state)
         eval_s += time.perf_counter() - eval_t0
 
     if resumed_from >= total_steps:  # the run had already finished: re-evaluate for the summary

@@ -1,0 +1,440 @@
+r"""PipeDream 1F1B executed asynchronously: one program per stage and action, point-to-point messages.
+
+The tick-synchronous executor (:mod:`spikepipe_jax.train.executor`) runs every stage inside one
+SPMD program, so each tick lasts as long as its slowest stage and a step of 1F1B costs
+``max(F_0, B_1) + max(B_0, F_1)``; its stages' residuals also pass through one shared byte ring.
+Here each stage is its own set of jitted programs on its own devices (``stage_devices``):
+
+* ``F``: ``jax.vjp`` of :func:`spikepipe_jax.snn.apply_stage` on the stage's parameters (only its
+  own layers); the vjp's residuals (the weights it used among them: PipeDream's weight stashing)
+  stay the vjp's own arrays, kept per mini-batch until its backward;
+* ``B``: the kept vjp applied to the gradient from the next stage (the loss's cotangent 1 on the
+  last stage), then the stage's optimiser update, in one program.
+
+Every stage runs the same per-stage order as the tick table of
+:func:`spikepipe_jax.train.executor.tick_table` (``F`` of mini-batch ``m`` at tick ``2m + s``,
+``B`` at ``2m + 2S - 1 - s``, an update after each ``B``), so it applies the same updates
+between a forward and its update, i.e. the delays ``schedule.delays_for("1f1b", stage map)``, and
+the run equals the single-device simulator ``pipeline.simulate="stash"`` with those delays (and
+the tick-synchronous executor) to float rounding. But a stage waits only for the messages it
+needs, not for a barrier after every tick, so a step costs ``max_s(F_s + B_s)`` once the pipeline
+is full (:func:`predicted_step_time`).
+
+Messages: a forward sends its output spikes (exact 0/1, bit-packed: 8 to a byte, as the cost
+model's 1-bit spikes) to the next stage, a backward its input
+gradient (``float32``) to the previous one together with three scalars, ``[loss, correct,
+finite]`` of that mini-batch (the last stage starts them; each stage folds in whether its weight
+gradient was finite), so the first stage learns each mini-batch's metrics when its backward ends
+and no extra message or barrier is needed. Between stages of one process a message is a
+``jax.device_put`` onto the receiving stage's devices; between processes it is sent over TCP
+(:class:`spikepipe_jax.train.transport.SocketTransport`). Each process runs the actions of its
+own stages in tick order (a deterministic order; it cannot deadlock, since an action at tick
+``g`` needs only actions at ticks ``< g``).
+
+Layout: stage ``s`` has the devices ``devices[d * S + s]`` for ``d < data`` (the tick-synchronous
+executor's mesh column), a ``("data",)`` mesh of them, its parameters replicated there and every
+batch split over them (XLA averages the weight gradient over them). In several processes, the
+devices of one stage must belong to one process, and the first stage to process 0 (which
+reports the metrics and writes the workdir).
+
+State (:class:`AsyncState`): per local stage its parameters, optimiser state, the kept vjps of
+its mini-batches in flight, the messages that arrived for its next action, and (last stage) the
+labels of the mini-batches in flight. :meth:`AsyncExecutor.save` / :meth:`AsyncExecutor.restore`
+write it per process (msgpack, atomically, the previous one kept): at a step boundary the only
+messages in flight are those the next tick needs, which ``save`` waits for and stores, so a run
+resumed from a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from spikepipe_jax import snn
+from spikepipe_jax.io import atomic_write_bytes
+from spikepipe_jax.train import checkpoint, losses
+from spikepipe_jax.train import stages as stages_lib
+
+CHECKPOINT_DIR = "checkpoint_async"  # in the run's workdir: one file per process
+
+
+class StageState(NamedTuple):
+    """One stage's part of the state (host dicts of device arrays)."""
+    params: Any    # the stage's layers only
+    opt_state: Any
+    stash: dict    # mini-batch -> (vjp, met): kept for its backward; met = [loss, correct, finite] (last stage)
+    inbox: dict    # message key -> array: arrived for this stage, not yet used
+    labels: dict   # mini-batch -> labels (the last stage: batches whose forward has not run)
+
+
+class AsyncState(NamedTuple):
+    step: int     # mini-batches fed (training steps taken)
+    tick: int     # ticks run (2 per step; the drain runs 2S - 2 more)
+    stages: dict  # stage index -> StageState, this process's stages only
+
+
+def predicted_step_time(forward_s: Sequence[float], backward_s: Sequence[float]) -> float:
+    """A full pipeline's step: every stage does one forward and one backward (with its update)
+    per step and waits only for messages, so the slowest stage sets the pace (transfers not
+    counted)."""
+    return max(f + b for f, b in zip(forward_s, backward_s))
+
+
+def _met_key(m: int, s: int) -> str:
+    return f"met/{m}/{s}"
+
+
+class AsyncExecutor:
+    """PipeDream 1F1B over stages with one program per stage and action (module docstring).
+
+    The interface is the tick-synchronous executor's (``init``, ``step``, ``drain``, ``params``),
+    so the training loop drives either; batches are host arrays (every process gets the same
+    global batch) and ``params`` returns host arrays, the same in every process.
+    """
+
+    def __init__(self, model: snn.ModelDef, plan, tx: optax.GradientTransformation, *,
+                 loss_name: str, num_classes: int, encode_fn: Callable, binary_input: bool,
+                 batch_size: int, num_steps: int, input_shape: Sequence[int],
+                 devices: Optional[Sequence[Any]] = None, transport_factory: Optional[Callable] = None,
+                 compiler_options: Optional[dict] = None):
+        if plan.mode != "1f1b":
+            raise ValueError(f"the asynchronous executor runs pipeline.execute='1f1b', got {plan.mode!r}")
+        self.model = model._replace(native="off")  # as the tick-synchronous executor and the simulator
+        self.plan, self.tx = plan, tx
+        self.loss_name, self.num_classes = loss_name, num_classes
+        self.encode_fn, self.binary_input = encode_fn, binary_input
+        self.batch_size, self.num_steps = batch_size, num_steps
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.names = [info.name for info in model.infos]
+        self.stage_of = stages_lib.stage_map(plan.stages)
+        s_count = self.num_stages = plan.num_stages
+        devices = list(jax.devices() if devices is None else devices)
+        if len(devices) != plan.data * s_count:
+            raise ValueError(f"the plan needs {plan.data * s_count} devices ({plan.data} data x {s_count} "
+                             f"stages), got {len(devices)}")
+        grid = np.array(devices, dtype=object).reshape(plan.data, s_count)
+        self.stage_devices = [list(grid[:, s]) for s in range(s_count)]
+        self.process_of = []
+        for s, devs in enumerate(self.stage_devices):
+            owners = sorted({d.process_index for d in devs})
+            if len(owners) != 1:
+                raise ValueError(f"stage {s}'s devices belong to processes {owners}: with the asynchronous "
+                                 f"1F1B executor each stage's devices must be in one process")
+            self.process_of.append(owners[0])
+        if self.process_of[0] != 0:
+            raise ValueError(f"the first stage runs on process {self.process_of[0]}; it must be on process 0")
+        self.me = jax.process_index()
+        self.local = [s for s in range(s_count) if self.process_of[s] == self.me]
+        self.meshes = [Mesh(np.array(d), ("data",)) for d in self.stage_devices]
+        self.rep = [NamedSharding(m, P()) for m in self.meshes]
+        self.batch_spec = [NamedSharding(m, P("data")) for m in self.meshes]      # [B, ...]
+        self.time_batch = [NamedSharding(m, P(None, "data")) for m in self.meshes]  # [T, B, ...]
+        opts = compiler_options or {}
+        self._fwd = {s: jax.jit(self._forward_fn(s), compiler_options=opts) for s in self.local}
+        # no donation: a kept vjp may hold the very arrays of the parameters it was taken at
+        self._bwd = {s: jax.jit(self._backward_fn(s), compiler_options=opts,
+                                out_shardings=(self.rep[s], self.rep[s],
+                                               self.rep[s] if s == 0 else self.time_batch[s], self.rep[s]))
+                     for s in self.local}
+        peers = {self.process_of[s + d] for s in self.local for d in (-1, 1)
+                 if 0 <= s + d < s_count} - {self.me}
+        self.transport = None
+        if peers:
+            if transport_factory is None:
+                raise ValueError("stages on other processes need a transport (jax.distributed run)")
+            self.transport = transport_factory(peers)
+
+    # ----- the programs ----------------------------------------------------------------------
+    def _stage_fn(self, s: int):
+        stage, last = self.plan.stages[s], s == self.num_stages - 1
+
+        def fn(w, x, y):
+            out = snn.apply_stage(w, self.model, x, stage)
+            if last:
+                return losses.compute_loss(self.loss_name, out, y, self.num_classes), out.logits
+            return out
+        return fn
+
+    def _forward_fn(self, s: int):
+        """``F``: ``(w, x, y[, key, step]) -> (spikes | met, vjp)``."""
+        fn, first, last = self._stage_fn(s), s == 0, s == self.num_stages - 1
+
+        def forward(w, x, y, key=None, step=None):
+            if first:
+                x = self.encode_fn(x, jax.random.fold_in(key, step))
+                if self.binary_input:  # as the tick-synchronous executor keeps it: exact 0/1 in a byte
+                    x = x.astype(jnp.uint8)
+                x = x.astype(jnp.float32)
+                out, vjp, *aux = jax.vjp(lambda w_: fn(w_, x, y), w, has_aux=last)
+            else:
+                out, vjp, *aux = jax.vjp(lambda w_, x_: fn(w_, x_, y), w, self._unpack(x, s), has_aux=last)
+            if last:
+                correct = jnp.sum(jnp.argmax(aux[0], -1) == y).astype(jnp.float32)
+                return jnp.stack([out, correct, jnp.ones((), jnp.float32)]), vjp
+            t, b = out.shape[:2]  # spikes are exact 0/1: 8 to a byte
+            return jnp.packbits(out.reshape(t, b, -1).astype(jnp.uint8), axis=-1), vjp
+        return forward
+
+    def _in_shape(self, s: int) -> tuple[int, ...]:
+        """Per-sample shape of what stage ``s > 0`` reads (the previous stage's spikes)."""
+        return tuple(self.model.infos[self.plan.stages[s][0] - 1].out_shape)
+
+    def _unpack(self, packed: jax.Array, s: int) -> jax.Array:
+        shape = self._in_shape(s)
+        t, b = packed.shape[:2]
+        bits = jnp.unpackbits(packed, axis=-1, count=math.prod(shape))
+        return bits.reshape((t, b) + shape).astype(jnp.float32)
+
+    def bytes_per_step(self) -> int:
+        """Bytes a full pipeline sends per training step: at every stage boundary the spikes once
+        (1 bit each, 8 to a byte per time step and sample) and the gradient once (``float32``),
+        plus the three metric scalars."""
+        t, b = self.num_steps, self.batch_size
+        return sum(t * b * (-(-math.prod(self._in_shape(s)) // 8)) + 4 * t * b * math.prod(self._in_shape(s)) + 12
+                   for s in range(1, self.num_stages))
+
+    def _backward_fn(self, s: int):
+        """``B`` and the update: ``(w, opt, vjp, ct, met) -> (w, opt, dx, met)``."""
+        first, last = s == 0, s == self.num_stages - 1
+
+        def backward(w, opt, vjp, ct, met):
+            grads = vjp(jnp.ones((), jnp.float32) if last else ct)
+            dw = grads[0]
+            upd, opt = self.tx.update(dw, opt, w)
+            w = optax.apply_updates(w, upd)
+            finite = jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(dw))).astype(jnp.float32)
+            dx = jnp.zeros((0,), jnp.float32) if first else grads[1]
+            return w, opt, dx, met.at[2].set(jnp.minimum(met[2], finite))
+        return backward
+
+    # ----- state -------------------------------------------------------------------------------
+    def _stage_params(self, params, s: int):
+        a, b = self.plan.stages[s]
+        return {n: params[n] for n in self.names[a:b]}
+
+    def init(self, params) -> AsyncState:
+        """The initial state from the network's parameters (this process's stages)."""
+        stages = {}
+        for s in self.local:
+            w = jax.device_put(self._stage_params(params, s), self.rep[s])
+            stages[s] = StageState(w, jax.device_put(self.tx.init(w), self.rep[s]), {}, {}, {})
+        return AsyncState(0, 0, stages)
+
+    def place(self, state: AsyncState) -> AsyncState:
+        return state
+
+    # ----- running -----------------------------------------------------------------------------
+    def _actions(self, tick: int, num_ticks: int, fed: int):
+        """This process's ``(tick, stage, "F" | "B", mini-batch)`` in tick order."""
+        s_count = self.num_stages
+        out = []
+        for g in range(tick, tick + num_ticks):
+            for s in self.local:
+                if (g - s) % 2 == 0:
+                    m, kind = (g - s) // 2, "F"
+                else:
+                    m, kind = (g + s - 2 * s_count + 1) // 2, "B"
+                if 0 <= m < fed:
+                    out.append((g, s, kind, m))
+        return out
+
+    def _send(self, stages: dict, dst: int, key: str, value) -> None:
+        if dst in stages:  # a stage of this process: onto its devices
+            sharding = self.rep[dst] if key.startswith("met") else self.time_batch[dst]
+            stages[dst].inbox[key] = jax.device_put(value, sharding)
+        else:
+            self.transport.send(self.process_of[dst], key, np.asarray(value))
+
+    def _take(self, stages: dict, s: int, src: int, key: str):
+        inbox = stages[s].inbox
+        value = inbox.pop(key) if key in inbox else self.transport.recv(self.process_of[src], key)
+        sharding = self.rep[s] if key.startswith("met") else self.time_batch[s]
+        return jax.device_put(value, sharding)
+
+    def _run(self, state: AsyncState, num_ticks: int, fed: int, x=None, y=None, key=None):
+        stages = {s: StageState(st.params, st.opt_state, dict(st.stash), dict(st.inbox), dict(st.labels))
+                  for s, st in state.stages.items()}
+        if y is not None and self.num_stages - 1 in stages:  # the last stage keeps the labels
+            stages[self.num_stages - 1].labels[state.step] = y
+        s_count, done = self.num_stages, []
+        for _, s, kind, m in self._actions(state.tick, num_ticks, fed):
+            st = stages[s]
+            if kind == "F":
+                y = None
+                if s == s_count - 1:
+                    y = jax.device_put(st.labels.pop(m), self.batch_spec[s])
+                if s == 0:
+                    xs = jax.device_put(x, self.batch_spec[0])
+                    out, vjp = self._fwd[s](st.params, xs, y, key, jnp.int32(m))
+                else:
+                    out, vjp = self._fwd[s](st.params, self._take(stages, s, s - 1, f"spk/{m}/{s}"), y)
+                if s == s_count - 1:
+                    st.stash[m] = (vjp, out)
+                else:
+                    st.stash[m] = (vjp, None)
+                    self._send(stages, s + 1, f"spk/{m}/{s + 1}", out)
+            else:
+                vjp, met = st.stash.pop(m)
+                ct = None
+                if s < s_count - 1:
+                    ct = self._take(stages, s, s + 1, f"grad/{m}/{s}")
+                    met = self._take(stages, s, s + 1, _met_key(m, s))
+                w, opt, dx, met = self._bwd[s](st.params, st.opt_state, vjp, ct, met)
+                st = stages[s] = st._replace(params=w, opt_state=opt)
+                if s > 0:
+                    self._send(stages, s - 1, f"grad/{m}/{s - 1}", dx)
+                    self._send(stages, s - 1, _met_key(m, s - 1), met)
+                else:
+                    done.append(met)
+        return stages, done
+
+    def _metrics(self, done: list) -> dict:
+        """The first stage's process: loss / accuracy of the mini-batches whose backward ended;
+        other processes report none (``count`` 0)."""
+        if not done:
+            return {"loss": 0.0, "accuracy": 0.0, "count": 0, "finite": True}
+        met = np.asarray(jnp.stack(done))
+        return {"loss": float(met[:, 0].mean()), "accuracy": float(met[:, 1].sum() / (len(done) * self.batch_size)),
+                "count": len(done), "finite": bool(met[:, 2].min() > 0)}
+
+    def step(self, state: AsyncState, x, y, key):
+        """One training step: mini-batch ``state.step`` enters (host ``x`` ``[B, ...]``, ``y``
+        ``[B]``) and every local stage runs its actions of two ticks. Metrics: those of the
+        mini-batches whose backward reached the first stage in this step (``count``)."""
+        n = state.step
+        stages, done = self._run(state, 2, n + 1, x=np.asarray(x), y=np.asarray(y), key=key)
+        return AsyncState(n + 1, state.tick + 2, stages), self._metrics(done)
+
+    def drain(self, state: AsyncState):
+        """Finishes the mini-batches in flight (``2S - 2`` ticks, nothing new enters)."""
+        if self.num_stages == 1:
+            return state, None
+        n = 2 * self.num_stages - 2
+        stages, done = self._run(state, n, state.step)
+        return AsyncState(state.step, state.tick + n, stages), self._metrics(done)
+
+    def params(self, state: AsyncState):
+        """The whole network's parameters as host arrays, in every process (each layer from the
+        process that owns it; a collective over all processes when there are several)."""
+        local = {n: jax.device_get(st.params[n]) for st in state.stages.values() for n in st.params}
+        if jax.process_count() == 1:
+            return {n: local[n] for n in self.names}
+        from jax.experimental import multihost_utils
+        shapes = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(
+            lambda: snn.init_params(jax.random.key(0), self.model)))
+        full = {n: local.get(n, shapes[n]) for n in self.names}
+        gathered = multihost_utils.process_allgather(full, tiled=False)  # leading [processes] axis
+        return {n: jax.tree.map(lambda a, p=self.process_of[self.stage_of[i]]: np.asarray(a[p]), gathered[n])
+                for i, n in enumerate(self.names)}
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def _next_messages(self, state: AsyncState) -> dict:
+        """Waits for the messages this process's stages need at the next tick (sent by a
+        neighbour in the step just finished) and moves them into the inboxes."""
+        stages = {s: st._replace(inbox=dict(st.inbox)) for s, st in state.stages.items()}
+        for g, s, kind, m in self._actions(state.tick, 1, state.step + 1):
+            if kind == "F" and s > 0:
+                keys = [(s - 1, f"spk/{m}/{s}")]
+            elif kind == "B" and s < self.num_stages - 1:
+                keys = [(s + 1, f"grad/{m}/{s}"), (s + 1, _met_key(m, s))]
+            else:
+                keys = []
+            for src, key in keys:
+                if key not in stages[s].inbox:
+                    stages[s].inbox[key] = self.transport.recv(self.process_of[src], key)
+        return stages
+
+    def _path(self, directory: str) -> str:
+        return os.path.join(directory, f"process_{self.me}.msgpack")
+
+    def save(self, directory: str, state: AsyncState) -> AsyncState:
+        """Writes this process's state (after moving the next tick's messages into it; the
+        returned state holds them, the same training state)."""
+        stages = self._next_messages(state)
+        host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
+        blob = {"step": state.step, "tick": state.tick, "stages": {}}
+        for s, st in stages.items():
+            blob["stages"][str(s)] = {
+                "params": host(st.params), "opt_state": flax.serialization.to_state_dict(host(st.opt_state)),
+                "stash": {str(m): {"leaves": {str(i): a for i, a in enumerate(host(jax.tree.leaves(v)))},
+                                   "met": np.zeros(3, np.float32) if met is None else host(met)}
+                          for m, (v, met) in st.stash.items()},
+                "inbox": {k: host(v) for k, v in st.inbox.items()},
+                "labels": {str(m): np.asarray(v) for m, v in st.labels.items()}}
+        os.makedirs(directory, exist_ok=True)
+        path = self._path(directory)
+        if os.path.exists(path):
+            os.replace(path, checkpoint.prev_path(path))
+        atomic_write_bytes(path, flax.serialization.msgpack_serialize(blob))
+        return AsyncState(state.step, state.tick, stages)
+
+    def exists(self, directory: str) -> bool:
+        return checkpoint.exists(self._path(directory))
+
+    def _read(self, path: str, template: AsyncState) -> AsyncState:
+        try:
+            with open(path, "rb") as f:
+                blob = flax.serialization.msgpack_restore(f.read())
+            stages = {}
+            for s, tmpl in template.stages.items():
+                d = blob["stages"][str(s)]
+                params = jax.device_put(flax.serialization.from_state_dict(tmpl.params, d["params"]), self.rep[s])
+                opt = jax.device_put(flax.serialization.from_state_dict(tmpl.opt_state, d["opt_state"]), self.rep[s])
+                stash = {}
+                for m, e in d["stash"].items():
+                    treedef = self._vjp_treedef(s, params)
+                    leaves = [e["leaves"][str(i)] for i in range(len(e["leaves"]))]
+                    vjp = jax.tree.unflatten(treedef, [jax.device_put(a, self._leaf_sharding(s, a)) for a in leaves])
+                    met = jax.device_put(e["met"], self.rep[s]) if s == self.num_stages - 1 else None
+                    stash[int(m)] = (vjp, met)
+                stages[s] = StageState(params, opt, stash, dict(d["inbox"]),
+                                       {int(m): v for m, v in d["labels"].items()})
+            return AsyncState(int(blob["step"]), int(blob["tick"]), stages)
+        except Exception as e:  # damaged or from another network / optimiser / stage split
+            raise ValueError(f"checkpoint {path} is corrupt or does not match this config: "
+                             f"{type(e).__name__}: {e}") from None
+
+    def _leaf_sharding(self, s: int, a) -> NamedSharding:
+        """Residuals with the batch axis (1: time-major activations) split over the stage's data
+        devices where it divides, else replicated (the weights)."""
+        b = self.batch_size
+        if a.ndim >= 2 and a.shape[1] == b and len(self.stage_devices[s]) > 1:
+            return self.time_batch[s]
+        return self.rep[s]
+
+    def _vjp_treedef(self, s: int, params):
+        t, b = self.num_steps, self.batch_size
+        y = jax.ShapeDtypeStruct((b,), jnp.int32)
+        if s == 0:
+            x = jax.ShapeDtypeStruct((b,) + self.input_shape, jnp.float32)
+            out = self._fwd[s].eval_shape(params, x, y, jax.random.key(0), jnp.int32(0))
+        else:
+            shape = (t, b, -(-math.prod(self._in_shape(s)) // 8))
+            out = self._fwd[s].eval_shape(params, jax.ShapeDtypeStruct(shape, jnp.uint8), y)
+        return jax.tree.structure(out[1])
+
+    def restore_latest(self, directory: str, template: AsyncState, *,
+                       warn: Callable[[str], None]) -> Optional[tuple[AsyncState, str]]:
+        """This process's newest readable checkpoint (the previous one if the newest is damaged,
+        saying so); ``None`` if there is none."""
+        path = self._path(directory)
+        prev = checkpoint.prev_path(path)
+        for i, p in enumerate((path, prev)):
+            if not os.path.exists(p):
+                continue
+            try:
+                return self._read(p, template), p
+            except ValueError as e:
+                if i == 1 or not os.path.exists(prev):
+                    raise
+                os.replace(path, path + ".corrupt")
+                warn(f"{e}; moved it to {path}.corrupt and resumed from the previous checkpoint {prev}")
+        return None
