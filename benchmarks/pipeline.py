@@ -200,7 +200,7 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
             h = out
         if mode == "1f1b":
             from spikepipe_jax.train import async_executor
-            pred = async_executor.predicted_step_time(fwd, bwd)
+            pred = async_executor.predicted_step_time(fwd, bwd)  # the timeline of its per-stage order
         else:
             pred = executor.predicted_step_time(plan, fwd, bwd)
         res[mode] = {"forward_s": fwd, "backward_s": bwd, "predicted_step_s": pred}

@@ -81,11 +81,48 @@ class AsyncState(NamedTuple):
     stages: dict  # stage index -> StageState, this process's stages only
 
 
-def predicted_step_time(forward_s: Sequence[float], backward_s: Sequence[float]) -> float:
-    """A full pipeline's step: every stage does one forward and one backward (with its update)
-    per step and waits only for messages, so the slowest stage sets the pace (transfers not
-    counted)."""
-    return max(f + b for f, b in zip(forward_s, backward_s))
+def stage_actions(num_stages: int, stage: int, tick: int, num_ticks: int, fed: int) -> list[tuple[int, str, int]]:
+    """Stage ``stage``'s ``(tick, "F" | "B", mini-batch)`` in ticks ``tick .. tick + num_ticks - 1``
+    with ``fed`` mini-batches entered: ``F`` of ``m`` at tick ``2m + s``, ``B`` at
+    ``2m + 2S - 1 - s`` (the tick table of :func:`spikepipe_jax.train.executor.tick_table`)."""
+    out = []
+    for g in range(tick, tick + num_ticks):
+        if (g - stage) % 2 == 0:
+            m, kind = (g - stage) // 2, "F"
+        else:
+            m, kind = (g + stage - 2 * num_stages + 1) // 2, "B"
+        if 0 <= m < fed:
+            out.append((g, kind, m))
+    return out
+
+
+def predicted_step_time(forward_s: Sequence[float], backward_s: Sequence[float], *, steps: int = 0) -> float:
+    """One training step once the pipeline is full, from per-stage action times (``F``: the
+    stage's ``jax.vjp``; ``B``: applying it, with the update; measured alone on one device): the
+    project's timeline simulator (:func:`spikepipe_jax.schedule.timeline.simulate`) runs every
+    stage's op order as this executor runs it, each op starting when its stage is free and its
+    message has arrived (transfers not counted), over ``steps`` mini-batches; the result is the
+    spacing of the first stage's backward ends over the last quarter of them (the
+    fill excluded). For 1F1B this comes to the
+    slowest stage's ``F + B``."""
+    from spikepipe_jax.schedule import timeline
+
+    n_st = len(forward_s)
+    n = steps or 32 * n_st + 32
+    order = [[(kind, m, s) for _, kind, m in stage_actions(n_st, s, 0, 2 * n + 2 * n_st, n)]
+             for s in range(n_st)]
+
+    def deps(op):
+        kind, m, s = op
+        if kind == "F":
+            return [(("F", m, s - 1), 0.0)] if s > 0 else []
+        return [(("F", m, s), 0.0)] + ([(("B", m, s + 1), 0.0)] if s < n_st - 1 else [])
+
+    dur = lambda op: forward_s[op[2]] if op[0] == "F" else backward_s[op[2]]
+    times = timeline.simulate(n_st, timeline.fixed_order(order), deps, dur)
+    ends = [times[("B", m, 0)][1] for m in range(n)]
+    k = n // 4  # the last quarter: past the fill
+    return (ends[-1] - ends[-1 - k]) / k
 
 
 def _met_key(m: int, s: int) -> str:
@@ -234,17 +271,9 @@ class AsyncExecutor:
     # ----- running -----------------------------------------------------------------------------
     def _actions(self, tick: int, num_ticks: int, fed: int):
         """This process's ``(tick, stage, "F" | "B", mini-batch)`` in tick order."""
-        s_count = self.num_stages
-        out = []
-        for g in range(tick, tick + num_ticks):
-            for s in self.local:
-                if (g - s) % 2 == 0:
-                    m, kind = (g - s) // 2, "F"
-                else:
-                    m, kind = (g + s - 2 * s_count + 1) // 2, "B"
-                if 0 <= m < fed:
-                    out.append((g, s, kind, m))
-        return out
+        acts = [(g, s, kind, m) for s in self.local
+                for g, kind, m in stage_actions(self.num_stages, s, tick, num_ticks, fed)]
+        return sorted(acts)
 
     def _send(self, stages: dict, dst: int, key: str, value) -> None:
         if dst in stages:  # a stage of this process: onto its devices

@@ -144,7 +144,7 @@ class SocketTransport:
                 return self._mail.pop(key)
             if not ok:
                 raise TimeoutError(f"process {self.process_id}: no message {key!r} from process {src} "
-                                   f"within {self.timeout_s:.0f} s")
+                                   f"within {self.timeout_s:g} s")
             raise ConnectionError(f"process {self.process_id}: process {src} went away before sending "
                                   f"{key!r} ({self._dead[src]}); see that process's error")
 

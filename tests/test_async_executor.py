@@ -1,0 +1,162 @@
+"""The asynchronous 1F1B executor's parts that run in one process: its action order, its predicted
+step time, its message bytes and the TCP transport. Its equality with the simulator runs on 1-8
+fake devices in tests/executor_cases.py (``err_async``); the command line, kill -9 resume and two
+processes in tests/test_executor.py."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from spikepipe_jax import experiments, snn
+from spikepipe_jax.schedule import delays_for
+from spikepipe_jax.train import async_executor, executor, transport
+from spikepipe_jax.train import stages as stages_lib
+
+
+@pytest.mark.parametrize("num_stages", [1, 2, 3, 5])
+def test_stage_actions_follow_the_tick_table_and_give_1f1b_delays(num_stages):
+    """Every stage alternates F and B as in executor.tick_table, and between the forward of a
+    mini-batch and its update a stage applies S - 1 - s other updates (PipeDream's delays)."""
+    fed = 12
+    table = executor.tick_table(executor.Plan("1f1b", tuple((i, i + 1) for i in range(num_stages)), 1, 1))
+    for s in range(num_stages):
+        acts = async_executor.stage_actions(num_stages, s, 0, 2 * fed + 2 * num_stages, fed)
+        assert [k for _, k, _ in acts].count("F") == fed and [k for _, k, _ in acts].count("B") == fed
+        for g, kind, _ in acts:
+            assert table[g % 2][s][0] == kind
+        updates = [m for _, k, m in acts if k == "B"]
+        assert updates == list(range(fed))  # one update per mini-batch, in order
+        for g, kind, m in acts:
+            if kind == "F" and m >= num_stages:  # past the fill
+                b_tick = next(t for t, k, mm in acts if k == "B" and mm == m)
+                assert sum(1 for t, k, _ in acts if k == "B" and g < t < b_tick) == num_stages - 1 - s
+    smap = list(range(num_stages))
+    assert delays_for("1f1b", num_layers=num_stages, stages=smap) == [num_stages - 1 - s for s in smap]
+
+
+@pytest.mark.parametrize("fwd,bwd", [([1.0, 1.0], [2.0, 2.0]), ([0.22, 0.24], [0.51, 0.57]),
+                                     ([1.0] * 6, [2.0] * 6), ([0.5, 2.0, 0.5], [1.0, 3.0, 1.0])])
+def test_predicted_step_time_is_the_slowest_stage(fwd, bwd):
+    """The timeline of the executor's per-stage order: a full pipeline's step costs the slowest
+    stage's F + B (not the tick-synchronous max(F_0, B_1) + max(B_0, F_1))."""
+    got = async_executor.predicted_step_time(fwd, bwd)
+    slowest = max(f + b for f, b in zip(fwd, bwd))
+    assert slowest * 0.97 <= got <= slowest * 1.0001
+    if len(fwd) == 2:
+        ticks = executor.predicted_step_time(executor.Plan("1f1b", ((0, 1), (1, 2)), 1, 1), fwd, bwd)
+        assert got <= ticks
+
+
+@pytest.mark.parametrize("net,num_stages", [("fc_digits", 2), ("conv_digits", 3), ("deep_digits", 4)])
+def test_message_bytes_are_the_cost_models(net, num_stages):
+    """Spikes go bit-packed, gradients as float32: what one step sends is
+    executor.boundary_bytes (the cost model's schedule.comm of the same placement, checked in
+    test_executor.py) plus the three metric scalars per boundary (when a stage's spikes per
+    sample are a multiple of 8 bits; else each row rounds up to whole bytes)."""
+    cfg = experiments.load_config(net, "smoke")
+    cfg.pipeline.execute, cfg.pipeline.stages = "1f1b", num_stages
+    model = snn.model_from_config(cfg.model)
+    plan = executor.make_plan(cfg, num_stages)
+    ax = async_executor.AsyncExecutor.__new__(async_executor.AsyncExecutor)  # no devices needed
+    ax.model, ax.plan, ax.num_stages = model, plan, num_stages
+    ax.num_steps, ax.batch_size = cfg.model.num_steps, cfg.train.batch_size
+    want = executor.boundary_bytes(model, plan.stages, ax.batch_size, ax.num_steps) + 12 * (num_stages - 1)
+    widths = [int(np.prod(snn.stage_out_shape(model, st))) for st in plan.stages[:-1]]
+    if all(w % 8 == 0 for w in widths):
+        assert ax.bytes_per_step() == want
+    else:
+        assert want <= ax.bytes_per_step() <= want + ax.num_steps * ax.batch_size * (num_stages - 1)
+
+
+class _KV:
+    """The part of the jax.distributed key-value client the transport uses."""
+
+    def __init__(self):
+        self.d, self.cond = {}, threading.Condition()
+
+    def key_value_set(self, k, v):
+        with self.cond:
+            self.d[k] = v
+            self.cond.notify_all()
+
+    def blocking_key_value_get(self, k, ms):
+        with self.cond:
+            assert self.cond.wait_for(lambda: k in self.d, ms / 1000)
+            return self.d[k]
+
+
+def _pair(timeout_s=30.0):
+    kv, out = _KV(), {}
+
+    def make(pid):
+        out[pid] = transport.SocketTransport({1 - pid}, process_id=pid, coordinator="localhost:1",
+                                             kv_client=kv, timeout_s=timeout_s)
+    threads = [threading.Thread(target=make, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out[0], out[1]
+
+
+def test_socket_transport_carries_arrays_exactly_in_any_order():
+    a, b = _pair()
+    rng = np.random.default_rng(0)
+    msgs = {"spk/0/1": np.packbits(rng.integers(0, 2, (25, 16, 100), dtype=np.uint8), axis=-1),
+            "grad/0/0": rng.standard_normal((25, 16, 100)).astype(np.float32),
+            "met/0/0": np.array([2.3, 5.0, 1.0], np.float32), "empty": np.zeros((0,), np.float32),
+            "big": rng.standard_normal((3, 1 << 20)).astype(np.float32)}
+    for k, v in msgs.items():
+        a.send(1, k, v)
+    b.send(0, "back", msgs["grad/0/0"] * 2)
+    for k in reversed(list(msgs)):  # received in another order than sent
+        got = b.recv(0, k)
+        assert got.dtype == msgs[k].dtype and got.shape == msgs[k].shape
+        np.testing.assert_array_equal(got, msgs[k])
+    np.testing.assert_array_equal(a.recv(1, "back"), msgs["grad/0/0"] * 2)
+    with pytest.raises(ValueError, match="no connection to process 5"):
+        a.send(5, "x", msgs["empty"])
+    a.close()
+    b.close()
+
+
+def test_socket_transport_names_a_peer_that_went_away():
+    a, b = _pair()
+    import socket
+    for sock in a._sockets.values():  # process 0 ends: its connections are shut down
+        sock.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(ConnectionError, match="process 0 went away"):
+        b.recv(0, "spk/3/1")
+
+
+def test_socket_transport_times_out_naming_the_message():
+    a, b = _pair(timeout_s=0.2)
+    with pytest.raises(TimeoutError, match="no message 'grad/7/0' from process 1"):
+        a.recv(1, "grad/7/0")
+
+
+def test_stages_of_one_process_and_first_stage_on_process_0_are_checked():
+    """Each stage's devices must be in one process (checked before any work)."""
+    cfg = experiments.load_config("fc_digits", "smoke")
+    cfg.pipeline.execute, cfg.pipeline.stages = "1f1b", 1
+    model = snn.model_from_config(cfg.model)
+    plan = executor.make_plan(cfg, 1)
+
+    class Dev:
+        def __init__(self, i, p):
+            self.id, self.process_index = i, p
+
+    with pytest.raises(ValueError, match=r"stage 0's devices belong to processes \[0, 1\]"):
+        async_executor.AsyncExecutor(model, executor.Plan("1f1b", plan.stages, 2, 1), None, loss_name="ce_mem",
+                                     num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
+                                     input_shape=(8, 8, 1), devices=[Dev(0, 0), Dev(1, 1)])
+    with pytest.raises(ValueError, match="needs 2 devices"):
+        async_executor.AsyncExecutor(model, executor.Plan("1f1b", plan.stages, 2, 1), None, loss_name="ce_mem",
+                                     num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
+                                     input_shape=(8, 8, 1), devices=[Dev(0, 0)])
+    with pytest.raises(ValueError, match="runs pipeline.execute='1f1b', got 'gpipe'"):
+        async_executor.AsyncExecutor(model, executor.Plan("gpipe", plan.stages, 1, 1), None, loss_name="ce_mem",
+                                     num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
+                                     input_shape=(8, 8, 1))
+    assert stages_lib.stage_map(plan.stages) == [0] * model.num_layers
