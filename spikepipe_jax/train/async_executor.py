@@ -31,11 +31,12 @@ and no extra message or barrier is needed. Between stages of one process a messa
 own stages in tick order (a deterministic order; it cannot deadlock, since an action at tick
 ``g`` needs only actions at ticks ``< g``).
 
-Layout: stage ``s`` has the devices ``devices[d * S + s]`` for ``d < data`` (the tick-synchronous
-executor's mesh column), a ``("data",)`` mesh of them, its parameters replicated there and every
-batch split over them (XLA averages the weight gradient over them). In several processes, the
-devices of one stage must belong to one process, and the first stage to process 0 (which
-reports the metrics and writes the workdir).
+Layout: stage ``s`` has the devices ``devices[s * data:(s + 1) * data]`` (consecutive devices, so
+that with several processes a stage's devices are one process's, e.g. one host's GPUs), a
+``("data",)`` mesh of them, its parameters replicated there and every batch split over them (XLA
+averages the weight gradient over them). In several processes, the devices of one stage must
+belong to one process, and the first stage to process 0 (which reports the metrics and writes
+the workdir).
 
 State (:class:`AsyncState`): per local stage its parameters, optimiser state, the kept vjps of
 its mini-batches in flight, the messages that arrived for its next action, and (last stage) the
@@ -157,8 +158,7 @@ class AsyncExecutor:
         if len(devices) != plan.data * s_count:
             raise ValueError(f"the plan needs {plan.data * s_count} devices ({plan.data} data x {s_count} "
                              f"stages), got {len(devices)}")
-        grid = np.array(devices, dtype=object).reshape(plan.data, s_count)
-        self.stage_devices = [list(grid[:, s]) for s in range(s_count)]
+        self.stage_devices = [devices[s * plan.data:(s + 1) * plan.data] for s in range(s_count)]
         self.process_of = []
         for s, devs in enumerate(self.stage_devices):
             owners = sorted({d.process_index for d in devs})

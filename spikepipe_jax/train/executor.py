@@ -1,4 +1,10 @@
-r"""Inter-layer pipelining executed on a device mesh: GPipe and PipeDream 1F1B over stages.
+r"""Inter-layer pipelining executed on a device mesh: GPipe and PipeDream 1F1B over stages, tick-synchronously.
+
+``scripts.train`` runs ``pipeline.execute="gpipe"`` here; ``"1f1b"`` runs in
+:mod:`spikepipe_jax.train.async_executor` (the same per-stage order and delays, but no barrier
+after every tick, so faster); this module's 1F1B stays as the tick-synchronous variant it is
+tested against (``tests/executor_cases.py``) and benchmarked beside (``benchmarks.pipeline
+--modes=1f1b_ticks``). :func:`make_plan` validates both.
 
 The network's weight layers are split into ``S`` contiguous *stages*
 (:func:`spikepipe_jax.snn.apply_stage`); stage ``s`` runs on the devices with index ``s`` on the
