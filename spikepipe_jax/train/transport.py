@@ -153,7 +153,7 @@ class SocketTransport:
             q.put(None)
 
 
-def for_jax_distributed(peers, timeout_s: float = 600.0) -> SocketTransport:
+def for_jax_distributed(peers, timeout_s: float = 3600.0) -> SocketTransport:
     """A :class:`SocketTransport` for this ``jax.distributed`` run (its coordinator's key-value
     store carries the addresses)."""
     from jax._src import distributed  # the run's client; JAX has no public handle on it
