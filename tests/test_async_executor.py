@@ -160,3 +160,61 @@ def test_stages_of_one_process_and_first_stage_on_process_0_are_checked():
                                      num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
                                      input_shape=(8, 8, 1))
     assert stages_lib.stage_map(plan.stages) == [0] * model.num_layers
+
+
+@pytest.mark.parametrize("net,num_stages,save_at", [("deep_digits", 4, 5), ("conv_digits", 3, 2)])
+def test_save_and_restore_mid_run_and_after_the_drain(tmp_path, net, num_stages, save_at):
+    """A state saved mid-pipeline (kept vjps, labels, the messages of the next tick) and restored
+    into a new executor continues bit for bit; saving after the drain works too. All stages on
+    this process's one device (each its own programs)."""
+    import jax
+
+    from spikepipe_jax.train import optimizer as optimizer_lib
+
+    cfg = experiments.load_config(net, "smoke")
+    cfg.pipeline.execute, cfg.pipeline.stages = "1f1b", num_stages
+    cfg.train.batch_size = 8
+    model = snn.model_from_config(cfg.model)._replace(native="off")
+    plan = executor.make_plan(cfg, num_stages)
+    t, b, steps = cfg.model.num_steps, 8, 8
+    tx = optimizer_lib.make_base_optimizer(cfg.train, total_steps=steps)
+
+    def make():
+        return async_executor.AsyncExecutor(
+            model, plan, tx, loss_name=cfg.train.loss, num_classes=10,
+            encode_fn=lambda x, k: snn.encode(cfg.data.encoding, x, t, k), binary_input=True, batch_size=b,
+            num_steps=t, input_shape=cfg.model.input_shape, devices=[jax.devices()[0]] * num_stages)
+
+    params = snn.init_params(jax.random.key(0), model)
+    rng = np.random.default_rng(3)
+    xs = [rng.random((b,) + tuple(cfg.model.input_shape), dtype=np.float32) for _ in range(steps)]
+    ys = [rng.integers(0, 10, b).astype(np.int32) for _ in range(steps)]
+    key = jax.random.key(4)
+
+    def run(ax, st, start):
+        for k in range(start, steps):
+            st, _ = ax.step(st, xs[k], ys[k], key)
+        return ax.drain(st)[0]
+
+    ax = make()
+    full = ax.params(run(ax, ax.init(params), 0))
+    st = ax.init(params)
+    for k in range(save_at):
+        st, _ = ax.step(st, xs[k], ys[k], key)
+    st = ax.save(str(tmp_path / "ck"), st)
+    assert any(st.stages[s].stash for s in st.stages)  # mid-pipeline: vjps in flight
+    ax2 = make()
+    assert ax2.exists(str(tmp_path / "ck"))
+    restored, path = ax2.restore_latest(str(tmp_path / "ck"), ax2.init(params), warn=pytest.fail)
+    assert restored.step == save_at and path.endswith("process_0.msgpack")
+    done = run(ax2, restored, save_at)
+    resumed = ax2.params(done)
+    for a, r in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(a, r)
+    ax2.save(str(tmp_path / "ck"), done)  # after the drain: nothing in flight
+    again, _ = ax2.restore_latest(str(tmp_path / "ck"), ax2.init(params), warn=pytest.fail)
+    assert again.step == steps and not any(again.stages[s].stash for s in again.stages)
+    (tmp_path / "ck" / "process_0.msgpack").write_bytes(b"\x00garbage")  # damaged newest: the previous one
+    warned = []
+    prev, path = ax2.restore_latest(str(tmp_path / "ck"), ax2.init(params), warn=warned.append)
+    assert prev.step == save_at and path.endswith(".prev.msgpack") and "corrupt" in warned[0]

@@ -369,7 +369,9 @@ class AsyncExecutor:
         """Waits for the messages this process's stages need at the next tick (sent by a
         neighbour in the step just finished) and moves them into the inboxes."""
         stages = {s: st._replace(inbox=dict(st.inbox)) for s, st in state.stages.items()}
-        for g, s, kind, m in self._actions(state.tick, 1, state.step + 1):
+        # (the first stage's next forward, of a batch not fed yet, needs no message; after the
+        # drain nothing is left)
+        for g, s, kind, m in self._actions(state.tick, 1, state.step):
             if kind == "F" and s > 0:
                 keys = [(s - 1, f"spk/{m}/{s}")]
             elif kind == "B" and s < self.num_stages - 1:
