@@ -1,0 +1,101 @@
+"""SpikePipe schedules executed task by task (train/task_executor.py) equal the stash simulator at
+the delays schedule.delays_for reads from the same schedule."""
+
+import jax
+import numpy as np
+import pytest
+
+from spikepipe_jax import experiments, snn
+from spikepipe_jax.hardware.mapping import training_tasks_from_config
+from spikepipe_jax.schedule import delays_for
+from spikepipe_jax.schedule.policies import spikepipe_schedule
+from spikepipe_jax.schedule.retiming import layerpipe_delays
+from spikepipe_jax.schedule.training_graph import graph_from_tasks
+from spikepipe_jax.train import losses, pipesim, task_executor
+from spikepipe_jax.train import optimizer as optimizer_lib
+
+
+def _schedule(cfg, processors):
+    tasks = training_tasks_from_config(cfg)
+    g = graph_from_tasks(tasks, delays=layerpipe_delays(len(tasks) // 3), split_backward=True)
+    return spikepipe_schedule(g, processors)
+
+
+def _setup(net, processors, steps):
+    cfg = experiments.load_config(net, "smoke")
+    model = snn.model_from_config(cfg.model)._replace(native="off")
+    t, b = cfg.model.num_steps, cfg.train.batch_size
+    tx = optimizer_lib.make_base_optimizer(cfg.train, total_steps=steps)
+    encode = lambda x, k: snn.encode(cfg.data.encoding, x, t, k)
+    rng = np.random.default_rng(1)
+    xs = [rng.random((b,) + tuple(cfg.model.input_shape), dtype=np.float32) for _ in range(steps)]
+    ys = [rng.integers(0, 10, b).astype(np.int32) for _ in range(steps)]
+    params = snn.init_params(jax.random.key(cfg.seed), model)
+    return cfg, model, tx, encode, xs, ys, params
+
+
+@pytest.mark.parametrize("net,processors,steps", [("fc_digits", 2, 5), ("fc_digits", 3, 6), ("conv_digits", 3, 6),
+                                                  ("deep_digits", 4, 8)])
+def test_schedule_executed_equals_the_simulator_at_its_delays(net, processors, steps):
+    cfg, model, tx, encode, xs, ys, params = _setup(net, processors, steps)
+    sched = _schedule(cfg, processors)
+    delays = delays_for(sched)
+    procs = {p.processor for p in sched.placements}
+    assert len(procs) > 1  # the tasks really are spread over processors
+    key = jax.random.key(2)
+    ex = task_executor.TaskExecutor(model, sched, delays, tx, loss_name=cfg.train.loss, num_classes=10,
+                                    encode_fn=encode, devices=[jax.devices()[0]] * processors)
+    st = ex.init(params)
+    mets = []
+    for k in range(steps):
+        st, m = ex.step(st, xs[k], ys[k], key)
+        mets += m
+    st, m = ex.drain(st, key)
+    mets += m
+    got = ex.params(st)
+    assert len(mets) == steps and not st["kept"] and not st["inputs"]  # every iteration finished, nothing left
+
+    ref_step = jax.jit(pipesim.make_train_step(
+        model, tx, delays=delays, mode="stash",
+        loss_fn_from_output=lambda out, y: losses.compute_loss(cfg.train.loss, out, y, 10), encode_fn=encode))
+    ref = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos])
+    ref_losses = []
+    for k in range(steps):
+        ref, m = ref_step(ref, xs[k], ys[k], key)
+        ref_losses.append(float(m["loss"]))
+    leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]
+    moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref.params)))
+    err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref.params)))
+    assert moved > 1e-3 and err < 1e-6 * max(1.0, moved / 1e-2), (err, moved, delays)
+    np.testing.assert_allclose([float(a[0]) for a in mets], ref_losses, rtol=1e-5, atol=1e-6)
+
+
+def test_delays_that_do_not_match_the_order_are_refused():
+    """Delays of zero ask a forward for a weight version its schedule has not made yet."""
+    cfg, model, tx, encode, xs, ys, params = _setup("fc_digits", 2, 4)
+    sched = _schedule(cfg, 2)
+    assert max(delays_for(sched)) > 0
+    ex = task_executor.TaskExecutor(model, sched, [0] * model.num_layers, tx, loss_name=cfg.train.loss,
+                                    num_classes=10, encode_fn=encode, devices=[jax.devices()[0]] * 2)
+    st = ex.init(params)
+    with pytest.raises(RuntimeError, match="needs weight version 1"):
+        for k in range(4):
+            st, _ = ex.step(st, xs[k], ys[k], jax.random.key(0))
+
+
+def test_split_or_foreign_schedules_are_refused():
+    cfg, model, tx, encode, *_ = _setup("fc_digits", 2, 1)
+    sched = _schedule(cfg, 2)
+    import dataclasses
+    split = dataclasses.replace(sched, placements=tuple(
+        dataclasses.replace(p, task=p.task + ".0") if p.task == "W0" else p for p in sched.placements))
+    with pytest.raises(ValueError, match=r"task 'W0.0' is not an unsplit"):
+        task_executor.TaskExecutor(model, split, [1, 0], tx, loss_name="ce_mem", num_classes=10, encode_fn=encode)
+    missing = dataclasses.replace(sched, placements=tuple(p for p in sched.placements if p.task != "BL0"))
+    with pytest.raises(ValueError, match=r"missing \[\('BL', 0\)\]"):
+        task_executor.TaskExecutor(model, missing, [1, 0], tx, loss_name="ce_mem", num_classes=10, encode_fn=encode)
+    with pytest.raises(ValueError, match="3 delays for 2 layers"):
+        task_executor.TaskExecutor(model, sched, [1, 0, 0], tx, loss_name="ce_mem", num_classes=10, encode_fn=encode)
+    with pytest.raises(ValueError, match="uses 2 processors, 1 device"):
+        task_executor.TaskExecutor(model, sched, [1, 0], tx, loss_name="ce_mem", num_classes=10, encode_fn=encode,
+                                   devices=jax.devices()[:1])
