@@ -81,7 +81,6 @@ def test_config_stages_and_their_delays():
 
 @pytest.mark.parametrize("field,value,message", [
     ("execute", "pipedream", "unknown pipeline.execute"),
-    ("execute", "spikepipe", "not implemented yet"),
     ("stages", 9, "exceeds the network's 8 weight layers"),
     ("stages", -1, "pipeline.stages must be an integer >= 0"),
     ("microbatches", 0, "pipeline.microbatches must be a positive integer"),
@@ -111,6 +110,17 @@ def test_make_plan_checks_devices_batch_and_mode():
     cfg.pipeline.delays = "none"
     plan = executor.make_plan(cfg, 4)
     assert (plan.mode, plan.data, plan.num_stages, plan.microbatches) == ("1f1b", 2, 2, 1)
+    cfg.pipeline.execute, cfg.pipeline.stages = "spikepipe", 3  # one schedule processor per device
+    with pytest.raises(ValueError, match="pipeline.stages=3 needs 3 devices, got 4"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.stages, cfg.pipeline.microbatches = 0, 2
+    with pytest.raises(ValueError, match="microbatches=2: spikepipe"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.microbatches, cfg.pipeline.simulate = 1, "stash"
+    with pytest.raises(ValueError, match="set pipeline.simulate='none'"):
+        executor.make_plan(cfg, 4)
+    cfg.pipeline.simulate = "none"
+    assert executor.make_plan(cfg, 4).processors == 4
 
 
 @pytest.mark.parametrize("net,num_stages", [("fc_small", 2), ("conv_medium", 2), ("conv_medium", 3),
@@ -233,6 +243,21 @@ def test_command_line_gpipe_equals_none_and_1f1b_equals_simulator(tmp_path):
     assert _max_diff(params["1f1b"], params["sim"]) < 1e-5
 
 
+def test_command_line_spikepipe_equals_simulator_at_its_schedules_delays(tmp_path):
+    """execute=spikepipe runs the SpikePipe schedule of the config's network on the devices and
+    logs its delays; the stash simulator at those delays ends with the same parameters."""
+    base = ["--config=configs/conv_digits.py:smoke", "--config.train.epochs=2"]
+    r = _train(base + ["--config.pipeline.execute=spikepipe"], tmp_path / "sp", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(l for l in r.stderr.splitlines() if "pipeline spikepipe: 2 processor(s)" in l)
+    delays = line.split("delays [")[1].split("]")[0].replace(" ", "")
+    placed = line.split("; ")[-1]
+    assert "@0" in placed and "@1" in placed and placed.count("@") == 11  # F, BL, W x 3 + BG x 2
+    r = _train(base + ["--config.pipeline.simulate=stash", f"--config.pipeline.delays={delays}"], tmp_path / "sim", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _max_diff(_params(tmp_path / "sp"), _params(tmp_path / "sim")) < 1e-5
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--config.pipeline.execute=gpipe", "--config.pipeline.stages=3"], "pipeline.stages=3 exceeds the network's 2"),
     (["--config.pipeline.execute=1f1b", "--config.pipeline.stages=2", "--config.pipeline.microbatches=2"],
@@ -256,11 +281,12 @@ def test_command_line_stages_must_divide_devices(tmp_path):
     assert "error: pipeline.stages=3 does not divide the 2 devices" in r.stderr
 
 
-@pytest.mark.parametrize("mode", ["1f1b", "gpipe"])
+@pytest.mark.parametrize("mode", ["1f1b", "gpipe", "spikepipe"])
 def test_resume_after_kill9_equals_uninterrupted(tmp_path, mode):
     """The executors' whole state is checkpointed and a second run resumes from it: 1F1B's
     (asynchronous) stashed vjps, labels and the messages in flight, one file per process;
-    GPipe's tick-synchronous state with orbax-checkpoint, sharded."""
+    GPipe's tick-synchronous state with orbax-checkpoint, sharded; SpikePipe's tasks in flight
+    (weight versions, kept spikes, LIF vjps, gradients) in one file."""
     args = ["--config=configs/fc_digits.py", "--config.model.num_steps=4", "--config.train.batch_size=16",
             "--config.data.max_train=512", "--config.data.max_test=64", "--config.train.epochs=4",
             "--config.train.checkpoint_every_steps=5", "--config.train.log_every_steps=4",
@@ -276,6 +302,8 @@ def test_resume_after_kill9_equals_uninterrupted(tmp_path, mode):
     def saved():
         if mode == "1f1b":  # written atomically
             return (killed / "checkpoint_async" / "process_0.msgpack").exists()
+        if mode == "spikepipe":
+            return (killed / "checkpoint_tasks.msgpack").exists()
         return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
     deadline = time.time() + 300

@@ -55,8 +55,8 @@ Several processes (``jax.distributed``, :func:`spikepipe_jax.runtime.initialize_
 the mesh spans every process's devices and nothing here changes; the training loop feeds each
 process the same global batch and gathers the state for checkpoints.
 
-Not executed here: SpikePipe's own placements (F/B/W of one layer on different devices) —
-``pipeline.execute="spikepipe"`` is rejected with that message.
+SpikePipe's own placements (F/B/W of one layer on different devices) run in
+:mod:`spikepipe_jax.train.task_executor` (``pipeline.execute="spikepipe"``).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ from spikepipe_jax.train import losses
 from spikepipe_jax.train import stages as stages_lib
 
 MODES = ("none", "gpipe", "1f1b", "spikepipe")
-EXECUTED = ("gpipe", "1f1b")
+EXECUTED = ("gpipe", "1f1b")  # by this module's Executor (1f1b: also async_executor; spikepipe: task_executor)
 
 
 class ExecState(NamedTuple):
@@ -104,6 +104,7 @@ class Plan:
     stages: tuple[tuple[int, int], ...]
     data: int          # devices on the "data" axis
     microbatches: int  # GPipe's M (1 for 1F1B)
+    processors: int = 0  # spikepipe: the schedule's processors (one device each)
 
     @property
     def num_stages(self) -> int:
@@ -125,13 +126,25 @@ def make_plan(config, num_devices: int) -> Plan:
     mode = p.get("execute", "none")
     if mode not in MODES:
         raise ValueError(f"unknown pipeline.execute {mode!r}; expected one of {MODES}")
-    if mode == "spikepipe":
-        raise ValueError("pipeline.execute='spikepipe' is not implemented yet: the executor runs 'gpipe' and "
-                         "'1f1b'; SpikePipe schedules are modelled (scripts.schedule) and their delays trained "
-                         "with pipeline.delays")
     micro = p.get("microbatches", 1)
     if isinstance(micro, bool) or not isinstance(micro, int) or micro < 1:
         raise ValueError(f"pipeline.microbatches must be a positive integer, got {micro!r}")
+    for field, off in (("delays", "none"), ("mitigation", "none"), ("simulate", "none")):
+        if p.get(field, off) != off:
+            raise ValueError(f"pipeline.execute={mode!r} runs the pipeline itself (its delays are the "
+                             f"schedule's); set pipeline.{field}={off!r}, got {p.get(field)!r}")
+    if mode == "spikepipe":  # one processor of the schedule per device (train/task_executor.py)
+        procs = p.get("stages", 0) or num_devices
+        if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
+            raise ValueError(f"pipeline.stages must be a non-negative integer, got {p.get('stages')!r}")
+        if procs != num_devices:
+            raise ValueError(f"pipeline.execute='spikepipe' places the schedule's processors one per device: "
+                             f"pipeline.stages={procs} needs {procs} devices, got {num_devices}")
+        if micro != 1:
+            raise ValueError(f"pipeline.microbatches={micro}: spikepipe feeds whole mini-batches; set it to 1")
+        layers = len(config.model.layers)
+        return Plan(mode=mode, stages=tuple((l, l + 1) for l in range(layers)), data=1, microbatches=1,
+                    processors=procs)
     stages = stages_lib.config_stages(config)  # validates pipeline.stages
     num_stages = len(stages)
     if num_devices % num_stages:
@@ -145,10 +158,6 @@ def make_plan(config, num_devices: int) -> Plan:
     if batch % (data * micro):
         raise ValueError(f"train.batch_size={batch} must be divisible by {data} data-parallel replica(s) x "
                          f"pipeline.microbatches={micro}")
-    for field, off in (("delays", "none"), ("mitigation", "none"), ("simulate", "none")):
-        if p.get(field, off) != off:
-            raise ValueError(f"pipeline.execute={mode!r} runs the pipeline itself (its delays are the "
-                             f"schedule's); set pipeline.{field}={off!r}, got {p.get(field)!r}")
     return Plan(mode=mode, stages=stages, data=data, microbatches=micro)
 
 

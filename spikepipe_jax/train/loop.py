@@ -39,7 +39,7 @@ from spikepipe_jax import data as data_lib
 from spikepipe_jax import native, runtime, snn
 from spikepipe_jax import spec as spec_lib
 from spikepipe_jax.io import atomic_write_json, atomic_write_text
-from spikepipe_jax.train import async_executor, checkpoint, executor, losses, pipesim, transport
+from spikepipe_jax.train import async_executor, checkpoint, executor, losses, pipesim, task_executor, transport
 from spikepipe_jax.train import optimizer as optimizer_lib
 from spikepipe_jax.train import pipeline as pipeline_lib
 from spikepipe_jax.train.step import TrainState, step_metrics
@@ -342,11 +342,15 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     execute = config.pipeline.get("execute", "none")
     # the tick-synchronous executor's sharded state: orbax-checkpoint (checkpoint.ShardedCheckpoints);
     # the asynchronous 1F1B executor: one file per process (async_executor.AsyncExecutor.save); else msgpack
+    # the SpikePipe task executor: one msgpack file (task_executor.TaskExecutor.save)
     sharded = (checkpoint.ShardedCheckpoints(os.path.join(workdir, checkpoint.ORBAX_DIR))
-               if execute not in ("none", "1f1b") else None)
+               if execute == "gpipe" else None)
     async_dir = os.path.join(workdir, async_executor.CHECKPOINT_DIR)
+    tasks_path = os.path.join(workdir, task_executor.CHECKPOINT_FILE)
     if execute == "1f1b":
         have_checkpoint = checkpoint.exists(os.path.join(async_dir, f"process_{jax.process_index()}.msgpack"))
+    elif execute == "spikepipe":
+        have_checkpoint = checkpoint.exists(tasks_path)
     else:
         have_checkpoint = sharded.exists() if sharded else checkpoint.exists(ckpt_path)
     if have_checkpoint and os.path.exists(config_path):
@@ -385,6 +389,18 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             compiler_options=compiler_options(t_cfg.get("cpu_gemm", "eigen")))
         state = runner.init(params)
         log(f"pipeline {plan.mode} (asynchronous): stages {list(plan.stages)} x {plan.data} data-parallel")
+    elif execute == "spikepipe":  # the SpikePipe schedule's tasks on its processors (train/task_executor.py)
+        plan = executor.make_plan(config, len(devices))
+        schedule, sched_delays = task_executor.config_schedule(config, plan.processors)
+        runner = task_executor.TaskExecutor(
+            model, schedule, sched_delays, optimizer_lib.make_base_optimizer(t_cfg, total_steps),
+            loss_name=t_cfg.loss, num_classes=dataset.num_classes,
+            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
+            devices=devices, batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape)
+        state = runner.init(params)
+        placement = ", ".join(f"{p.task}@{p.processor}" for p in sorted(schedule.placements, key=lambda p: p.task))
+        log(f"pipeline spikepipe: {plan.processors} processor(s), period {schedule.period} cycles, "
+            f"delays {sched_delays}; {placement}")
     elif execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
         plan = executor.make_plan(config, len(devices))
         runner = executor.Executor(
@@ -412,8 +428,11 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal))
     resumed_from = 0
     is_async = isinstance(runner, async_executor.AsyncExecutor)
+    is_tasks = isinstance(runner, task_executor.TaskExecutor)
     if is_async:
         restored = runner.restore_latest(async_dir, state, warn=logging.warning)
+    elif is_tasks:
+        restored = runner.restore_latest(tasks_path, state, warn=logging.warning)
     elif runner:
         state = runner.place(state)  # restored into the mesh's shardings
         restored = sharded.restore_latest(state, warn=logging.warning)
@@ -421,13 +440,14 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         restored = checkpoint.restore_latest(ckpt_path, state, warn=logging.warning)
     if restored is not None:
         state, path = restored
-        resumed_from = int(state.step)
+        resumed_from = int(state["fed"] if is_tasks else state.step)
         log(f"resumed from {path} at step {resumed_from}")
     if runner is None and jax.process_count() > 1:
         state = jax.device_get(state)  # host values, the same in every process, onto the global mesh
-    state = runner.place(state) if runner else jax.device_put(state, replicated)
-    state = jax.block_until_ready(state)
-    if is_async:  # host arrays, the same in every process
+    if not is_tasks:
+        state = runner.place(state) if runner else jax.device_put(state, replicated)
+        state = jax.block_until_ready(state)
+    if is_async or is_tasks:  # host arrays, the same in every process
         params_of = lambda st: jax.device_put(runner.params(st), replicated)
     else:
         params_of = runner.params if runner else (lambda st: st.params)
@@ -437,6 +457,9 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         messages it waited for to save them)."""
         if is_async:  # every process writes its own stages
             return runner.save(async_dir, st)
+        if is_tasks:
+            runner.save(tasks_path, st)
+            return st
         if sharded:  # every process writes its own shards
             sharded.save(int(st.step), st)
         else:
@@ -478,7 +501,8 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             # the batch on the device before the step: with the synchronous dispatch of
             # runtime.configure_allocator the step then runs inline and frees its temporary
             # buffer before the next step allocates one (a heap that stays at one buffer)
-            batch = (xb, yb) if is_async else jax.block_until_ready(jax.device_put((xb, yb), data_sharding))
+            batch = ((xb, yb) if is_async or is_tasks
+                     else jax.block_until_ready(jax.device_put((xb, yb), data_sharding)))
             state, m = train_step(state, *batch, train_key)
             step += 1
             if runner and step == total_steps:  # 1F1B: finish the batches still in flight

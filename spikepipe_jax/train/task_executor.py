@@ -33,17 +33,39 @@ messages; not wired here).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Optional, Sequence
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from spikepipe_jax import snn
-from spikepipe_jax.train import losses
+from spikepipe_jax.io import atomic_write_bytes
+from spikepipe_jax.train import checkpoint, losses
 
 KINDS = ("F", "BL", "BG", "W")
+CHECKPOINT_FILE = "checkpoint_tasks.msgpack"  # in the run's workdir (the previous one kept beside it)
+
+
+def config_schedule(config, processors: int):
+    """The SpikePipe schedule ``scripts.schedule`` makes for this config's network on
+    ``processors`` processors (the cost model's tasks with ``config.hardware``, LayerPipe2's
+    delays on the update loops, the backward split into LIF and GEMM parts, ideal links, no task
+    splitting), validated, and the delays its timeline implies."""
+    from spikepipe_jax.hardware.mapping import training_tasks_from_config
+    from spikepipe_jax.schedule import delays_for, validate
+    from spikepipe_jax.schedule.policies import spikepipe_schedule
+    from spikepipe_jax.schedule.retiming import layerpipe_delays
+    from spikepipe_jax.schedule.training_graph import graph_from_tasks
+
+    tasks = training_tasks_from_config(config)
+    g = graph_from_tasks(tasks, delays=layerpipe_delays(len(tasks) // 3), split_backward=True)
+    sched = spikepipe_schedule(g, processors)
+    validate(sched)  # raises naming the violations
+    return sched, [int(d) for d in delays_for(sched)]
 
 
 def _task_kind(name: str) -> tuple[str, int]:
@@ -59,8 +81,14 @@ class TaskExecutor:
     every task that starts before the next mini-batch's first one; ``drain`` finishes the rest."""
 
     def __init__(self, model: snn.ModelDef, schedule, delays: Sequence[int], tx: optax.GradientTransformation, *,
-                 loss_name: str, num_classes: int, encode_fn: Callable, devices: Optional[Sequence[Any]] = None):
+                 loss_name: str, num_classes: int, encode_fn: Callable, devices: Optional[Sequence[Any]] = None,
+                 batch_size: int = 0, num_steps: int = 0, input_shape: Sequence[int] = ()):
+        if jax.process_count() > 1:
+            raise ValueError("pipeline.execute='spikepipe' runs in one process (its tasks' messages between "
+                             "processes are not wired yet); use 1f1b or gpipe across processes")
         self.model = model._replace(native="off")
+        # batch_size, num_steps, input_shape: the shapes of a restored checkpoint's kept vjps
+        self.batch_size, self.num_steps, self.input_shape = batch_size, num_steps, tuple(input_shape)
         self.tx, self.loss_name, self.num_classes, self.encode_fn = tx, loss_name, num_classes, encode_fn
         self.delays = [int(d) for d in delays]
         self.names = [info.name for info in model.infos]
@@ -185,7 +213,7 @@ class TaskExecutor:
             return None
         if kind == "BL":
             g = jnp.ones((), jnp.float32) if last else jax.device_put(kept.pop(("g", l, i)), dev)
-            dcur, dneuron = self._bl(kept.pop(("vjp", l, i)), g)
+            dcur, dneuron = self._bl(jax.device_put(kept.pop(("vjp", l, i)), dev), g)
             kept[("dcur", l, i)], kept[("dneuron", l, i)] = dcur, dneuron
             return None
         if kind == "BG":
@@ -222,19 +250,113 @@ class TaskExecutor:
 
     def step(self, state: dict, x, y, key) -> tuple[dict, list]:
         """Feeds iteration ``fed`` (host ``x`` ``[B, ...]``, ``y`` ``[B]``) and runs the tasks that
-        start before iteration ``fed + 1``'s first; returns the new state and ``[loss, correct]``
-        of each iteration that finished."""
+        start before iteration ``fed + 1``'s first; returns the new state and the metrics of the
+        iterations that finished (:meth:`_metrics`)."""
         state = self._copy(state)
+        state["key"] = key
         i = state["fed"]
         state["inputs"][i] = (np.asarray(x), np.asarray(y))
         state["fed"] = i + 1
         first = min(t0 for t0, *_ in self.tasks)
-        return state, self._advance(state, first + (i + 1) * self.period, key)
+        return state, self._metrics(self._advance(state, first + (i + 1) * self.period, key))
 
-    def drain(self, state: dict, key) -> tuple[dict, list]:
-        """Runs every task left (no new iteration enters)."""
+    def _metrics(self, finished: list) -> dict:
+        """Loss / accuracy of the iterations that finished (``count``; ``finished``: their
+        ``[loss, correct]``); ``finite``: their losses."""
+        if not finished:
+            return {"loss": 0.0, "accuracy": 0.0, "count": 0, "finite": True, "finished": []}
+        met = np.asarray(jnp.stack([jax.device_get(m) for m in finished]))
+        return {"loss": float(met[:, 0].mean()), "accuracy": float(met[:, 1].sum() / (len(met) * self.batch_size))
+                if self.batch_size else float("nan"), "count": len(met),
+                "finite": bool(np.isfinite(met[:, 0]).all()), "finished": list(met)}
+
+    def drain(self, state: dict, key=None) -> tuple[dict, list]:
+        """Runs every task left (no new iteration enters; ``key``: the steps' encoder key)."""
         state = self._copy(state)
-        return state, self._advance(state, float("inf"), key)
+        return state, self._metrics(self._advance(state, float("inf"), state.get("key") if key is None else key))
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def save(self, path: str, state: dict) -> None:
+        """Writes the whole state (weight versions, optimiser states, the values kept for
+        iterations in flight, their batches; the LIF vjps as their arrays) atomically, keeping
+        the previous file (:func:`spikepipe_jax.train.checkpoint.prev_path`)."""
+        host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
+        kept = {}
+        for k, v in state["kept"].items():
+            name = "|".join(str(part) for part in k)
+            kept[name] = ({str(j): a for j, a in enumerate(host(jax.tree.leaves(v)))} if k[0] == "vjp" else host(v))
+        blob = {"layers": {str(l): {"versions": {str(v): host(p) for v, p in lay["versions"].items()},
+                                    "opt": flax.serialization.to_state_dict(host(lay["opt"])),
+                                    "updates": lay["updates"]} for l, lay in enumerate(state["layers"])},
+                "kept": kept, "inputs": {str(i): {"x": x, "y": y} for i, (x, y) in state["inputs"].items()},
+                "ran": ["|".join(str(part) for part in r) for r in sorted(state["ran"])],
+                "fed": state["fed"], "done_tasks_from": state["done_tasks_from"],
+                "key": np.asarray(jax.random.key_data(state["key"])) if "key" in state else np.zeros(0, np.uint32)}
+        if os.path.exists(path):
+            os.replace(path, checkpoint.prev_path(path))
+        atomic_write_bytes(path, flax.serialization.msgpack_serialize(blob))
+
+    def _read(self, path: str, template: dict) -> dict:
+        try:
+            with open(path, "rb") as f:
+                blob = flax.serialization.msgpack_restore(f.read())
+            layers = []
+            for l, tmpl in enumerate(template["layers"]):
+                d, dev = blob["layers"][str(l)], self.device[("W", l)]
+                p0 = tmpl["versions"][0]
+                layers.append({"versions": {int(v): jax.device_put(flax.serialization.from_state_dict(p0, p), dev)
+                                            for v, p in d["versions"].items()},
+                               "opt": jax.device_put(flax.serialization.from_state_dict(tmpl["opt"], d["opt"]), dev),
+                               "updates": int(d["updates"])})
+            kept = {}
+            for name, v in blob["kept"].items():
+                parts = name.split("|")
+                k = (parts[0],) + tuple(int(q) for q in parts[1:])
+                if k[0] == "vjp":
+                    treedef = self._vjp_treedef(k[1], layers[k[1]]["versions"])
+                    v = jax.tree.unflatten(treedef, [jnp.asarray(v[str(j)]) for j in range(len(v))])
+                elif isinstance(v, dict):  # a parameter dict (weights kept for BG / W)
+                    v = jax.tree.map(jnp.asarray, v)
+                else:
+                    v = jnp.asarray(v)
+                kept[k] = v
+            ran = set()
+            for r in blob["ran"]:
+                kind, l, i = r.split("|")
+                ran.add((kind, int(l), int(i)))
+            state = {"layers": layers, "kept": kept,
+                     "inputs": {int(i): (e["x"], e["y"]) for i, e in blob["inputs"].items()},
+                     "ran": ran, "fed": int(blob["fed"]), "done_tasks_from": int(blob["done_tasks_from"])}
+            if blob["key"].size:
+                state["key"] = jax.random.wrap_key_data(jnp.asarray(blob["key"]))
+            return state
+        except Exception as e:  # damaged, or from another network / schedule
+            raise ValueError(f"checkpoint {path} is corrupt or does not match this config: "
+                             f"{type(e).__name__}: {e}") from None
+
+    def _vjp_treedef(self, l: int, versions: dict):
+        p = next(iter(versions.values()))
+        t, b = self.num_steps, self.batch_size
+        shape = self.input_shape if l == 0 else tuple(self.model.infos[l - 1].out_shape)
+        x = jax.ShapeDtypeStruct((t, b) + tuple(shape), jnp.float32)
+        y = jax.ShapeDtypeStruct((b,), jnp.int32) if l == self.model.num_layers - 1 else None
+        return jax.tree.structure(self._f[l].eval_shape(p, x, y)[1])
+
+    def restore_latest(self, path: str, template: dict, *, warn: Callable[[str], None]):
+        """The newest readable checkpoint at ``path`` (the previous one if the newest is damaged,
+        saying so); ``None`` if there is none."""
+        prev = checkpoint.prev_path(path)
+        for j, p in enumerate((path, prev)):
+            if not os.path.exists(p):
+                continue
+            try:
+                return self._read(p, template), p
+            except ValueError as e:
+                if j == 1 or not os.path.exists(prev):
+                    raise
+                os.replace(path, path + ".corrupt")
+                warn(f"{e}; moved it to {path}.corrupt and resumed from the previous checkpoint {prev}")
+        return None
 
     def params(self, state: dict) -> dict:
         """The network's newest parameters (host arrays)."""
