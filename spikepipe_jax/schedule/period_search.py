@@ -50,15 +50,19 @@ The processor policies and task splitting on top of this are in ``policies.py``.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
-from spikepipe_jax.schedule.bounds import check_processors, lower_bound as graph_lower_bound
+from spikepipe_jax.schedule.bounds import check_processors, max_cycle_ratio, period_bounds
 from spikepipe_jax.schedule.comm import CommModel, bytes_communicated
 from spikepipe_jax.schedule.comm_search import affinity_assign, reduce_comm
 from spikepipe_jax.schedule.graph import TaskGraph
 from spikepipe_jax.schedule.indexed import IndexedGraph
-from spikepipe_jax.schedule.phases import hybrid_phase, list_phase, sequential
+from spikepipe_jax.schedule.phases import frame_retiming, hybrid_phase, list_phase, retimed_phase, sequential
 from spikepipe_jax.schedule.validate import Schedule, normalize
+
+
+FULL_SEARCH_TASKS = 256  # graphs up to this size search the list / hybrid phases in full
 
 
 def search_period(lb: int, ub: int, attempt: Callable[[int], object | None], rel_tol: float = 2.5e-3):
@@ -124,7 +128,11 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
         fx = [int(fixed[t.name]) for t in g.tasks]
         if any(not 0 <= p < processors for p in fx):
             raise ValueError(f"fixed assignment uses a processor outside [0, {processors})")
-    lb = graph_lower_bound(g, processors) if lower_bound is None else lower_bound
+    if lower_bound is None:
+        pb = period_bounds(g, processors)
+        lb, tinf = pb["lower_bound"], pb["iteration_bound_exact"]
+    else:
+        lb, tinf = lower_bound, None
     if fx is not None:
         loads = [0] * processors
         for v, p in enumerate(fx):
@@ -135,14 +143,26 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
     seq_ii, seq_t, seq_p = sequential(prep)
     ub = max(lb, seq_ii + sum(tr for _, _, _, tr in prep.edges))
 
-    if phases is None:
-        loop_share = sum(prep.in_loop) / max(1, prep.n)
+    loop_share = sum(prep.in_loop) / max(1, prep.n)
+    default = phases is None
+    if default:
         # the hybrid phase list-schedules only the loop tasks and packs the rest; when nearly
         # every task is on a loop it is the list phase again
         phases = ("list",) if loop_share > 0.9 else ("hybrid", "list")
     heights: dict[int, list[int]] = {}
+    retiming: list[list[int]] = []
 
     def run(ph: str, ii: int):
+        if ph in ("retimed", "retimed_hybrid"):
+            if not retiming:
+                c = max_cycle_ratio(g)[0] if tinf is None else Fraction(tinf)
+                retiming.append(frame_retiming(prep, max(1, math.ceil(c))))
+            if retiming[0] is None:
+                return None
+            if ph == "retimed":
+                r = retimed_phase(prep, processors, ii, retiming[0], fx)
+                return r and r[:2]
+            return hybrid_phase(prep, processors, ii, (), fx, retiming=retiming[0])
         if ii not in heights:
             heights.clear()
             heights[ii] = prep.heights(ii)
@@ -158,15 +178,30 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
             return r and r[:2]
         raise ValueError(f"unknown phase {ph!r}")
 
-    def attempt(ii: int):
-        for ph in phases:
-            r = run(ph, ii)
-            if r is not None:
-                return ph, r
-        return None
+    def attempt_with(phs: Sequence[str]):
+        def attempt(ii: int):
+            for ph in phs:
+                r = run(ph, ii)
+                if r is not None:
+                    return ph, r
+            return None
+        return attempt
 
+    attempt = attempt_with(phases)
     names = [t.name for t in g.tasks]
-    found = search_period(lb, ub, attempt)
+    if default:
+        # the one-pass retimed phases first (cheap); then the list / hybrid phases, whose
+        # failures cost up to 4 placements per task: on small graphs always, on larger ones if
+        # they beat the retimed period at one period below it
+        fast = ("retimed_hybrid", "retimed") if loop_share <= 0.9 else ("retimed",)
+        found = search_period(lb, ub, attempt_with(fast))
+        if found is None or (found[0] > lb and (prep.n <= FULL_SEARCH_TASKS
+                                                or attempt(found[0] - 1) is not None)):
+            slow = search_period(lb, ub, attempt)
+            if found is None or (slow is not None and slow[0] <= found[0]):
+                found = slow
+    else:
+        found = search_period(lb, ub, attempt)
     if found is None:
         if fx is not None and len(set(fx)) > 1:
             raise ValueError("no schedule found for the fixed processor assignment")
