@@ -38,9 +38,23 @@ Adam, Chandy & Dickson, CACM 1974):
    longest paths (between components they always have a solution).  Near-perfect packing when
    loops are few; when over 90 % of the tasks are on loops (training graphs) only the list phase
    is used.
-6. II is searched upward from :math:`II_{min}` (growing steps, then bisection to 0.25 %); the
-   sequential schedule on one processor with II = sum of durations always exists.
-7. At the period found, when edges carry bytes: the list phase is run again choosing
+6. **Retimed phase** (after Leiserson & Saxe's retiming, Algorithmica 1991, applied as in
+   decomposed software pipelining): iteration offsets :math:`r_v = \lfloor a_v / c \rfloor` from
+   the longest-path potentials :math:`a` at :math:`c = \lceil T_\infty \rceil` make every
+   retimed distance :math:`d + r_v - r_u` non-negative and leave the retimed distance-0 edges a
+   DAG with paths under :math:`c + \max t`; that DAG is list scheduled once, in a topological
+   order (largest height first), each task at its earliest start free modulo II on any processor
+   (``phases.retimed_phase``; no repair).  When the loops are short against II (loop-dense
+   graphs far above their iteration bound) this packs near the resource bound where the
+   iterative list phase stalls; ``retimed_hybrid`` places only the loop tasks this way and
+   packs the rest as in 5.
+7. II is searched upward from :math:`II_{min}` (growing steps, then bisection to 0.25 %); the
+   sequential schedule on one processor with II = sum of durations always exists.  By default
+   the retimed phases are searched first (one pass each, cheap); the list / hybrid phases are
+   then searched as well on graphs of up to ``FULL_SEARCH_TASKS`` tasks, and on larger ones
+   only if they succeed one period below the retimed phases' period (a failing list phase costs
+   up to 4 placements per task); the smaller period wins, the list / hybrid one on a tie.
+8. At the period found, when edges carry bytes: the list phase is run again choosing
    processors by bytes moved first, and a local search moves single tasks next to their
    neighbours while every constraint still holds; whichever moves fewer bytes is kept.
 
@@ -95,7 +109,7 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
                     fixed: Mapping[str, int] | None = None, min_period: int | None = None,
                     method: str = "spikepipe", phases: Sequence[str] | None = None,
                     prefer_fewer_bytes: bool = True, lower_bound: int | None = None) -> Schedule:
-    """Smallest-period schedule found by the list / hybrid phases (module docstring), no splits.
+    """Smallest-period schedule found by the placement phases (module docstring), no splits.
 
     Args:
       g: task graph (tasks are not split here).
@@ -105,8 +119,9 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
       min_period: start the search here instead of the lower bound.
       method: name recorded in the schedule.
       phases: which phases to try at each period, in order (``"list"``, ``"list_comm"``,
-        ``"hybrid"``, ``"affinity"``); default: only the list phase when over 90 % of the
-        tasks are on loops, else the hybrid phase first, then the list phase.
+        ``"hybrid"``, ``"affinity"``, ``"retimed"``, ``"retimed_hybrid"``); default: the
+        retimed phases, then (step 7 of the module docstring) only the list phase when over
+        90 % of the tasks are on loops, else the hybrid phase first, then the list phase.
       prefer_fewer_bytes: at the period found, also run the list phase that picks processors by
         bytes moved first (then finish time) and keep whichever moves fewer bytes.
       lower_bound: ``bounds.lower_bound(g, processors)`` if the caller already has it (it is

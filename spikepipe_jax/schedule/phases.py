@@ -2,8 +2,10 @@ r"""The placement phases at one candidate period II (steps 4 and 5 of ``period_s
 
 :func:`list_phase`: iterative modulo list scheduling (Rau 1994) with HEFT's processor choice;
 :func:`hybrid_phase`: loop tasks list scheduled, the others bin-packed into the free gaps with
-their iteration offsets solved by longest paths (:func:`solve_offsets`); :func:`sequential`: the
-always-feasible schedule on one processor.
+their iteration offsets solved by longest paths (:func:`solve_offsets`); :func:`retimed_phase`:
+one list-scheduling pass over the distance-0 DAG left by a retiming (:func:`frame_retiming`),
+also usable for the hybrid phase's loop tasks; :func:`sequential`: the always-feasible schedule on
+one processor.
 """
 
 from __future__ import annotations
