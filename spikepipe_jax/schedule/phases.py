@@ -1,4 +1,4 @@
-r"""The placement phases at one candidate period II (steps 4 and 5 of ``period_search.py``).
+r"""The placement phases at one candidate period II (steps 4 to 6 of ``period_search.py``).
 
 :func:`list_phase`: iterative modulo list scheduling (Rau 1994) with HEFT's processor choice;
 :func:`hybrid_phase`: loop tasks list scheduled, the others bin-packed into the free gaps with
