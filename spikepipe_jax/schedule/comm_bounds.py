@@ -20,7 +20,9 @@ bounds of ``bounds.py`` (iteration bound, work / P, longest task).
   or pairs exceed X; tags differ per layer, so the layers' costs add up.  :func:`layer_chain_bytes`
   adds the boundaries between whole layers placed apart (a dynamic program over the chain).
 
-:func:`min_period_for_budget` turns either into the smallest period a budget allows.  Pure Python.
+:func:`min_period_for_budget` turns either into the smallest period a budget allows;
+:func:`layer_chain_groups` gives the task groups of the chain bound's cheapest choice (what the
+scheduler tries as budget candidates).  Pure Python.
 """
 
 from __future__ import annotations
@@ -122,12 +124,14 @@ def _layer_triangles(g: TaskGraph) -> list[tuple[tuple[int, int, int], tuple[int
     return out
 
 
-def _triangle_cost(durs: tuple[int, int, int], nb: tuple[int, int, int], x: float) -> float:
-    """Fewest bytes among the groupings of (F, B, W) whose groups each fit in x."""
+def _triangle_cost(durs: tuple[int, int, int], nb: tuple[int, int, int], x: float,
+                   split_only: bool = False) -> float:
+    """Fewest bytes among the groupings of (F, B, W) whose groups each fit in x (with
+    ``split_only``, among those that do not keep all three together)."""
     (tf, tb, tw), (m, d, w) = durs, nb
     options = ((tf + tb + tw, 0, 0, 0), (tf, tb + tw, 0, m + w), (tf + tb, tw, 0, d + w),
                (tf + tw, tb, 0, m + d), (tf, tb, tw, m + d + w))
-    costs = [c for a, b, e, c in options if max(a, b, e) <= x]
+    costs = [c for a, b, e, c in options[1 if split_only else 0:] if max(a, b, e) <= x]
     return min(costs) if costs else math.inf
 
 
@@ -168,11 +172,15 @@ def layer_chain_bytes(g: TaskGraph, x: float) -> float:
     (at least :func:`layer_cut_bytes`).
 
     Relaxation over the chain of layers: a layer is either kept whole (its F, B(L), W on one
-    processor) or cut (at least its :func:`layer_cut_bytes` share).  Consecutive whole layers on
-    one processor form a run whose load (F + B(L) + W each; BG and cut layers counted as 0) is at
-    most x; two consecutive whole layers on different processors pay their boundary (spikes,
-    plus the input gradient or the next layer's delta and weights for its BG task).  Tags differ
-    per layer, so the parts add up; a dynamic program takes the cheapest choice."""
+    processor) or cut (its F, B(L), W on two or three processors: at least the cheapest such
+    grouping's share of :func:`layer_cut_bytes`).  Consecutive whole layers on one processor
+    form a run whose load (F + B(L) + W each; BG and cut layers counted as 0) is at most x; two
+    consecutive whole layers on different processors pay their boundary (spikes, plus the input
+    gradient or the next layer's delta and weights for its BG task: whichever side BG is on,
+    one of the two crosses).  Every whole layer is in a run, so every boundary between whole
+    layers is counted; the bytes of a cut layer's triangle, of each boundary and of the
+    different layers carry different tags and edges, so the parts add up; a dynamic program
+    takes the cheapest choice."""
     tri, loads, bounds = _chain(g)
     n = len(tri)
     if n == 0:
@@ -185,7 +193,7 @@ def layer_chain_bytes(g: TaskGraph, x: float) -> float:
             cur = best[j][flag]
             if cur == inf:
                 continue
-            c = _triangle_cost(*tri[j], x)
+            c = _triangle_cost(*tri[j], x, split_only=True)  # a whole layer is a run
             if c < inf:
                 best[j + 1][0] = min(best[j + 1][0], cur + c)
             enter = cur + (bounds[j - 1] if flag and j > 0 else 0)
@@ -196,6 +204,66 @@ def layer_chain_bytes(g: TaskGraph, x: float) -> float:
                     break
                 best[k + 1][1] = min(best[k + 1][1], enter)
     return min(best[n])
+
+
+_GROUPINGS = (((0, 1, 2),), ((0,), (1, 2)), ((0, 1), (2,)), ((0, 2), (1,)), ((0,), (1,), (2,)))
+
+
+def layer_chain_groups(g: TaskGraph, x: float) -> list[list[str]] | None:
+    """Task groups realising :func:`layer_chain_bytes`'s cheapest choice at load ``x``: each run of
+    whole layers one group (its F, B(L), W and BG tasks), each cut layer's tasks grouped as its
+    cheapest fitting grouping (a BG task with its layer's B(L)), every other task alone; None if
+    no choice fits.  A constructive counterpart of the bound: assigning the groups to processors
+    gives assignments whose bytes are near the bound's (``policies.spikepipe_schedule`` schedules
+    them as budget candidates)."""
+    tri, loads, bounds = _chain(g)
+    n = len(tri)
+    if n == 0 or n != g.num_layers:
+        return None
+    names = {(t.kind, t.layer): t.name for t in g.tasks if t.layer >= 0 and not t.origin}
+    inf = math.inf
+    best = [[inf, inf] for _ in range(n + 1)]
+    parent: list[list[tuple | None]] = [[None, None] for _ in range(n + 1)]
+    best[0][0] = 0.0
+    for j in range(n):
+        for flag in (0, 1):
+            cur = best[j][flag]
+            if cur == inf:
+                continue
+            (tf, tb, tw), (m, d, w) = tri[j]
+            dur = (tf, tb, tw)
+            for grouping, c in zip(_GROUPINGS[1:], (m + w, d + w, m + d, m + d + w)):
+                if max(sum(dur[i] for i in grp) for grp in grouping) <= x and cur + c < best[j + 1][0]:
+                    best[j + 1][0], parent[j + 1][0] = cur + c, ("cut", j, flag, grouping)
+            enter = cur + (bounds[j - 1] if flag and j > 0 else 0)
+            run = 0
+            for k in range(j, n):
+                run += loads[k]
+                if run > x:
+                    break
+                if enter < best[k + 1][1]:
+                    best[k + 1][1], parent[k + 1][1] = enter, ("run", j, flag, None)
+    flag = 0 if best[n][0] <= best[n][1] else 1
+    if best[n][flag] == inf:
+        return None
+    groups: list[list[str]] = []
+    k = n
+    while k > 0:
+        kind, j, prev, grouping = parent[k][flag]
+        if kind == "run":
+            groups.append([names[(kd, l)] for l in range(j, k) for kd in ("F", "B", "BL", "BG", "W")
+                           if (kd, l) in names])
+        else:
+            trio = [names[("F", j)], names.get(("BL", j)) or names[("B", j)], names[("W", j)]]
+            for grp in grouping:
+                members = [trio[i] for i in grp]
+                if 1 in grp and ("BG", j) in names:
+                    members.append(names[("BG", j)])
+                groups.append(members)
+        k, flag = j, prev
+    placed = {t for grp in groups for t in grp}
+    groups.extend([t.name] for t in g.tasks if t.name not in placed)
+    return groups[::-1]
 
 
 def min_period_for_budget(g: TaskGraph, processors: int, budget_bytes: float, *,
@@ -223,4 +291,4 @@ def min_period_for_budget(g: TaskGraph, processors: int, budget_bytes: float, *,
     return math.inf, "layer_chain"
 
 
-__all__ = ["exact_front", "layer_cut_bytes", "layer_chain_bytes", "min_period_for_budget"]
+__all__ = ["exact_front", "layer_cut_bytes", "layer_chain_bytes", "layer_chain_groups", "min_period_for_budget"]
