@@ -145,6 +145,5 @@ def test_layer_chain_bound_never_exceeds_the_exact_front(split_backward):
             chain = comm_bounds.layer_chain_bytes(g, x)
             assert comm_bounds.layer_cut_bytes(g, x) <= chain <= want, (seed, x)
             tighter += chain > comm_bounds.layer_cut_bytes(g, x)
-            groups = comm_bounds.layer_chain_groups(g, x)
-            assert sorted(t for grp in groups for t in grp) == sorted(g.names)
     assert tighter > 0
+

@@ -20,9 +20,7 @@ bounds of ``bounds.py`` (iteration bound, work / P, longest task).
   or pairs exceed X; tags differ per layer, so the layers' costs add up.  :func:`layer_chain_bytes`
   adds the boundaries between whole layers placed apart (a dynamic program over the chain).
 
-:func:`min_period_for_budget` turns either into the smallest period a budget allows;
-:func:`layer_chain_groups` gives the task groups of the chain bound's cheapest choice (what the
-scheduler tries as budget candidates).  Pure Python.
+:func:`min_period_for_budget` turns either into the smallest period a budget allows.  Pure Python.
 """
 
 from __future__ import annotations
@@ -206,66 +204,6 @@ def layer_chain_bytes(g: TaskGraph, x: float) -> float:
     return min(best[n])
 
 
-_GROUPINGS = (((0, 1, 2),), ((0,), (1, 2)), ((0, 1), (2,)), ((0, 2), (1,)), ((0,), (1,), (2,)))
-
-
-def layer_chain_groups(g: TaskGraph, x: float) -> list[list[str]] | None:
-    """Task groups realising :func:`layer_chain_bytes`'s cheapest choice at load ``x``: each run of
-    whole layers one group (its F, B(L), W and BG tasks), each cut layer's tasks grouped as its
-    cheapest fitting grouping (a BG task with its layer's B(L)), every other task alone; None if
-    no choice fits.  A constructive counterpart of the bound: assigning the groups to processors
-    gives assignments whose bytes are near the bound's (``policies.spikepipe_schedule`` schedules
-    them as budget candidates)."""
-    tri, loads, bounds = _chain(g)
-    n = len(tri)
-    if n == 0 or n != g.num_layers:
-        return None
-    names = {(t.kind, t.layer): t.name for t in g.tasks if t.layer >= 0 and not t.origin}
-    inf = math.inf
-    best = [[inf, inf] for _ in range(n + 1)]
-    parent: list[list[tuple | None]] = [[None, None] for _ in range(n + 1)]
-    best[0][0] = 0.0
-    for j in range(n):
-        for flag in (0, 1):
-            cur = best[j][flag]
-            if cur == inf:
-                continue
-            (tf, tb, tw), (m, d, w) = tri[j]
-            dur = (tf, tb, tw)
-            for grouping, c in zip(_GROUPINGS[1:], (m + w, d + w, m + d, m + d + w)):
-                if max(sum(dur[i] for i in grp) for grp in grouping) <= x and cur + c < best[j + 1][0]:
-                    best[j + 1][0], parent[j + 1][0] = cur + c, ("cut", j, flag, grouping)
-            enter = cur + (bounds[j - 1] if flag and j > 0 else 0)
-            run = 0
-            for k in range(j, n):
-                run += loads[k]
-                if run > x:
-                    break
-                if enter < best[k + 1][1]:
-                    best[k + 1][1], parent[k + 1][1] = enter, ("run", j, flag, None)
-    flag = 0 if best[n][0] <= best[n][1] else 1
-    if best[n][flag] == inf:
-        return None
-    groups: list[list[str]] = []
-    k = n
-    while k > 0:
-        kind, j, prev, grouping = parent[k][flag]
-        if kind == "run":
-            groups.append([names[(kd, l)] for l in range(j, k) for kd in ("F", "B", "BL", "BG", "W")
-                           if (kd, l) in names])
-        else:
-            trio = [names[("F", j)], names.get(("BL", j)) or names[("B", j)], names[("W", j)]]
-            for grp in grouping:
-                members = [trio[i] for i in grp]
-                if 1 in grp and ("BG", j) in names:
-                    members.append(names[("BG", j)])
-                groups.append(members)
-        k, flag = j, prev
-    placed = {t for grp in groups for t in grp}
-    groups.extend([t.name] for t in g.tasks if t.name not in placed)
-    return groups[::-1]
-
-
 def min_period_for_budget(g: TaskGraph, processors: int, budget_bytes: float, *,
                           front: Sequence[Sequence[tuple[int, int]]] | None = None) -> tuple[int, str]:
     """``(lower bound on the period of any schedule of g moving <= budget_bytes, how)``.
@@ -291,4 +229,4 @@ def min_period_for_budget(g: TaskGraph, processors: int, budget_bytes: float, *,
     return math.inf, "layer_chain"
 
 
-__all__ = ["exact_front", "layer_cut_bytes", "layer_chain_bytes", "layer_chain_groups", "min_period_for_budget"]
+__all__ = ["exact_front", "layer_cut_bytes", "layer_chain_bytes", "min_period_for_budget"]

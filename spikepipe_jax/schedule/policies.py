@@ -27,7 +27,6 @@ from typing import Callable, Mapping, Sequence
 
 from spikepipe_jax.schedule.bounds import lower_bound
 from spikepipe_jax.schedule.comm import CommModel
-from spikepipe_jax.schedule.comm_bounds import layer_chain_groups, min_period_for_budget
 from spikepipe_jax.schedule.graph import TaskGraph
 from spikepipe_jax.schedule.partition import layer_costs, partition_min_max, pipedream_partition
 from spikepipe_jax.schedule.period_search import modulo_schedule
@@ -122,9 +121,6 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
                 cands += [modulo_schedule(graph, processors, comm=comm, fixed=a, phases=("list",),
                                           lower_bound=lb)
                           for a in tradeoff_assignments(graph, processors, starts=starts)]
-                cands += [modulo_schedule(graph, processors, comm=comm, fixed=a, phases=("list",),
-                                          lower_bound=lb)
-                          for a in chain_assignments(graph, processors, comm_budget)]
         if comm_budget is not None:
             pieces = len(info.get("split", {}))
             points.extend([s.period, s.bytes_communicated, pieces] for s in cands)
@@ -152,36 +148,6 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
             seen.add(key)
             best = _pick([best, both(split_fn(plan), split=plan)], comm_tolerance, comm_budget)
     return done(best)
-
-
-def chain_assignments(g: TaskGraph, processors: int, budget: float,
-                      factors: Sequence[float] = (1.0, 1.1, 1.25, 1.5)) -> list[dict[str, int]]:
-    """Assignments built from the chain bound's cheapest choice (``comm_bounds.layer_chain_groups``)
-    at the smallest load the budget allows (``comm_bounds.min_period_for_budget``) times each
-    factor: its task groups, largest first, each to the least loaded processor.  Empty for a graph
-    with split tasks or no layers, or where no load fits the budget."""
-    if not g.tasks or any(t.origin or t.layer < 0 for t in g.tasks):
-        return []
-    x0, _ = min_period_for_budget(g, processors, budget)
-    if not math.isfinite(x0):
-        return []
-    dur = {t.name: t.duration for t in g.tasks}
-    out, seen = [], set()
-    for f in factors:
-        groups = layer_chain_groups(g, x0 * f)
-        if groups is None:
-            continue
-        load = [0] * processors
-        a: dict[str, int] = {}
-        for grp in sorted(groups, key=lambda grp: (-sum(dur[t] for t in grp), grp)):
-            p = min(range(processors), key=lambda q: (load[q], q))
-            load[p] += sum(dur[t] for t in grp)
-            a.update((t, p) for t in grp)
-        key = tuple(sorted(a.items()))
-        if key not in seen:
-            seen.add(key)
-            out.append(a)
-    return out
 
 
 def stage_assignment(g: TaskGraph, processors: int) -> dict[str, int] | None:
@@ -213,4 +179,4 @@ def _with_info(s: Schedule, **kw) -> Schedule:
     return dataclasses.replace(s, info=info)
 
 
-__all__ = ["batch_split_plan", "chain_assignments", "spikepipe_schedule", "split_plan", "stage_assignment"]
+__all__ = ["batch_split_plan", "spikepipe_schedule", "split_plan", "stage_assignment"]
