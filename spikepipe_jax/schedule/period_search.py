@@ -52,8 +52,9 @@ Adam, Chandy & Dickson, CACM 1974):
    sequential schedule on one processor with II = sum of durations always exists.  By default
    the retimed phases are searched first (one pass each, cheap); the list / hybrid phases are
    then searched as well on graphs of up to ``FULL_SEARCH_TASKS`` tasks, and on larger ones
-   only if they succeed one period below the retimed phases' period (a failing list phase costs
-   up to 4 placements per task); the smaller period wins, the list / hybrid one on a tie.
+   only if the retimed period is more than ``GOOD_ENOUGH`` (1 %) above the lower bound and they
+   succeed one period below it (a failing list phase costs up to 4 placements per task); the
+   smaller period wins, the list / hybrid one on a tie.
 8. At the period found, when edges carry bytes: the list phase is run again choosing
    processors by bytes moved first, and a local search moves single tasks next to their
    neighbours while every constraint still holds; whichever moves fewer bytes is kept.
@@ -77,6 +78,7 @@ from spikepipe_jax.schedule.validate import Schedule, normalize
 
 
 FULL_SEARCH_TASKS = 256  # graphs up to this size search the list / hybrid phases in full
+GOOD_ENOUGH = 0.01  # on larger graphs, a retimed period this close to the lower bound is kept
 
 
 def search_period(lb: int, ub: int, attempt: Callable[[int], object | None], rel_tol: float = 2.5e-3):
@@ -207,11 +209,11 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
     if default:
         # the one-pass retimed phases first (cheap); then the list / hybrid phases, whose
         # failures cost up to 4 placements per task: on small graphs always, on larger ones if
-        # they beat the retimed period at one period below it
+        # the retimed period is not within GOOD_ENOUGH of the bound and they succeed one below it
         fast = ("retimed_hybrid", "retimed") if loop_share <= 0.9 else ("retimed",)
         found = search_period(lb, ub, attempt_with(fast))
-        if found is None or (found[0] > lb and (prep.n <= FULL_SEARCH_TASKS
-                                                or attempt(found[0] - 1) is not None)):
+        if found is None or (found[0] > lb and (prep.n <= FULL_SEARCH_TASKS or (
+                found[0] > lb * (1 + GOOD_ENOUGH) and attempt(found[0] - 1) is not None))):
             slow = search_period(lb, ub, attempt)
             if found is None or (slow is not None and slow[0] <= found[0]):
                 found = slow

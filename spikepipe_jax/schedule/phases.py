@@ -332,6 +332,7 @@ def retimed_phase(prep: IndexedGraph, procs: int, ii: int, r: Sequence[int],
     heap = [(-h[v], -dur[v], v) for v in todo if indeg[v] == 0]
     heapq.heapify(heap)
     fullest = [(0, p) for p in range(procs)]  # (-load, processor), sorted
+    last: list[tuple[int, int, int | None] | None] = [None] * procs  # (lo, dur, earliest) per table
     while heap:
         v = heapq.heappop(heap)[2]
         dv, rv = dur[v], r[v]
@@ -350,21 +351,7 @@ def retimed_phase(prep: IndexedGraph, procs: int, ii: int, r: Sequence[int],
                     hi_other = val
                 near[proc[s]] = near.get(proc[s], 0) + b
         best = None
-        if fixed is not None:
-            cands: Sequence[int] = (fixed[v],)
-        else:
-            cands = sorted(near)
-            # the other processors can start v at lo_other at best, and among them the fuller
-            # wins a tie: the first of them (fullest first) free at lo_other is their best
-            top = lo_other + ii - 1 if hi_other is None or hi_other > lo_other + ii - 1 else hi_other
-            if lo_other <= top:
-                for load, p in fullest:
-                    if p not in near and -load + dv <= ii and mrt[p].is_free(lo_other, dv):
-                        best = ((lo_other, 0, load, p), p, lo_other)
-                        break
-                else:
-                    cands += [p for _, p in fullest if p not in near]
-        for p in cands:
+        for p in (sorted(near) if fixed is None else (fixed[v],)):
             m = mrt[p]
             if m.load + dv > ii:
                 continue
@@ -379,6 +366,40 @@ def retimed_phase(prep: IndexedGraph, procs: int, ii: int, r: Sequence[int],
                 key = (start, moved, -m.load, p)
                 if best is None or key < best[0]:
                     best = (key, p, start)
+        top = lo_other + ii - 1 if hi_other is None or hi_other > lo_other + ii - 1 else hi_other
+        if fixed is None and lo_other <= top:
+            # The other processors start v at lo_other at best, and among equal starts the
+            # fuller one wins: the first of them (fullest first) free at lo_other is their best.
+            for load, p in fullest:
+                if p not in near and -load + dv <= ii and mrt[p].is_free(lo_other, dv):
+                    if best is None or (lo_other, 0, load, p) < best[0]:
+                        best = ((lo_other, 0, load, p), p, lo_other)
+                    break
+            else:
+                # Else each one's earliest start over a full turn, by a lower bound first: the
+                # last answer on an unchanged table for an earlier (or equal) start and a shorter
+                # (or equal) task is one (no slot of that length before it, so none longer).
+                order = []
+                for load, p in fullest:
+                    if p in near or -load + dv > ii:
+                        continue
+                    bound, c = lo_other, last[p]
+                    if c is not None and c[1] <= dv and c[0] <= lo_other:
+                        if c[2] is None:
+                            continue
+                        if c[2] > bound:
+                            bound = c[2]
+                    order.append((bound, load, p))
+                order.sort()
+                for bound, load, p in order:
+                    if bound > top or (best is not None and bound > best[0][0]):
+                        break
+                    start = mrt[p].earliest(lo_other, lo_other + ii - 1, dv)
+                    last[p] = (lo_other, dv, start)
+                    if start is not None and start <= top:
+                        key = (start, 0, load, p)
+                        if best is None or key < best[0]:
+                            best = (key, p, start)
         if best is None:
             return None
         _, p, start = best
@@ -386,6 +407,7 @@ def retimed_phase(prep: IndexedGraph, procs: int, ii: int, r: Sequence[int],
             del fullest[bisect.bisect_left(fullest, (-mrt[p].load, p))]
             bisect.insort(fullest, (-mrt[p].load - dv, p))
         mrt[p].insert(start, dv, v)
+        last[p] = None
         x[v], proc[v] = start, p
         for w in g0[v]:
             indeg[w] -= 1
