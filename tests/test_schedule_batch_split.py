@@ -1,5 +1,5 @@
-"""Batch splits of training tasks: durations, bytes (weights broadcast, partial weight-gradient
-sums), the planner, and schedules of split graphs (validated)."""
+"""Batch and reduction splits of training tasks: durations, bytes (weights broadcast, partial
+weight-gradient sums, partial GEMM sums), the planners, and schedules of split graphs (validated)."""
 
 import math
 
@@ -8,7 +8,7 @@ import pytest
 from spikepipe_jax.schedule import (CommModel, bytes_communicated, graph_from_tasks, lower_bound,
                                     modulo_schedule, spikepipe_schedule, toy_training_tasks, validate)
 from spikepipe_jax.schedule.comm import bytes_by_tensor
-from spikepipe_jax.schedule.policies import batch_split_plan
+from spikepipe_jax.schedule.policies import batch_split_plan, reduction_split_plan
 from spikepipe_jax.schedule.study import split_lower_bound
 
 LAYER1 = ("F1", "BL1", "BG1", "W1")
@@ -140,3 +140,53 @@ def test_training_tasks_record_batch_for_the_graph_builder():
     tasks = [dict(t, batch=4) for t in toy_training_tasks(2, seed=0)]
     g = graph_from_tasks(tasks, split_backward=True, split={"F1": (2, "batch")})
     assert {t.name for t in g.tasks} >= {"F1.0", "F1.1"}
+
+
+def test_reduction_split_durations_and_bytes():
+    tasks = toy_training_tasks(3, seed=0)
+    t = by_name(tasks)
+    g = graph_from_tasks(tasks, split_backward=True, cols=8,
+                         split={"F1": (2, "reduction"), "BG1": (2, "reduction")})
+    f1, b1 = t["F1"], t["B1"]
+    fm, fn_ = f1["gemm"]["m"], f1["gemm"]["n"]
+    bm, bn = b1["gemm"]["m"], b1["gemm"]["n"]
+    # pieces: half of the GEMM each, no vector work; the sum adds one partial output (m x n
+    # floats on 8 lanes) and then runs F's vector part (pooling, LIF)
+    assert [g.task(f"F1.{j}").duration for j in range(2)] == [math.ceil(f1["gemm_cycles"] / 2)] * 2
+    assert g.task("F1.sum").duration == math.ceil(fm * fn_ / 8) + f1["vector_cycles"]
+    assert g.task("BG1.sum").duration == math.ceil(bm * bn / 8)
+    edges = {(e.src, e.dst): e for e in g.edges}
+    for j in range(2):
+        assert edges[(f"F1.{j}", "F1.sum")].bytes == fm * fn_ * 4  # partial currents, floats
+        assert edges[(f"BG1.{j}", "BG1.sum")].bytes == bm * bn * 4
+        # each piece gets its block of input channels and of the weights, as distinct data
+        assert edges[("F0", f"F1.{j}")].bytes == f1["bytes_in"] // 2
+        assert edges[("W1", f"F1.{j}")].bytes == f1["bytes_weights"] // 2
+        assert edges[("BL1", f"BG1.{j}")].tag == f"delta1>BG1.{j}"
+    assert edges[("F0", "F1.0")].tag != edges[("F0", "F1.1")].tag
+    # the sums send the outputs
+    assert ("F1.sum", "F2") in edges and ("BG1.sum", "BL0") in edges
+    assert not any(e.src.startswith("F1.") and e.src != "F1.sum" and e.dst != "F1.sum" for e in g.edges)
+    # both pieces on processor 1, everything else on 0: the partial sums do not cross
+    proc = {x.name: 0 for x in g.tasks}
+    proc.update({"F1.0": 1, "F1.1": 1})
+    assert bytes_by_tensor(g, proc)["psum"] == 2 * fm * fn_ * 4
+    assert bytes_by_tensor(g, proc)["spikes"] == f1["bytes_in"]  # both blocks of the input
+    for procs in (2, 3):
+        validate(modulo_schedule(g, procs, comm=CommModel(64, 0)))
+
+
+def test_reduction_split_errors_and_planner():
+    tasks = toy_training_tasks(3, seed=0)
+    for name in ("F0", "W1", "BL1"):
+        with pytest.raises(ValueError, match="reduction split"):
+            graph_from_tasks(tasks, split_backward=True, split={name: (2, "reduction")})
+    g0 = graph_from_tasks(tasks, split_backward=True, cols=8)
+    plan = reduction_split_plan(g0, 4, 3000)
+    assert plan == {"F1": (3, "reduction"), "BG1": (3, "reduction")}
+
+    def split_fn(p):
+        return graph_from_tasks(tasks, split_backward=True, cols=8, split=p)
+
+    s = spikepipe_schedule(g0, 4, split_fn=split_fn, split_reduction=True)
+    validate(s)

@@ -64,11 +64,31 @@ def batch_split_plan(g: TaskGraph, processors: int, target: int, batch: int) -> 
     return out
 
 
+def reduction_split_plan(g: TaskGraph, processors: int, target: int) -> dict[str, tuple[int, str]]:
+    """``{task: (pieces, "reduction")}``: the F and BG tasks (layers >= 1) longer than ``target``
+    cycles, split over the channels their GEMM reduces over (``graph_from_tasks``; at most P
+    pieces and as many as those channels).  Needs the graph's tasks unsplit (``split_extent``
+    of the layer below for F: read from its own F task)."""
+    if target <= 0:
+        return {}
+    channels = {t.layer: t.split_extent for t in g.tasks if t.kind == "F" and not t.origin}
+    out = {}
+    for t in g.tasks:
+        if t.origin or t.layer < 1 or t.kind not in ("F", "BG") or t.duration <= target:
+            continue
+        ext = channels.get(t.layer - 1 if t.kind == "F" else t.layer, 0)
+        k = min(processors, ext, math.ceil(t.duration / target))
+        if k > 1:
+            out[t.name] = (k, "reduction")
+    return out
+
+
 def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                        split_fn: Callable[[Mapping[str, int]], TaskGraph] | None = None,
                        split_targets: Sequence[float] = (1.0, 0.5),
                        unsplit: Schedule | None = None, comm_tolerance: float = 0.01,
-                       comm_budget: float | None = None, split_batch: int = 0) -> Schedule:
+                       comm_budget: float | None = None, split_batch: int = 0,
+                       split_reduction: bool = False) -> Schedule:
     """The proposed scheduler: :func:`modulo_schedule` under three processor policies, plus
     task splitting when it pays (module docstring).
 
@@ -83,6 +103,7 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
       split_batch: samples per iteration B; if >= 2, ``split_fn`` also gets batch splits
         (:func:`batch_split_plan`: ``{task: (pieces, "batch")}``) next to the output-column
         splits, at the same targets.
+      split_reduction: ``split_fn`` also gets reduction splits (:func:`reduction_split_plan`).
       unsplit: the schedule of ``g`` without splits, if already computed.
       comm_tolerance: among candidate schedules (free placement, layer affinity, or the
         standard pipeline's contiguous stages, each with or without splits) whose periods are
@@ -141,7 +162,10 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
     seen = set()
     for frac in split_targets:
         target = max(1, int(res * frac))
-        for plan in (split_plan(g, processors, target), batch_split_plan(g, processors, target, split_batch)):
+        plans = [split_plan(g, processors, target), batch_split_plan(g, processors, target, split_batch)]
+        if split_reduction:
+            plans.append(reduction_split_plan(g, processors, target))
+        for plan in plans:
             key = tuple(sorted(plan.items()))
             if not plan or key in seen:
                 continue
@@ -179,4 +203,4 @@ def _with_info(s: Schedule, **kw) -> Schedule:
     return dataclasses.replace(s, info=info)
 
 
-__all__ = ["batch_split_plan", "spikepipe_schedule", "split_plan", "stage_assignment"]
+__all__ = ["batch_split_plan", "reduction_split_plan", "spikepipe_schedule", "split_plan", "stage_assignment"]

@@ -112,7 +112,8 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         (input-gradient GEMM, the rest of ``cycles``).
       split: ``{task name: pieces}``: split F, W, BL (and BG) tasks by output channels into that
         many pieces named ``"<name>.<j>"``; ``{task name: (pieces, "batch")}``: split any task by
-        samples of the batch instead (see "Splitting" below).
+        samples of the batch instead; ``(pieces, "reduction")``: split an F or BG GEMM by its
+        reduction dimension (see "Splitting" below).
       float_bits, spike_bits: bits of a float and of a spike, used only where the task bytes do
         not determine an edge's tensor (the last layer's spikes).
       cols, dataflow: array columns and dataflow, for the duration of GEMM pieces (see below).
@@ -166,6 +167,15 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
     weights come from: each piece sends it ``bytes_out(W_l)`` (tag ``wgrad<l>``: extra float
     traffic an output-column split does not have), and ``W_l.sum`` carries the update edges
     (``W_l -> F_l``, ``W_l -> B_l``, the self loop).
+
+    Reduction splits (``F_l`` and ``BG_l``, l >= 1): piece j owns a block of the channels the
+    GEMM reduces over (``F_l``: layer l-1's, its input channels; ``BG_l``: layer l's, the
+    channels of delta_l), computes the GEMM ``(m, k_j, n)`` over them (``gemm_cycles_fn``, else
+    ``gemm_cycles`` times its share) and receives only its block of the input and of the weights.
+    Its output is a partial sum of the whole ``m x n`` GEMM output in floats; each piece sends it
+    to a task ``<name>.sum`` (tag ``psum<l>``), which adds them (``pieces - 1`` passes over
+    ``m n`` elements on the vector unit) and then does the task's vector work (``F_l``: pooling
+    and the LIF).  The sum task sends the task's outputs.
 
     Returns:
       the validated :class:`TaskGraph`.
@@ -267,12 +277,14 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         raise ValueError(f"vector_lanes must be a non-negative integer, got {vector_lanes!r}")
     split = dict(split or {})
     by_batch: set[str] = set()
+    by_reduction: dict[str, int] = {}  # task -> the channel axis its GEMM reduces over
     for name, k in list(split.items()):
         if name not in whole:
             raise ValueError(f"split names unknown task {name!r}; tasks are {sorted(whole)}")
         if isinstance(k, (tuple, list)):
-            if len(k) != 2 or k[1] not in ("columns", "batch"):
-                raise ValueError(f"split of {name!r} must be pieces or (pieces, 'columns'|'batch'), got {k!r}")
+            if len(k) != 2 or k[1] not in ("columns", "batch", "reduction"):
+                raise ValueError(f"split of {name!r} must be pieces or (pieces, 'columns'|'batch'|"
+                                 f"'reduction'), got {k!r}")
             k, mode = k
         else:
             mode = "columns"
@@ -283,12 +295,20 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
             if k > 1 and batch < 2:
                 raise ValueError(f"batch split of {name!r} needs batch >= 2 samples, got batch={batch}")
             by_batch.add(name)
+        elif mode == "reduction":
+            kind, layer = whole[name]["kind"], whole[name]["layer"]
+            if kind not in ("F", "BG") or layer == 0:
+                raise ValueError(f"reduction split of {name!r}: only F and BG of layers >= 1 (their GEMMs "
+                                 "reduce over a layer's channels; W's reduction dimension is the batch)")
+            by_reduction[name] = layer - 1 if kind == "F" else layer
         elif k > 1 and whole[name]["axis"] is None:
             raise ValueError(f"task {name!r} cannot be split (an unsplit B task mixes two axes; "
                              "use split_backward=True)")
 
     def axis_of(name: str) -> int | str | None:
-        return BATCH if name in by_batch else whole[name]["axis"]
+        if name in by_batch:
+            return BATCH
+        return by_reduction.get(name, whole[name]["axis"])
 
     def extent_of(axis: int | str | None) -> int:
         if axis == BATCH:
@@ -319,10 +339,19 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         folds_all = column_folds(n_all, cols, dataflow)
         rest = w["duration"] - w["gemm_cycles"]
         wgrad = ax == BATCH and w["kind"] == "W"  # samples are W's reduction dimension
+        red = name in by_reduction
+        psum = 0  # bytes of one piece's partial GEMM output (reduction splits)
+        if red:
+            psum = math.ceil(w["mk"][0] * n_all * float_bits / 8) if w["mk"] else 0
         for j, (lo, hi) in enumerate(piece_bounds(ext, k)):
             share = (hi - lo) / ext
             if w["gemm_cycles"] == 0:
                 gem = 0
+            elif red:
+                if gemm_cycles_fn is not None and w["mk"] is not None:
+                    gem = int(gemm_cycles_fn(w["mk"][0], max(1, round(w["mk"][1] * share)), n_all))
+                else:
+                    gem = math.ceil(w["gemm_cycles"] * share)
             elif ax == BATCH:
                 if gemm_cycles_fn is not None and w["mk"] is not None:
                     m, kk = w["mk"]
@@ -335,11 +364,12 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
             else:
                 n_j = max(1, round(n_all * share))
                 gem = -(-w["gemm_cycles"] * column_folds(n_j, cols, dataflow) // folds_all)
-            dur = min(w["duration"], gem + math.ceil(rest * share))
+            dur = min(w["duration"], gem + (0 if red else math.ceil(rest * share)))
             pname = f"{name}.{j}"
             plist.append((pname, lo, hi))
             out_tasks.append(Task(name=pname, duration=dur,
-                                  bytes_out=w["bytes_out"] if wgrad else math.ceil(w["bytes_out"] * share),
+                                  bytes_out=psum if red else w["bytes_out"] if wgrad else
+                                  math.ceil(w["bytes_out"] * share),
                                   layer=w["layer"], kind=w["kind"],
                                   bytes_in=math.ceil(w["bytes_in"] * share),
                                   bytes_weights=w["bytes_weights"] if ax == BATCH else
@@ -354,6 +384,14 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
                                   origin=name))
             senders[name] = [(sname, 0, 1)]
             sum_edges.extend(Edge(p, sname, 0, w["bytes_out"], f"wgrad{w['layer']}>{p}") for p, _, _ in plist)
+        if red:  # the partial sums are added, then the vector part (F: pooling, LIF) runs once
+            sname = f"{name}.sum"
+            elems = w["mk"][0] * n_all if w["mk"] else 0
+            out_tasks.append(Task(name=sname, duration=(k - 1) * -(-elems // lanes) + rest,
+                                  bytes_out=w["bytes_out"], layer=w["layer"], kind=w["kind"],
+                                  bytes_in=k * psum, origin=name))
+            senders[name] = [(sname, 0, 1)]
+            sum_edges.extend(Edge(p, sname, 0, psum, f"psum{w['layer']}>{p}") for p, _, _ in plist)
 
     out_edges: list[Edge] = sum_edges
     for e in logical:
@@ -379,7 +417,8 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
                 else:
                     frac = a  # the consumer needs all of what this producer piece makes
                 tag = e.tag
-                if len(dp) > 1 and d_axis in e.axes and d_axis != s_axis and len(sp) > 0:
+                if len(dp) > 1 and ((d_axis in e.axes and d_axis != s_axis)
+                                    or (e.dst in by_reduction and len(sp) == 1)):
                     tag = f"{e.tag}>{pk}"  # distinct blocks: do not merge as one multicast
                 out_edges.append(Edge(pj, pk, e.distance, math.ceil(e.nbytes * frac), tag))
     g = TaskGraph(tuple(out_tasks), tuple(out_edges))
