@@ -188,5 +188,13 @@ def test_reduction_split_errors_and_planner():
     def split_fn(p):
         return graph_from_tasks(tasks, split_backward=True, cols=8, split=p)
 
-    s = spikepipe_schedule(g0, 4, split_fn=split_fn, split_reduction=True)
-    validate(s)
+    for cols in (8, 256):  # with 256 columns only the reduction split shortens the GEMMs
+        g0 = graph_from_tasks(tasks, split_backward=True, cols=cols)
+
+        def split_fn(p, cols=cols):
+            return graph_from_tasks(tasks, split_backward=True, cols=cols, split=p)
+
+        s = spikepipe_schedule(g0, 4, split_fn=split_fn, split_reduction=True)
+        validate(s)
+        assert s.period >= split_lower_bound(g0, 4, split_fn, reduction=True)
+        assert split_lower_bound(g0, 4, split_fn, reduction=True) <= split_lower_bound(g0, 4, split_fn)
