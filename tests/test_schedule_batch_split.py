@@ -198,3 +198,6 @@ def test_reduction_split_errors_and_planner():
         validate(s)
         assert s.period >= split_lower_bound(g0, 4, split_fn, reduction=True)
         assert split_lower_bound(g0, 4, split_fn, reduction=True) <= split_lower_bound(g0, 4, split_fn)
+        if cols == 256:
+            assert any(v[1] == "reduction" for v in s.info["split"].values())
+            assert s.period < spikepipe_schedule(g0, 4, split_fn=split_fn).period
