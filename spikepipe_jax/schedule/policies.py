@@ -8,8 +8,9 @@ layer's tasks kept together where the period allows).  Splitting (with ``split_f
 period is above the resource bound because single tasks are too long, tasks longer than the
 target are split into pieces (by output channels, ``graph.graph_from_tasks(split=...)``, which
 adds the communication of broadcasting inputs and gathering outputs; with ``split_batch``, also
-whole layers by samples, which adds the weights' broadcast and the partial weight-gradient sums)
-and scheduled again.
+whole layers by samples, which adds the weights' broadcast and the partial weight-gradient sums;
+with ``split_reduction``, F and BG GEMMs over their reduction channels, which adds the partial
+sums of their outputs) and scheduled again.
 
 **Communication budget** (``comm_budget``, bytes per iteration): the candidates also include
 the period / bytes trade-off walk of ``tradeoff.py`` (co-locating the tasks that share large
