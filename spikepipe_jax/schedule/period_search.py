@@ -56,7 +56,8 @@ Adam, Chandy & Dickson, CACM 1974):
    succeed one period below it (a failing list phase costs up to 4 placements per task); the
    smaller period wins, the list / hybrid one on a tie.
 8. At the period found, when edges carry bytes: the list phase is run again choosing
-   processors by bytes moved first, and a local search moves single tasks next to their
+   processors by bytes moved first (except on graphs over ``FULL_SEARCH_TASKS`` tasks whose
+   period came from a retimed phase), and a local search moves single tasks next to their
    neighbours while every constraint still holds; whichever moves fewer bytes is kept.
 
 The processor policies and task splitting on top of this are in ``policies.py``.
@@ -229,7 +230,10 @@ def modulo_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommMode
             # same period, fewer bytes: the communication-first list phase, then local moves
             def moved(pr):
                 return bytes_communicated(g, dict(zip(names, pr)))
-            alt = run("list_comm", ii) if phase != "list_comm" else None
+            # (not on a large graph whose period only the retimed phases reached: the list
+            # phase, which failed below it, costs a whole failing attempt there)
+            big_retimed = phase.startswith("retimed") and prep.n > FULL_SEARCH_TASKS
+            alt = run("list_comm", ii) if phase != "list_comm" and not big_retimed else None
             if alt is not None and moved(alt[1]) < moved(proc):
                 phase, (times, proc) = "list_comm", alt
             times, proc = reduce_comm(prep, processors, ii, list(times), list(proc))
