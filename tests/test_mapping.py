@@ -16,7 +16,7 @@ from spikepipe_jax import spec
 from spikepipe_jax.hardware import mapping, systolic
 
 KEYS = {"name", "layer", "kind", "cycles", "gemm_cycles", "vector_cycles", "macs", "gemm",
-        "bytes_in", "bytes_out", "bytes_weights"}
+        "bytes_in", "bytes_out", "bytes_weights", "batch", "num_steps"}
 NETS = ("fc_small", "conv_medium", "vgg_large")
 
 

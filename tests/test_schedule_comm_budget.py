@@ -127,3 +127,23 @@ def test_bytes_by_tensor_adds_up_to_bytes_communicated():
         kinds |= {k for k, v in parts.items() if v}
     assert {"spikes", "grad", "delta", "weights"} <= kinds <= {"spikes", "grad", "membranes", "delta", "weights"}
     assert bytes_by_tensor(g, {t.name: 0 for t in g.tasks}) == {}
+
+
+@pytest.mark.parametrize("split_backward", [True, False])
+def test_layer_chain_bound_never_exceeds_the_exact_front(split_backward):
+    """The chain bound counts every boundary between whole layers (a whole layer is always a
+    run): still a lower bound on the bytes at each largest load, over random training graphs."""
+    tighter = 0
+    for seed in range(8):
+        layers = 2 if split_backward else 3  # 7 or 9 tasks: exact set partitions
+        g = G.graph_from_tasks(G.toy_training_tasks(layers, seed=seed), split_backward=split_backward,
+                               delays=layerpipe_delays(layers))
+        front = comm_bounds.exact_front(g)
+        pts = [pt for k in range(1, len(front)) for pt in front[k]]
+        for x in sorted({m for m, _ in pts}):
+            want = min(b for m, b in pts if m <= x)
+            chain = comm_bounds.layer_chain_bytes(g, x)
+            assert comm_bounds.layer_cut_bytes(g, x) <= chain <= want, (seed, x)
+            tighter += chain > comm_bounds.layer_cut_bytes(g, x)
+    assert tighter > 0
+

@@ -171,8 +171,9 @@ def training_tasks(infos: Sequence[LayerInfo], *, batch: int, num_steps: int, ro
       ``name`` ("F0", "B3", ...), ``layer``, ``kind`` ("F"|"B"|"W"), ``cycles`` (=
       ``gemm_cycles + vector_cycles``), ``gemm_cycles``, ``vector_cycles``, ``macs`` (useful
       MACs of the GEMM, 0 without one), ``gemm`` (``{"m", "k", "n"}`` or None), ``bytes_in``,
-      ``bytes_out``, ``bytes_weights``. For B tasks ``vector_cycles`` is the LIF (and unpool)
-      backward, run first, and ``gemm_cycles`` the input-gradient GEMM.
+      ``bytes_out``, ``bytes_weights``, ``batch`` (B) and ``num_steps`` (T). For B tasks
+      ``vector_cycles`` is the LIF (and unpool) backward, run first, and ``gemm_cycles`` the
+      input-gradient GEMM.
 
     Raises:
       ValueError: naming the bad argument (non-positive sizes, unknown dataflow, ...).
@@ -214,7 +215,8 @@ def training_tasks(infos: Sequence[LayerInfo], *, batch: int, num_steps: int, ro
         return {"name": f"{kind}{l}", "layer": int(l), "kind": kind,
                 "cycles": int(g_cycles + v_cycles), "gemm_cycles": int(g_cycles),
                 "vector_cycles": int(v_cycles), "macs": int(macs), "gemm": gemm,
-                "bytes_in": int(b_in), "bytes_out": int(b_out), "bytes_weights": int(b_w)}
+                "bytes_in": int(b_in), "bytes_out": int(b_out), "bytes_weights": int(b_w),
+                "batch": int(batch), "num_steps": int(num_steps)}
 
     order = ([(i, "F") for i in infos] + [(i, "B") for i in reversed(infos)]
              + [(i, "W") for i in infos])

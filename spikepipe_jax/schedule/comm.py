@@ -19,7 +19,9 @@ graph built by ``graph_from_tasks`` this counts: activations as spikes (``spikes
 membrane potentials and deltas (``membranes<l>``, ``delta<l>``) where a layer's forward and
 backward tasks are on different processors, gradients between layers (``grad<l>``), and the
 updated weights (``weights<l>``) where a layer's weight update is not on the processor of its
-forward (or input-gradient) task, including the pieces of split tasks.
+forward (or input-gradient) task, including the pieces of split tasks, and the partial weight
+gradients of a W task split by batch (``wgrad<l>``) and the partial GEMM outputs of an F or BG
+task split by its reduction dimension (``psum<l>``) where a piece is not on its sum's processor.
 
 **All bytes that training moves** (:func:`training_bytes`): the cost model's per-task memory
 traffic, :math:`\sum_{\text{tasks}} (\text{bytes\_in} + \text{bytes\_out} + \text{bytes\_weights})`
@@ -83,8 +85,8 @@ def bytes_communicated(g: TaskGraph, processor_of: Mapping[str, int]) -> int:
 
 def bytes_by_tensor(g: TaskGraph, processor_of: Mapping[str, int]) -> dict[str, int]:
     """:func:`bytes_communicated` split by tensor: the tag without its layer number and block
-    suffix (``"spikes"``, ``"grad"``, ``"membranes"``, ``"delta"``, ``"weights"``; ``""`` for
-    untagged edges)."""
+    suffix (``"spikes"``, ``"grad"``, ``"membranes"``, ``"delta"``, ``"weights"``, ``"wgrad"``,
+    ``"psum"``; ``""`` for untagged edges)."""
     groups: dict[tuple[str, str, int], int] = {}
     out: dict[str, int] = {}
     for e in g.edges:

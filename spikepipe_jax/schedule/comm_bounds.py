@@ -122,12 +122,14 @@ def _layer_triangles(g: TaskGraph) -> list[tuple[tuple[int, int, int], tuple[int
     return out
 
 
-def _triangle_cost(durs: tuple[int, int, int], nb: tuple[int, int, int], x: float) -> float:
-    """Fewest bytes among the groupings of (F, B, W) whose groups each fit in x."""
+def _triangle_cost(durs: tuple[int, int, int], nb: tuple[int, int, int], x: float,
+                   split_only: bool = False) -> float:
+    """Fewest bytes among the groupings of (F, B, W) whose groups each fit in x (with
+    ``split_only``, among those that do not keep all three together)."""
     (tf, tb, tw), (m, d, w) = durs, nb
     options = ((tf + tb + tw, 0, 0, 0), (tf, tb + tw, 0, m + w), (tf + tb, tw, 0, d + w),
                (tf + tw, tb, 0, m + d), (tf, tb, tw, m + d + w))
-    costs = [c for a, b, e, c in options if max(a, b, e) <= x]
+    costs = [c for a, b, e, c in options[1 if split_only else 0:] if max(a, b, e) <= x]
     return min(costs) if costs else math.inf
 
 
@@ -168,11 +170,15 @@ def layer_chain_bytes(g: TaskGraph, x: float) -> float:
     (at least :func:`layer_cut_bytes`).
 
     Relaxation over the chain of layers: a layer is either kept whole (its F, B(L), W on one
-    processor) or cut (at least its :func:`layer_cut_bytes` share).  Consecutive whole layers on
-    one processor form a run whose load (F + B(L) + W each; BG and cut layers counted as 0) is at
-    most x; two consecutive whole layers on different processors pay their boundary (spikes,
-    plus the input gradient or the next layer's delta and weights for its BG task).  Tags differ
-    per layer, so the parts add up; a dynamic program takes the cheapest choice."""
+    processor) or cut (its F, B(L), W on two or three processors: at least the cheapest such
+    grouping's share of :func:`layer_cut_bytes`).  Consecutive whole layers on one processor
+    form a run whose load (F + B(L) + W each; BG and cut layers counted as 0) is at most x; two
+    consecutive whole layers on different processors pay their boundary (spikes, plus the input
+    gradient or the next layer's delta and weights for its BG task: whichever side BG is on,
+    one of the two crosses).  Every whole layer is in a run, so every boundary between whole
+    layers is counted; the bytes of a cut layer's triangle, of each boundary and of the
+    different layers carry different tags and edges, so the parts add up; a dynamic program
+    takes the cheapest choice."""
     tri, loads, bounds = _chain(g)
     n = len(tri)
     if n == 0:
@@ -185,7 +191,7 @@ def layer_chain_bytes(g: TaskGraph, x: float) -> float:
             cur = best[j][flag]
             if cur == inf:
                 continue
-            c = _triangle_cost(*tri[j], x)
+            c = _triangle_cost(*tri[j], x, split_only=True)  # a whole layer is a run
             if c < inf:
                 best[j + 1][0] = min(best[j + 1][0], cur + c)
             enter = cur + (bounds[j - 1] if flag and j > 0 else 0)

@@ -191,14 +191,15 @@ def _zero_distance_cycle(g: TaskGraph) -> list[str]:
     return [g.tasks[w].name for w in reversed(cyc)]
 
 
-def relax_longest(n: int, cons: Sequence[tuple[int, int, int]], max_passes: int | None = None
-                  ) -> list[int] | None:
-    """Longest-path potentials ``k`` (from 0) with ``k[v] >= k[u] + w`` for each ``(u, v, w)``.
+def relax_longest(n: int, cons: Sequence[tuple[int, int, int]], max_passes: int | None = None,
+                  init: Sequence[int] | None = None) -> list[int] | None:
+    """Longest-path potentials ``k`` (from 0, or from ``init``) with ``k[v] >= k[u] + w`` for each
+    ``(u, v, w)``.
 
     Bellman-Ford relaxation over nodes ``0..n-1``; returns None when it has not converged after
     ``min(n + 1, max_passes)`` passes, i.e. (without a pass limit) when there is a positive cycle.
     """
-    k = [0] * n
+    k = [0] * n if init is None else list(init)
     passes = n + 1 if max_passes is None else min(n + 1, max_passes)
     for _ in range(passes):
         changed = False

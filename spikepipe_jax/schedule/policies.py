@@ -7,7 +7,10 @@ stages (so it is never slower than that placement on the same graph), and layer 
 layer's tasks kept together where the period allows).  Splitting (with ``split_fn``): if the
 period is above the resource bound because single tasks are too long, tasks longer than the
 target are split into pieces (by output channels, ``graph.graph_from_tasks(split=...)``, which
-adds the communication of broadcasting inputs and gathering outputs) and scheduled again.
+adds the communication of broadcasting inputs and gathering outputs; with ``split_batch``, also
+whole layers by samples, which adds the weights' broadcast and the partial weight-gradient sums;
+with ``split_reduction``, F and BG GEMMs over their reduction channels, which adds the partial
+sums of their outputs) and scheduled again.
 
 **Communication budget** (``comm_budget``, bytes per iteration): the candidates also include
 the period / bytes trade-off walk of ``tradeoff.py`` (co-locating the tasks that share large
@@ -41,11 +44,52 @@ def split_plan(g: TaskGraph, processors: int, target: int) -> dict[str, int]:
     return {k: v for k, v in out.items() if v > 1}
 
 
+def batch_split_plan(g: TaskGraph, processors: int, target: int, batch: int) -> dict[str, tuple[int, str]]:
+    """``{task: (pieces, "batch")}``: every task of each layer that has a task longer than
+    ``target`` cycles, split by samples into as many pieces as the longest needs (at most P and
+    B), so the layer's activations stay on matching pieces (data parallelism inside the layer;
+    ``training_graph.graph_from_tasks``)."""
+    if batch < 2 or target <= 0:
+        return {}
+    longest: dict[int, int] = {}
+    for t in g.tasks:
+        if t.layer >= 0 and not t.origin and t.kind in ("F", "B", "BL", "BG", "W"):
+            longest[t.layer] = max(longest.get(t.layer, 0), t.duration)
+    out = {}
+    for t in g.tasks:
+        d = longest.get(t.layer, 0)
+        if t.layer >= 0 and not t.origin and d > target:
+            k = min(processors, batch, math.ceil(d / target))
+            if k > 1:
+                out[t.name] = (k, "batch")
+    return out
+
+
+def reduction_split_plan(g: TaskGraph, processors: int, target: int) -> dict[str, tuple[int, str]]:
+    """``{task: (pieces, "reduction")}``: the F and BG tasks (layers >= 1) longer than ``target``
+    cycles, split over the channels their GEMM reduces over (``graph_from_tasks``; at most P
+    pieces and as many as those channels).  Needs the graph's tasks unsplit (``split_extent``
+    of the layer below for F: read from its own F task)."""
+    if target <= 0:
+        return {}
+    channels = {t.layer: t.split_extent for t in g.tasks if t.kind == "F" and not t.origin}
+    out = {}
+    for t in g.tasks:
+        if t.origin or t.layer < 1 or t.kind not in ("F", "BG") or t.duration <= target:
+            continue
+        ext = channels.get(t.layer - 1 if t.kind == "F" else t.layer, 0)
+        k = min(processors, ext, math.ceil(t.duration / target))
+        if k > 1:
+            out[t.name] = (k, "reduction")
+    return out
+
+
 def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
                        split_fn: Callable[[Mapping[str, int]], TaskGraph] | None = None,
                        split_targets: Sequence[float] = (1.0, 0.5),
                        unsplit: Schedule | None = None, comm_tolerance: float = 0.01,
-                       comm_budget: float | None = None) -> Schedule:
+                       comm_budget: float | None = None, split_batch: int = 0,
+                       split_reduction: bool = False) -> Schedule:
     """The proposed scheduler: :func:`modulo_schedule` under three processor policies, plus
     task splitting when it pays (module docstring).
 
@@ -57,6 +101,10 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         ``functools.partial(graph_from_tasks, tasks, delays=..., split_backward=True)``); None:
         no splitting (JSON graphs).
       split_targets: piece-size targets tried, as fractions of the resource bound.
+      split_batch: samples per iteration B; if >= 2, ``split_fn`` also gets batch splits
+        (:func:`batch_split_plan`: ``{task: (pieces, "batch")}``) next to the output-column
+        splits, at the same targets.
+      split_reduction: ``split_fn`` also gets reduction splits (:func:`reduction_split_plan`).
       unsplit: the schedule of ``g`` without splits, if already computed.
       comm_tolerance: among candidate schedules (free placement, layer affinity, or the
         standard pipeline's contiguous stages, each with or without splits) whose periods are
@@ -114,12 +162,16 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         return done(best)
     seen = set()
     for frac in split_targets:
-        plan = split_plan(g, processors, max(1, int(res * frac)))
-        key = tuple(sorted(plan.items()))
-        if not plan or key in seen:
-            continue
-        seen.add(key)
-        best = _pick([best, both(split_fn(plan), split=plan)], comm_tolerance, comm_budget)
+        target = max(1, int(res * frac))
+        plans = [split_plan(g, processors, target), batch_split_plan(g, processors, target, split_batch)]
+        if split_reduction:
+            plans.append(reduction_split_plan(g, processors, target))
+        for plan in plans:
+            key = tuple(sorted(plan.items()))
+            if not plan or key in seen:
+                continue
+            seen.add(key)
+            best = _pick([best, both(split_fn(plan), split=plan)], comm_tolerance, comm_budget)
     return done(best)
 
 
@@ -152,4 +204,4 @@ def _with_info(s: Schedule, **kw) -> Schedule:
     return dataclasses.replace(s, info=info)
 
 
-__all__ = ["spikepipe_schedule", "split_plan", "stage_assignment"]
+__all__ = ["batch_split_plan", "reduction_split_plan", "spikepipe_schedule", "split_plan", "stage_assignment"]

@@ -44,6 +44,16 @@ class ModuloTable:
             return base + x
         return None
 
+    def is_free(self, t: int, dur: int) -> bool:
+        """Whether [t, t + dur) is free modulo II (dur <= II)."""
+        if dur == 0:
+            return True
+        if self.load + dur > self.ii:
+            return False
+        x = t % self.ii
+        j = bisect.bisect_left(self.s, x + dur) - 1
+        return j < 0 or self.e[j] <= x
+
     def conflicts(self, t: int, dur: int) -> set[int]:
         """Owners of the intervals that [t, t + dur) overlaps modulo II."""
         if dur == 0:

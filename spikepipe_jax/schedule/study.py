@@ -33,7 +33,7 @@ from spikepipe_jax.schedule.comm import CommModel, bytes_by_tensor, training_byt
 from spikepipe_jax.schedule.graph import TaskGraph
 from spikepipe_jax.schedule.graph_json import graph_to_json
 from spikepipe_jax.schedule.period_search import modulo_schedule
-from spikepipe_jax.schedule.policies import spikepipe_schedule
+from spikepipe_jax.schedule.policies import reduction_split_plan, spikepipe_schedule
 from spikepipe_jax.schedule.retiming import layerpipe_delays, with_update_distances
 from spikepipe_jax.schedule.training_graph import graph_from_tasks, is_training_graph
 from spikepipe_jax.schedule.validate import Schedule, validate
@@ -128,7 +128,9 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
     for name in methods:
         if name == "spikepipe":
             s = spikepipe_schedule(g_sp, processors, comm=comm, split_fn=split_fn if split else None,
-                                   unsplit=unsplit, comm_budget=budget)
+                                   unsplit=unsplit, comm_budget=budget,
+                                   split_batch=int(tasks[0].get("batch", 0) or 0) if split else 0,
+                                   split_reduction=split)
         elif name == "spikepipe_nosplit":
             s = _renamed(unsplit, "spikepipe_nosplit")
         elif name == "pipedream_1f1b":
@@ -143,7 +145,8 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
         scheds[name] = s
     lb_split = None
     if split:
-        lb_split = split_lower_bound(g_sp, processors, split_fn)
+        lb_split = split_lower_bound(g_sp, processors, split_fn, batch=int(tasks[0].get("batch", 0) or 0),
+                                     reduction=True)
     extra: dict[str, Any] = {}
     for name in ("spikepipe", "spikepipe_nosplit"):
         if name in scheds:
@@ -182,19 +185,39 @@ def comm_time_overhead_pct(s: Schedule) -> float:
 
 
 def split_lower_bound(g: TaskGraph, processors: int,
-                      split_fn: Callable[[Mapping[str, int]], TaskGraph]) -> int:
+                      split_fn: Callable[[Mapping[str, Any]], TaskGraph], batch: int = 0,
+                      reduction: bool = False) -> int:
     """Lower bound on the period when tasks may be split (into at most P pieces each).
 
     ``max(ceil(sum / P), ceil(T_inf), longest task)`` where the sum is the unsplit graph's (a
     split never removes work) and the iteration bound and longest task are those of the graph
     with every splittable task cut into ``min(P, channels)`` pieces (the shortest pieces the
     cost model allows; on os/ws arrays a GEMM with no more output columns than the array gains
-    nothing).
+    nothing).  With ``batch >= 2`` (batch splits allowed, ``policies.batch_split_plan``), each
+    term is the smaller of that and the same term for every layer cut into ``min(P, B)``
+    sample blocks (per task, the shorter of its two longest pieces; a weight gradient's piece
+    and its partial-sum task count as its pieces); with ``reduction``, likewise for the F and BG
+    tasks cut over the channels they reduce (``policies.reduction_split_plan`` at its finest).
     """
     plan = {t.name: min(processors, t.split_extent) for t in g.tasks if t.split_extent > 1}
-    gmax = split_fn({k: v for k, v in plan.items() if v > 1}) if plan else g
-    parts = [math.ceil(g.total_duration / processors), math.ceil(bounds.iteration_bound(gmax)),
-             max((t.duration for t in gmax.tasks), default=0)]
+    graphs = [split_fn({k: v for k, v in plan.items() if v > 1}) if plan else g]
+    k = min(processors, batch)
+    if k >= 2:
+        graphs.append(split_fn({t.name: (k, "batch") for t in g.tasks if t.layer >= 0 and not t.origin}))
+    if reduction:
+        finest = reduction_split_plan(g, processors, 1)
+        if finest:
+            graphs.append(split_fn(finest))
+    longest: dict[str, int] = {}
+    for gi in graphs:
+        mine: dict[str, int] = {}
+        for t in gi.tasks:
+            mine[t.whole] = max(mine.get(t.whole, 0), t.duration)
+        for name, d in mine.items():
+            longest[name] = min(longest.get(name, d), d)
+    parts = [math.ceil(min(gi.total_duration for gi in [g] + graphs) / processors),
+             math.ceil(min(bounds.iteration_bound(gi) for gi in graphs)),
+             max(longest.values(), default=0)]
     return max(1, max(parts))
 
 
@@ -249,7 +272,8 @@ def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
                 row[f"speedup{suffix}_vs_{b}"] = round(m[b]["period"] / m[prop]["period"], 4)
     if "spikepipe" in m:
         row["gap_to_lower_bound"] = round(m["spikepipe"]["period"] / result["lower_bound_split"], 4)
-        row["splits"] = ",".join(f"{k}x{v}" for k, v in sorted(m["spikepipe"]["info"].get("split", {}).items()))
+        row["splits"] = ",".join(f"{k}x{v}" if isinstance(v, int) else f"{k}x{v[0]}{v[1][0]}"
+                                 for k, v in sorted(m["spikepipe"]["info"].get("split", {}).items()))
         if "pipedream_1f1b" in m:
             extra = m["spikepipe"]["bytes_communicated"] - m["pipedream_1f1b"]["bytes_communicated"]
             row["extra_comm_pct_vs_1f1b"] = round(100.0 * extra / result["training_bytes"], 4)

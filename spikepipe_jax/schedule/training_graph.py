@@ -53,6 +53,9 @@ def column_folds(n: int, cols: int, dataflow: str) -> int:
     return -(-n // cols)
 
 
+BATCH = "batch"  # the batch axis of activation tensors (a split axis like a layer's channels)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Logical:
     """An edge of the unsplit training graph with the tensor axes it carries."""
@@ -62,7 +65,7 @@ class _Logical:
     distance: int
     nbytes: int
     tag: str
-    axes: tuple[int, ...]  # layer channel axes of the tensor
+    axes: tuple[int | str, ...]  # layer channel axes of the tensor, and BATCH if it has one
 
 
 def _check_tasks(tasks: Sequence[Mapping[str, Any]]) -> tuple[int, dict[tuple[str, int], Mapping]]:
@@ -95,7 +98,8 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
                      split_backward: bool = False, split: Mapping[str, int] | None = None,
                      float_bits: int = 32, spike_bits: int = 1, cols: int = 0,
                      dataflow: str = "ws", retiming: Mapping[str, int] | None = None,
-                     gemm_cycles_fn: Callable[[int, int, int], int] | None = None) -> TaskGraph:
+                     gemm_cycles_fn: Callable[[int, int, int], int] | None = None,
+                     batch: int | None = None, vector_lanes: int = 0) -> TaskGraph:
     r"""Training task graph from the cost model's task list.
 
     Args:
@@ -107,7 +111,9 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
       split_backward: split ``B_l`` into ``BL_l`` (LIF backward, ``vector_cycles``) and ``BG_l``
         (input-gradient GEMM, the rest of ``cycles``).
       split: ``{task name: pieces}``: split F, W, BL (and BG) tasks by output channels into that
-        many pieces named ``"<name>.<j>"`` (see "Splitting" below).
+        many pieces named ``"<name>.<j>"``; ``{task name: (pieces, "batch")}``: split any task by
+        samples of the batch instead; ``(pieces, "reduction")``: split an F or BG GEMM by its
+        reduction dimension (see "Splitting" below).
       float_bits, spike_bits: bits of a float and of a spike, used only where the task bytes do
         not determine an edge's tensor (the last layer's spikes).
       cols, dataflow: array columns and dataflow, for the duration of GEMM pieces (see below).
@@ -115,6 +121,10 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
       gemm_cycles_fn: ``(m, k, n) -> cycles`` of one GEMM on the array (e.g. the cost model's
         ``systolic.gemm_cost_exact``), used for the GEMM pieces of split tasks; None: the fold
         approximation below.
+      batch: samples per iteration B, the extent of batch splits; None: the tasks' ``batch``
+        (``training_tasks`` records it), else 0 (no batch splits).
+      vector_lanes: lanes of the vector unit that sums partial weight gradients (0: ``cols``;
+        both 0: one lane).
 
     Edge bytes, from the cost model's per-task bytes (``hardware/mapping.py``: ``F_l`` writes its
     spikes, membranes and pool masks; ``B_l`` reads the spike gradient and the saved state and
@@ -142,6 +152,30 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
     A piece receives, from each piece of a producer, the part of the tensor it needs: its own
     channels of a tensor split the same way, the whole producer piece's share otherwise (e.g.
     every ``F_l`` piece gets all input spikes), a 2-D block for the weights ``W_l -> BG_l``.
+
+    Batch splits (data parallelism inside a task): piece j owns a contiguous block of the B
+    samples.  Every activation tensor (spikes, membranes, delta, input gradient) has a batch
+    axis, the weights have none, so a batch piece receives its samples' block of each
+    activation (all of a tensor split the same way stays on matching pieces) and the whole
+    weights (one multicast per processor).  For ``F``, ``B``, ``BL`` and ``BG`` the samples are
+    GEMM rows: a piece is the GEMM ``(m_j, k, n)`` with ``m_j`` its share of m (``gemm_cycles_fn``,
+    else ``gemm_cycles`` times the share) plus its share of the vector work.  For ``W_l`` the
+    samples are the GEMM's *reduction* dimension (``dW = X^T dY`` sums over batch, time and
+    pixels): piece j computes the partial gradient ``(m, k_j, n)`` over its samples, all ``K_l x
+    F_l`` of it, and a task ``W_l.sum`` adds the pieces' partial gradients (``pieces - 1``
+    elementwise passes over ``bytes_out(W_l)`` floats on the vector unit) and is where the
+    weights come from: each piece sends it ``bytes_out(W_l)`` (tag ``wgrad<l>``: extra float
+    traffic an output-column split does not have), and ``W_l.sum`` carries the update edges
+    (``W_l -> F_l``, ``W_l -> B_l``, the self loop).
+
+    Reduction splits (``F_l`` and ``BG_l``, l >= 1): piece j owns a block of the channels the
+    GEMM reduces over (``F_l``: layer l-1's, its input channels; ``BG_l``: layer l's, the
+    channels of delta_l), computes the GEMM ``(m, k_j, n)`` over them (``gemm_cycles_fn``, else
+    ``gemm_cycles`` times its share) and receives only its block of the input and of the weights.
+    Its output is a partial sum of the whole ``m x n`` GEMM output in floats; each piece sends it
+    to a task ``<name>.sum`` (tag ``psum<l>``), which adds them (``pieces - 1`` passes over
+    ``m n`` elements on the vector unit) and then does the task's vector work (``F_l``: pooling
+    and the LIF).  The sum task sends the task's outputs.
 
     Returns:
       the validated :class:`TaskGraph`.
@@ -221,76 +255,153 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
         recv, send = bname[l]
         dl = delays[l] + 1
         if l + 1 < num_layers:
-            logical.append(_Logical(f"F{l}", f"F{l + 1}", 0, spikes[l], f"spikes{l}", (l,)))
-            logical.append(_Logical(f"F{l}", f"W{l + 1}", 0, spikes[l], f"spikes{l}", (l,)))
+            logical.append(_Logical(f"F{l}", f"F{l + 1}", 0, spikes[l], f"spikes{l}", (l, BATCH)))
+            logical.append(_Logical(f"F{l}", f"W{l + 1}", 0, spikes[l], f"spikes{l}", (l, BATCH)))
             up_send = bname[l + 1][1]
             if up_send:
-                logical.append(_Logical(up_send, recv, 0, grad_in[l + 1], f"grad{l}", (l,)))
-        logical.append(_Logical(f"F{l}", recv, 0, saved[l], f"membranes{l}", (l,)))
-        logical.append(_Logical(recv, f"W{l}", 0, delta[l], f"delta{l}", (l,)))
+                logical.append(_Logical(up_send, recv, 0, grad_in[l + 1], f"grad{l}", (l, BATCH)))
+        logical.append(_Logical(f"F{l}", recv, 0, saved[l], f"membranes{l}", (l, BATCH)))
+        logical.append(_Logical(recv, f"W{l}", 0, delta[l], f"delta{l}", (l, BATCH)))
         if split_backward and send:
-            logical.append(_Logical(recv, send, 0, delta[l], f"delta{l}", (l,)))
+            logical.append(_Logical(recv, send, 0, delta[l], f"delta{l}", (l, BATCH)))
         logical.append(_Logical(f"W{l}", f"F{l}", dl, wts_f[l], f"weights{l}", (l - 1, l)))
         if send:
             logical.append(_Logical(f"W{l}", send, dl, wts_b[l], f"weights{l}", (l - 1, l)))
         logical.append(_Logical(f"W{l}", f"W{l}", 1, 0, "", ()))
 
+    if batch is None:
+        batch = by[("F", 0)].get("batch", 0) or 0
+    if not is_int(batch) or batch < 0:
+        raise ValueError(f"batch must be a non-negative integer, got {batch!r}")
+    if not is_int(vector_lanes) or vector_lanes < 0:
+        raise ValueError(f"vector_lanes must be a non-negative integer, got {vector_lanes!r}")
     split = dict(split or {})
-    for name, k in split.items():
+    by_batch: set[str] = set()
+    by_reduction: dict[str, int] = {}  # task -> the channel axis its GEMM reduces over
+    for name, k in list(split.items()):
         if name not in whole:
             raise ValueError(f"split names unknown task {name!r}; tasks are {sorted(whole)}")
+        if isinstance(k, (tuple, list)):
+            if len(k) != 2 or k[1] not in ("columns", "batch", "reduction"):
+                raise ValueError(f"split of {name!r} must be pieces or (pieces, 'columns'|'batch'|"
+                                 f"'reduction'), got {k!r}")
+            k, mode = k
+        else:
+            mode = "columns"
         if not is_int(k) or k < 1:
             raise ValueError(f"split of {name!r} must be a positive integer, got {k!r}")
-        if k > 1 and whole[name]["axis"] is None:
+        split[name] = k
+        if mode == "batch":
+            if k > 1 and batch < 2:
+                raise ValueError(f"batch split of {name!r} needs batch >= 2 samples, got batch={batch}")
+            by_batch.add(name)
+        elif mode == "reduction":
+            kind, layer = whole[name]["kind"], whole[name]["layer"]
+            if kind not in ("F", "BG") or layer == 0:
+                raise ValueError(f"reduction split of {name!r}: only F and BG of layers >= 1 (their GEMMs "
+                                 "reduce over a layer's channels; W's reduction dimension is the batch)")
+            by_reduction[name] = layer - 1 if kind == "F" else layer
+        elif k > 1 and whole[name]["axis"] is None:
             raise ValueError(f"task {name!r} cannot be split (an unsplit B task mixes two axes; "
                              "use split_backward=True)")
 
-    # Pieces of every whole task: list of (piece name, lo, hi) over its axis extent.
+    def axis_of(name: str) -> int | str | None:
+        if name in by_batch:
+            return BATCH
+        return by_reduction.get(name, whole[name]["axis"])
+
+    def extent_of(axis: int | str | None) -> int:
+        if axis == BATCH:
+            return batch
+        return extent[axis] if axis is not None and axis >= 0 else 1
+
+    lanes = vector_lanes or cols or 1
+    # Pieces of every whole task: list of (piece name, lo, hi) over its axis extent; the pieces
+    # sending its outputs (a batch-split W: its sum task, on no axis).
     pieces: dict[str, list[tuple[str, int, int]]] = {}
+    senders: dict[str, list[tuple[str, int, int]]] = {}
+    sum_edges: list[Edge] = []
     out_tasks: list[Task] = []
     for name, w in whole.items():
         k = split.get(name, 1)
-        ext = extent[w["axis"]] if w["axis"] is not None and w["axis"] >= 0 else 1
+        ax = axis_of(name)
+        ext = extent_of(ax)
         k = min(k, ext)
         if k <= 1:
-            pieces[name] = [(name, 0, ext)]
+            pieces[name] = senders[name] = [(name, 0, ext)]
             out_tasks.append(Task(name=name, duration=w["duration"], bytes_out=w["bytes_out"],
                                   layer=w["layer"], kind=w["kind"], bytes_in=w["bytes_in"],
                                   bytes_weights=w["bytes_weights"],
-                                  split_extent=ext if w["axis"] is not None else 0))
+                                  split_extent=extent_of(w["axis"]) if w["axis"] is not None else 0))
             continue
         plist = []
         n_all = max(1, w["n"])
         folds_all = column_folds(n_all, cols, dataflow)
         rest = w["duration"] - w["gemm_cycles"]
+        wgrad = ax == BATCH and w["kind"] == "W"  # samples are W's reduction dimension
+        red = name in by_reduction
+        psum = 0  # bytes of one piece's partial GEMM output (reduction splits)
+        if red:
+            psum = math.ceil(w["mk"][0] * n_all * float_bits / 8) if w["mk"] else 0
         for j, (lo, hi) in enumerate(piece_bounds(ext, k)):
             share = (hi - lo) / ext
-            n_j = max(1, round(n_all * share))
             if w["gemm_cycles"] == 0:
                 gem = 0
+            elif red:
+                if gemm_cycles_fn is not None and w["mk"] is not None:
+                    gem = int(gemm_cycles_fn(w["mk"][0], max(1, round(w["mk"][1] * share)), n_all))
+                else:
+                    gem = math.ceil(w["gemm_cycles"] * share)
+            elif ax == BATCH:
+                if gemm_cycles_fn is not None and w["mk"] is not None:
+                    m, kk = w["mk"]
+                    shape = (m, max(1, round(kk * share)), n_all) if wgrad else (max(1, round(m * share)), kk, n_all)
+                    gem = int(gemm_cycles_fn(*shape))
+                else:
+                    gem = math.ceil(w["gemm_cycles"] * share)
             elif gemm_cycles_fn is not None and w["mk"] is not None:
-                gem = int(gemm_cycles_fn(w["mk"][0], w["mk"][1], n_j))
+                gem = int(gemm_cycles_fn(w["mk"][0], w["mk"][1], max(1, round(n_all * share))))
             else:
+                n_j = max(1, round(n_all * share))
                 gem = -(-w["gemm_cycles"] * column_folds(n_j, cols, dataflow) // folds_all)
-            dur = min(w["duration"], gem + math.ceil(rest * share))
+            dur = min(w["duration"], gem + (0 if red else math.ceil(rest * share)))
             pname = f"{name}.{j}"
             plist.append((pname, lo, hi))
-            out_tasks.append(Task(name=pname, duration=dur, bytes_out=math.ceil(w["bytes_out"] * share),
+            out_tasks.append(Task(name=pname, duration=dur,
+                                  bytes_out=psum if red else w["bytes_out"] if wgrad else
+                                  math.ceil(w["bytes_out"] * share),
                                   layer=w["layer"], kind=w["kind"],
                                   bytes_in=math.ceil(w["bytes_in"] * share),
-                                  bytes_weights=math.ceil(w["bytes_weights"] * share), origin=name,
-                                  split_extent=hi - lo))
-        pieces[name] = plist
+                                  bytes_weights=w["bytes_weights"] if ax == BATCH else
+                                  math.ceil(w["bytes_weights"] * share), origin=name,
+                                  split_extent=0 if ax == BATCH else hi - lo))
+        pieces[name] = senders[name] = plist
+        if wgrad:
+            sname = f"{name}.sum"
+            elems = math.ceil(w["bytes_out"] * 8 / float_bits)
+            out_tasks.append(Task(name=sname, duration=(k - 1) * -(-elems // lanes), bytes_out=w["bytes_out"],
+                                  layer=w["layer"], kind=w["kind"], bytes_in=k * w["bytes_out"],
+                                  origin=name))
+            senders[name] = [(sname, 0, 1)]
+            sum_edges.extend(Edge(p, sname, 0, w["bytes_out"], f"wgrad{w['layer']}>{p}") for p, _, _ in plist)
+        if red:  # the partial sums are added, then the vector part (F: pooling, LIF) runs once
+            sname = f"{name}.sum"
+            elems = w["mk"][0] * n_all if w["mk"] else 0
+            out_tasks.append(Task(name=sname, duration=(k - 1) * -(-elems // lanes) + rest,
+                                  bytes_out=w["bytes_out"], layer=w["layer"], kind=w["kind"],
+                                  bytes_in=k * psum, origin=name))
+            senders[name] = [(sname, 0, 1)]
+            sum_edges.extend(Edge(p, sname, 0, psum, f"psum{w['layer']}>{p}") for p, _, _ in plist)
 
-    out_edges: list[Edge] = []
+    out_edges: list[Edge] = sum_edges
     for e in logical:
-        sp, dp = pieces[e.src], pieces[e.dst]
-        s_axis, d_axis = whole[e.src]["axis"], whole[e.dst]["axis"]
+        sp, dp = senders[e.src], pieces[e.dst]
+        s_axis = None if sp is not pieces[e.src] else axis_of(e.src)
+        d_axis = axis_of(e.dst)
         if e.src == e.dst:  # self loop: piece j -> piece j
             out_edges.extend(Edge(p, p, e.distance, 0, e.tag) for p, _, _ in sp)
             continue
-        s_ext = extent[s_axis] if s_axis is not None and s_axis >= 0 else 1
-        d_ext = extent[d_axis] if d_axis is not None and d_axis >= 0 else 1
+        s_ext, d_ext = extent_of(s_axis), extent_of(d_axis)
         for pj, slo, shi in sp:
             a = (shi - slo) / s_ext
             for pk, dlo, dhi in dp:
@@ -300,13 +411,14 @@ def graph_from_tasks(tasks: Sequence[Mapping[str, Any]], *, delays: Sequence[int
                     if frac == 0:
                         continue
                 elif len(dp) > 1 and d_axis in e.axes and d_axis != s_axis:
-                    frac = a * b  # a block of a 2-D tensor (weights -> BG pieces)
+                    frac = a * b  # a block of a 2-D tensor (weights -> BG pieces, a batch block)
                 elif len(sp) == 1 and len(dp) > 1 and s_axis == d_axis:
                     frac = b
                 else:
                     frac = a  # the consumer needs all of what this producer piece makes
                 tag = e.tag
-                if len(dp) > 1 and d_axis in e.axes and d_axis != s_axis and len(sp) > 0:
+                if len(dp) > 1 and ((d_axis in e.axes and d_axis != s_axis)
+                                    or (e.dst in by_reduction and len(sp) == 1)):
                     tag = f"{e.tag}>{pk}"  # distinct blocks: do not merge as one multicast
                 out_edges.append(Edge(pj, pk, e.distance, math.ceil(e.nbytes * frac), tag))
     g = TaskGraph(tuple(out_tasks), tuple(out_edges))
@@ -327,4 +439,4 @@ def is_training_graph(g: TaskGraph) -> bool:
         layers == set(range(len(layers)))
 
 
-__all__ = ["graph_from_tasks", "is_training_graph", "piece_bounds", "column_folds"]
+__all__ = ["BATCH", "graph_from_tasks", "is_training_graph", "piece_bounds", "column_folds"]
