@@ -455,17 +455,5 @@ class AsyncExecutor:
     def restore_latest(self, directory: str, template: AsyncState, *,
                        warn: Callable[[str], None]) -> Optional[tuple[AsyncState, str]]:
         """This process's newest readable checkpoint (the previous one if the newest is damaged,
-        saying so); ``None`` if there is none."""
-        path = self._path(directory)
-        prev = checkpoint.prev_path(path)
-        for i, p in enumerate((path, prev)):
-            if not os.path.exists(p):
-                continue
-            try:
-                return self._read(p, template), p
-            except ValueError as e:
-                if i == 1 or not os.path.exists(prev):
-                    raise
-                os.replace(path, path + ".corrupt")
-                warn(f"{e}; moved it to {path}.corrupt and resumed from the previous checkpoint {prev}")
-        return None
+        saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`); ``None`` if there is none."""
+        return checkpoint.read_latest(self._path(directory), lambda p: self._read(p, template), warn=warn)

@@ -57,7 +57,15 @@ def save_rotating(path: str, state: Any) -> None:
 
 def restore_latest(path: str, template: Any, *,
                    warn: Callable[[str], None]) -> Optional[tuple[Any, str]]:
-    """Restores the newest readable checkpoint of :func:`save_rotating`.
+    """Restores the newest readable checkpoint of :func:`save_rotating` into ``template``'s
+    structure (:func:`read_latest`)."""
+    return read_latest(path, lambda p: restore(p, template), warn=warn)
+
+
+def read_latest(path: str, read: Callable[[str], Any], *,
+                warn: Callable[[str], None]) -> Optional[tuple[Any, str]]:
+    """Reads the newest readable of ``path`` and :func:`prev_path` with ``read`` (which raises
+    ValueError for a file it cannot read).
 
     Returns ``(state, path read)``, or ``None`` where neither file exists. A newest checkpoint
     that cannot be read is moved to ``<path>.corrupt`` (so the next save does not rotate it
@@ -68,12 +76,12 @@ def restore_latest(path: str, template: Any, *,
     prev = prev_path(path)
     if os.path.exists(path):
         try:
-            return restore(path, template), path
+            return read(path), path
         except ValueError as e:
             if not os.path.exists(prev):
                 raise
             try:
-                state = restore(prev, template)
+                state = read(prev)
             except ValueError as e_prev:
                 raise ValueError(f"{e}; the previous checkpoint {prev} cannot be read either "
                                  f"({e_prev})") from None
@@ -81,7 +89,7 @@ def restore_latest(path: str, template: Any, *,
             warn(f"{e}; moved it to {path}.corrupt and resumed from the previous checkpoint {prev}")
             return state, prev
     if os.path.exists(prev):  # killed between the rotation and the new file's rename
-        return restore(prev, template), prev
+        return read(prev), prev
     return None
 
 

@@ -376,41 +376,31 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     common = dict(loss_name=t_cfg.loss, encoding=config.data.encoding, num_steps=num_steps,
                   num_classes=dataset.num_classes, temporal=dataset.is_temporal)
     simulate = config.pipeline.get("simulate", "none")
+    options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
     runner = None  # the pipeline executor (pipeline.execute), else None
-    if execute == "1f1b":  # one program per stage and action, messages point to point (train/async_executor.py)
+    if execute != "none":  # what every executor is told about the network, the data and training
         plan = executor.make_plan(config, len(devices))
-        runner = async_executor.AsyncExecutor(
-            model, plan, optimizer_lib.make_base_optimizer(t_cfg, total_steps), loss_name=t_cfg.loss,
-            num_classes=dataset.num_classes,
-            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
-            binary_input=config.data.encoding == "rate" and not dataset.is_temporal,
-            batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape,
-            devices=devices, transport_factory=transport.for_jax_distributed,
-            compiler_options=compiler_options(t_cfg.get("cpu_gemm", "eigen")))
+        run_kw = dict(loss_name=t_cfg.loss, num_classes=dataset.num_classes,
+                      encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
+                      batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape)
+        run_tx = optimizer_lib.make_base_optimizer(t_cfg, total_steps)
+        binary_input = config.data.encoding == "rate" and not dataset.is_temporal
+    if execute == "1f1b":  # one program per stage and action, messages point to point (train/async_executor.py)
+        runner = async_executor.AsyncExecutor(model, plan, run_tx, binary_input=binary_input, devices=devices,
+                                              transport_factory=transport.for_jax_distributed,
+                                              compiler_options=options, **run_kw)
         state = runner.init(params)
         log(f"pipeline {plan.mode} (asynchronous): stages {list(plan.stages)} x {plan.data} data-parallel")
     elif execute == "spikepipe":  # the SpikePipe schedule's tasks on its processors (train/task_executor.py)
-        plan = executor.make_plan(config, len(devices))
         schedule, sched_delays = task_executor.config_schedule(config, plan.processors)
-        runner = task_executor.TaskExecutor(
-            model, schedule, sched_delays, optimizer_lib.make_base_optimizer(t_cfg, total_steps),
-            loss_name=t_cfg.loss, num_classes=dataset.num_classes,
-            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
-            devices=devices, batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape)
+        runner = task_executor.TaskExecutor(model, schedule, sched_delays, run_tx, devices=devices, **run_kw)
         state = runner.init(params)
         placement = ", ".join(f"{p.task}@{p.processor}" for p in sorted(schedule.placements, key=lambda p: p.task))
         log(f"pipeline spikepipe: {plan.processors} processor(s), period {schedule.period} cycles, "
             f"delays {sched_delays}; {placement}")
     elif execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
-        plan = executor.make_plan(config, len(devices))
-        runner = executor.Executor(
-            model, plan, optimizer_lib.make_base_optimizer(t_cfg, total_steps), loss_name=t_cfg.loss,
-            num_classes=dataset.num_classes,
-            encode_fn=lambda x, k: _time_major(x, config.data.encoding, num_steps, k, dataset.is_temporal),
-            binary_input=config.data.encoding == "rate" and not dataset.is_temporal,
-            batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape,
-            mesh=executor.make_mesh(plan, devices),
-            compiler_options=compiler_options(t_cfg.get("cpu_gemm", "eigen")))
+        runner = executor.Executor(model, plan, run_tx, binary_input=binary_input,
+                                   mesh=executor.make_mesh(plan, devices), compiler_options=options, **run_kw)
         state = runner.init(params)
         log(f"pipeline {plan.mode}: stages {list(plan.stages)} x {plan.data} data-parallel, "
             f"{plan.microbatches} micro-batch(es)")
@@ -468,7 +458,6 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
 
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from) if writer else _NoMetrics()
 
-    options = compiler_options(t_cfg.get("cpu_gemm", "eigen"))
     train_step = runner.step if runner else jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
     eval_step = jax.jit(make_eval_step(model, **common), out_shardings=replicated, compiler_options=options)
     if resumed_from < total_steps and runner is None:

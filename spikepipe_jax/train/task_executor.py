@@ -344,19 +344,8 @@ class TaskExecutor:
 
     def restore_latest(self, path: str, template: dict, *, warn: Callable[[str], None]):
         """The newest readable checkpoint at ``path`` (the previous one if the newest is damaged,
-        saying so); ``None`` if there is none."""
-        prev = checkpoint.prev_path(path)
-        for j, p in enumerate((path, prev)):
-            if not os.path.exists(p):
-                continue
-            try:
-                return self._read(p, template), p
-            except ValueError as e:
-                if j == 1 or not os.path.exists(prev):
-                    raise
-                os.replace(path, path + ".corrupt")
-                warn(f"{e}; moved it to {path}.corrupt and resumed from the previous checkpoint {prev}")
-        return None
+        saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`); ``None`` if there is none."""
+        return checkpoint.read_latest(path, lambda p: self._read(p, template), warn=warn)
 
     def params(self, state: dict) -> dict:
         """The network's newest parameters (host arrays)."""
