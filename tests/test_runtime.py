@@ -107,3 +107,59 @@ def test_steps_on_ready_inputs_run_inline(repo_root):
     # switched off: JAX's asynchronous dispatch returns before the computation has run
     off = _steps_child(repo_root, SPIKEPIPE_MALLOC="default", GLIBC_TUNABLES="")
     assert off["async"] is True and not all(off["ready"]), off
+
+
+# A fresh process with the allocator configured: a 64 MiB block is touched and freed below a
+# small block that stays, then a 128 MiB block (too large for the freed place) is touched; with
+# release_free_memory between them the freed block's pages are given back first. Reports the
+# peak RSS growth over the run in MiB.
+_TRIM_CHILD = """
+import ctypes, json, resource, sys
+from spikepipe_jax import runtime
+assert runtime.configure_allocator()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+base = rss_mib()
+a = libc.malloc(64 << 20); libc.memset(a, 1, 64 << 20)
+pin = libc.malloc(1 << 20); libc.memset(pin, 1, 1 << 20)
+libc.free(a)
+if sys.argv[1] == "trim":
+    runtime.release_free_memory()
+b = libc.malloc(128 << 20); libc.memset(b, 1, 128 << 20)
+print(json.dumps({"growth_mib": rss_mib() - base}))
+"""
+
+
+@glibc_linux
+def test_release_free_memory_keeps_a_freed_buffer_out_of_the_peak(repo_root):
+    """What the loop's trims around each evaluation are for: a freed train-step buffer that the
+    larger evaluation buffer cannot reuse no longer adds to the resident set."""
+    import os
+    growth = {}
+    for mode in ("keep", "trim"):
+        proc = subprocess.run([sys.executable, "-c", _TRIM_CHILD, mode], cwd=repo_root, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo_root)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        growth[mode] = json.loads(proc.stdout)["growth_mib"]
+    assert growth["keep"] > 180, growth  # 64 + 1 + 128 MiB resident
+    assert growth["trim"] < growth["keep"] - 48, growth
+
+
+@glibc_linux
+def test_the_training_loop_trims_around_each_evaluation(tmp_path, monkeypatch):
+    from spikepipe_jax import train
+    from configs import fc_digits
+
+    calls = []
+    real = runtime.release_free_memory
+    monkeypatch.setattr(runtime, "release_free_memory", lambda: calls.append(1) or real())
+    c = fc_digits.get_config("smoke")
+    c.train.epochs = 2
+    train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
+    assert len(calls) == 1 + 2 * 2  # after compiling, then before and after each of the 2 evaluations

@@ -518,9 +518,14 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                 state = save_checkpoint(state)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
+        # the evaluation's temporary buffer and the train step's never coexist: the heap's free
+        # pages are given back between them, so that the one that does not fit in the other's
+        # place does not add its size to the peak (runtime.release_free_memory)
+        runtime.release_free_memory()
         test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
                                        batch_size=t_cfg.eval_batch_size, key=eval_key,
                                        data_sharding=data_sharding)
+        runtime.release_free_memory()
         if not math.isfinite(test_loss):
             raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
         log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
