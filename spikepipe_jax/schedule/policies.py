@@ -262,4 +262,5 @@ def _with_info(s: Schedule, **kw) -> Schedule:
     return dataclasses.replace(s, info=info)
 
 
-__all__ = ["batch_split_plan", "comm_time_overhead_pct", "reduction_split_plan", "spikepipe_schedule", "split_plan", "stage_assignment"]
+__all__ = ["batch_split_plan", "comm_time_overhead_pct", "reduction_split_plan", "spikepipe_schedule", "split_plan",
+           "stage_assignment"]

@@ -153,7 +153,7 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
         lb_split = split_lower_bound(g_sp, processors, split_fn, batch=int(tasks[0].get("batch", 0) or 0),
                                      reduction=True)
     extra: dict[str, Any] = {}
-    for name in ("spikepipe", "spikepipe_nosplit"):
+    for name in ("spikepipe", "spikepipe_nosplit", "pipedream_1f1b"):  # 1F1B's: for reference
         if name in scheds:
             extra.setdefault("comm_time_overhead_pct", {})[name] = comm_time_overhead_pct(scheds[name])
     if budget is not None:
@@ -285,7 +285,7 @@ def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
             row["extra_comm_pct_nosplit_vs_1f1b_interlayer"] = round(
                 100.0 * (inter[0] - inter[1]) / result["training_bytes"], 4)
     for name, v in result.get("comm_time_overhead_pct", {}).items():
-        row["comm_time_overhead_pct" + ("" if name == "spikepipe" else "_nosplit")] = v
+        row["comm_time_overhead_pct" + {"spikepipe": "", "spikepipe_nosplit": "_nosplit"}.get(name, "_" + name)] = v
     for name in ("spikepipe", "spikepipe_nosplit"):
         if name in m and "within_time_budget" in m[name]["info"]:
             row["within_time_budget" + ("" if name == "spikepipe" else "_nosplit")] = \
