@@ -14,7 +14,9 @@ With ``comm_budget_pct`` the SpikePipe schedules may move at most that percentag
 training bytes beyond 1F1B's schedule; each case then also reports the communication time
 overhead (:func:`comm_time_overhead_pct`), the trade-off curve of its candidates (best speedup
 over 1F1B within each extra communication of :data:`BUDGET_LADDER`) and the upper bound any
-unsplit schedule can reach within it (``comm_bounds``).
+unsplit schedule can reach within it (``comm_bounds``).  With ``comm_time_budget_pct`` the
+SpikePipe schedules also keep that overhead within the limit where a candidate allows it
+(``policies.spikepipe_schedule``); 1F1B's overhead is reported next to theirs for reference.
 
 Each method's entry carries its period, placements, bytes communicated, utilisation and the
 gradient delays its timeline implies (``delays.delays_for``), so speed and staleness sit side by
