@@ -13,14 +13,21 @@ Writes:   <out>/schedules.json ({"graph", "processors", "lower_bound", "methods"
           <out>/pareto.png (speedup over 1F1B vs extra communication, per network and P).
           --comm_budget_pct (default 0.5, the paper's) caps the bytes SpikePipe moves beyond 1F1B's;
           --comm_budget_pct=-1 drops the cap (the schedules of earlier versions).
+          --comm_time_budget_pct (default 0.5) keeps, where a candidate within the byte budget
+          allows it, the communication time overhead (the period with the finite link over the
+          period of the same placement with ideal links, minus 1) at most that percentage;
+          --comm_time_budget_pct=-1 drops that limit.
 Bad input (a graph file that is missing, truncated, has a zero-delay cycle or a negative duration;
-a config file that cannot be loaded; --rows/--cols <= 0; an unwritable --out) ends with one
+a config file that cannot be loaded; --rows/--cols <= 0; an unwritable --out; a
+--comm_budget_pct / --comm_time_budget_pct that is not a number or is NaN) ends with one
 ``error: ...`` line and exit status 1 (``experiments.run_script``).
 Runtime:  a few seconds for one network and P; the full sweep (144 cases) a few minutes on one
           core, more with the budget (its trade-off candidates and bounds); see benchmarks/README.md.
 """
 
 from __future__ import annotations
+
+import math
 
 from absl import flags
 from ml_collections import config_flags
@@ -43,6 +50,10 @@ flags.DEFINE_integer("link_latency", 0, "Inter-processor link latency in cycles.
 flags.DEFINE_bool("split", True, "Let the SpikePipe scheduler split long GEMM tasks.")
 flags.DEFINE_float("comm_budget_pct", 0.5, "Bytes the SpikePipe schedules may move beyond PipeDream "
                    "1F1B's, in percent of all training bytes (negative: no budget).")
+flags.DEFINE_float("comm_time_budget_pct", 0.5, "Communication time overhead, in percent, the SpikePipe "
+                   "schedules may have where a candidate within the byte budget allows it (period with "
+                   "the finite link over the ideal-link period of the same placement, minus 1; "
+                   "negative: no limit).")
 flags.DEFINE_bool("gantt", True, "Draw the Gantt chart.")
 FLAGS = flags.FLAGS
 
@@ -54,13 +65,18 @@ def main(argv):
         raise ValueError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.processors <= 0:
         raise ValueError(f"--processors must be positive, got {FLAGS.processors}")
+    for name in ("comm_budget_pct", "comm_time_budget_pct"):
+        if math.isnan(getattr(FLAGS, name)):
+            raise ValueError(f"--{name} must be a number (negative: off), got nan")
     budget = None if FLAGS.comm_budget_pct < 0 else FLAGS.comm_budget_pct
+    time_budget = None if FLAGS.comm_time_budget_pct < 0 else FLAGS.comm_time_budget_pct
     if FLAGS.sweep:
         experiments.schedule_sweep(FLAGS.out, nets=FLAGS.sweep_nets,
                                    processors=experiments.parse_ints("--sweep_processors", FLAGS.sweep_processors),
                                    arrays=experiments.parse_arrays(FLAGS.sweep_arrays), dataflows=FLAGS.sweep_dataflows,
                                    link_bytes_per_cycle=FLAGS.link_bytes_per_cycle, link_latency=FLAGS.link_latency,
-                                   split=FLAGS.split, comm_budget_pct=budget)
+                                   split=FLAGS.split, comm_budget_pct=budget,
+                                   comm_time_budget_pct=time_budget)
         return
     config = experiments.config_flag("config")
     if (config is None) == (FLAGS.graph is None):
@@ -69,7 +85,7 @@ def main(argv):
                              processors=FLAGS.processors, rows=FLAGS.rows, cols=FLAGS.cols,
                              dataflow=FLAGS.dataflow, link_bytes_per_cycle=FLAGS.link_bytes_per_cycle,
                              link_latency=FLAGS.link_latency, split=FLAGS.split, gantt=FLAGS.gantt,
-                             comm_budget_pct=budget)
+                             comm_budget_pct=budget, comm_time_budget_pct=time_budget)
 
 
 if __name__ == "__main__":

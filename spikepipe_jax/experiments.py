@@ -142,7 +142,8 @@ def _gemm_cycles(m, k, n, rows, cols, dataflow):
 def schedule_one(out: str, *, config=None, graph_path: str | None = None, processors: int = 4,
             rows: int | None = None, cols: int | None = None, dataflow: str | None = None,
             link_bytes_per_cycle: float = 64.0, link_latency: int = 0, split: bool = True,
-            gantt: bool = True, comm_budget_pct: float | None = 0.5) -> dict:
+            gantt: bool = True, comm_budget_pct: float | None = 0.5,
+            comm_time_budget_pct: float | None = 0.5) -> dict:
     """Schedules one network (``config``) or one JSON graph; writes schedules.json (+ Gantt)."""
     from spikepipe_jax.io import atomic_write_json
     from spikepipe_jax.report.schedule_report import plot_gantt
@@ -158,7 +159,8 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
             except json.JSONDecodeError as err:
                 raise ValueError(f"{graph_path}: not valid JSON ({err})") from err
         result, scheds = study.compare_graph(graph_from_json(obj), processors, comm=comm,
-                                             comm_budget_pct=comm_budget_pct)
+                                             comm_budget_pct=comm_budget_pct,
+                                             comm_time_budget_pct=comm_time_budget_pct)
         title = f"{os.path.basename(graph_path)}, P={processors}"
     else:
         hw = config.hardware
@@ -180,7 +182,8 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
         result, scheds = study.compare_training(tasks, processors, comm=comm, cols=cols,
                                                 dataflow=dataflow, micro_tasks_fn=micro,
                                                 gemm_cycles_fn=gemm, split=split,
-                                                comm_budget_pct=comm_budget_pct)
+                                                comm_budget_pct=comm_budget_pct,
+                                                comm_time_budget_pct=comm_time_budget_pct)
         result.update(array={"rows": rows, "cols": cols, "dataflow": dataflow},
                       batch=bsz, num_steps=config.model.num_steps)
         title = f"{rows}x{cols} {dataflow}, B={bsz}, T={config.model.num_steps}, P={processors}"
@@ -197,7 +200,8 @@ def schedule_one(out: str, *, config=None, graph_path: str | None = None, proces
 
 
 def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_per_cycle: float = 64.0,
-              link_latency: int = 0, split: bool = True, comm_budget_pct: float | None = 0.5) -> dict:
+              link_latency: int = 0, split: bool = True, comm_budget_pct: float | None = 0.5,
+              comm_time_budget_pct: float | None = 0.5) -> dict:
     """The study's table: writes sweep.csv, sweep.md, sweep_summary.json, the speedup plots and
     (with a budget) pareto.png, the trade-off of speedup over 1F1B vs extra communication."""
     from spikepipe_jax.io import atomic_write_json, atomic_write_text
@@ -212,6 +216,7 @@ def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_
 
     rows = study.sweep(_tasks_fn, nets, processors, arrays, dataflows, comm=comm, batch_of=batch_of,
                        gemm_cycles_fn=_gemm_cycles, split=split, comm_budget_pct=comm_budget_pct,
+                       comm_time_budget_pct=comm_time_budget_pct,
                        progress=logging.info)
     summary = study.summarize(rows)
     tradeoff = study.tradeoff_by_net_and_p(rows)
@@ -222,6 +227,7 @@ def schedule_sweep(out: str, *, nets, processors, arrays, dataflows, link_bytes_
                       {"summary": summary, "comm": comm.to_json(), "nets": list(nets),
                        "processors": list(processors), "arrays": [f"{r}x{c}" for r, c in arrays],
                        "dataflows": list(dataflows), "comm_budget_pct": comm_budget_pct,
+                       "comm_time_budget_pct": comm_time_budget_pct,
                        "tradeoff_by_net_and_p": tradeoff, "seconds": round(time.time() - t0, 1)})
     report.plot_speedups(rows, os.path.join(out, "speedup_vs_P.png"))
     report.plot_speedups(rows, os.path.join(out, "speedup_nosplit_vs_P.png"), method="spikepipe_nosplit")

@@ -147,3 +147,50 @@ def test_layer_chain_bound_never_exceeds_the_exact_front(split_backward):
             tighter += chain > comm_bounds.layer_cut_bytes(g, x)
     assert tighter > 0
 
+
+
+def _slow_link_case():
+    """A toy graph and link on which the shortest period within the byte budget has a
+    communication time overhead above 0.5 % while a slower candidate has none."""
+    _, g = _training_graph(3, 5)
+    return g, CommModel(8)
+
+
+def test_time_limit_picks_a_compliant_candidate():
+    from spikepipe_jax.schedule.policies import comm_time_overhead_pct
+    g, comm = _slow_link_case()
+    free = spikepipe_schedule(g, 2, comm=comm, comm_budget=math.inf)
+    assert comm_time_overhead_pct(free) > 0.5  # the limit binds here
+    s = spikepipe_schedule(g, 2, comm=comm, comm_budget=math.inf, comm_time_budget_pct=0.5)
+    validate(s)
+    assert s.info["within_time_budget"] and s.info["comm_time_budget_pct"] == 0.5
+    assert comm_time_overhead_pct(s) <= 0.5 < comm_time_overhead_pct(free)
+    assert s.period > free.period  # it paid in period for it
+    assert study.comm_time_overhead_pct(s) == comm_time_overhead_pct(s)  # the cache agrees
+    # a limit above the free pick's overhead changes nothing
+    loose = spikepipe_schedule(g, 2, comm=comm, comm_budget=math.inf,
+                               comm_time_budget_pct=comm_time_overhead_pct(free) + 0.1)
+    assert (loose.period, loose.bytes_communicated) == (free.period, free.bytes_communicated)
+
+
+def test_time_limit_pick_rule_and_fallback():
+    """``_pick``: the byte budget first, then the shortest period within the time limit; with no
+    candidate within it, the smallest overhead."""
+    from spikepipe_jax.schedule.period_search import modulo_schedule
+    from spikepipe_jax.schedule.policies import _pick, comm_time_overhead_pct
+    g, comm = _slow_link_case()
+    free = spikepipe_schedule(g, 2, comm=comm)
+    one = modulo_schedule(g, 2, comm=comm, fixed={t.name: 0 for t in g.tasks}, phases=("list",))
+    assert comm_time_overhead_pct(one) == 0.0 < 0.5 < comm_time_overhead_pct(free)
+    assert one.period > free.period
+    assert _pick([free, one], 0.01) is free
+    assert _pick([free, one], 0.01, None, 0.5) is one
+    assert _pick([free, one], 0.01, math.inf, 0.5) is one
+    # nothing within the limit (a negative one): the smallest overhead, not the shortest period
+    assert _pick([free, one], 0.01, None, -1.0) is one
+    over = comm_time_overhead_pct(free)
+    assert _pick([free, one], 0.01, None, over) is free  # both within: the shorter period
+    # the byte budget comes first: the one-processor schedule moves nothing, so a zero budget
+    # keeps it even without a time limit
+    assert one.bytes_communicated == 0 < free.bytes_communicated
+    assert _pick([free, one], 0.01, 0) is one

@@ -145,6 +145,9 @@ def _run_script(module, *args):
     (["--sweep", "--sweep_processors=2,x"], ["--sweep_processors", "'x'"]),
     (["--sweep", "--sweep_nets=nope"], ["configs/nope.py"]),
     (["--sweep", "--sweep_arrays=32y32"], ["32y32"]),
+    (["--graph={d}/negative.json", "--comm_time_budget_pct=fast"], ["--comm_time_budget_pct", "fast"]),
+    (["--graph={d}/negative.json", "--comm_time_budget_pct=nan"], ["--comm_time_budget_pct", "nan"]),
+    (["--graph={d}/negative.json", "--comm_budget_pct=nan"], ["--comm_budget_pct", "nan"]),
     ([], ["exactly one of --config"]),
 ])
 def test_script_bad_input_is_one_error_line(tmp_path, args, words):

@@ -18,6 +18,14 @@ float tensors, moving whole layers where single tasks would ship membranes or de
 scheduled with its processors fixed, and the shortest period among the candidates within the
 budget wins (splitting is tried too while the best is over the budget or above the resource
 bound).  ``comm_bounds.py`` bounds what any schedule can reach under a budget.
+
+**Communication time limit** (``comm_time_budget_pct``): among the candidates within the byte
+budget, only those whose communication time overhead (:func:`comm_time_overhead_pct`: the
+period with the finite link over the period of the same placement with ideal links, minus 1)
+is at most that percentage compete; if none is, the one with the smallest overhead wins (as the
+fewest bytes do when none is within the byte budget).  Overheads are computed lazily, in order
+of period, so only candidates shorter than the first compliant one (and its ties within the
+tolerance) cost an extra fixed-placement schedule.
 """
 
 from __future__ import annotations
@@ -89,7 +97,8 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
                        split_targets: Sequence[float] = (1.0, 0.5),
                        unsplit: Schedule | None = None, comm_tolerance: float = 0.01,
                        comm_budget: float | None = None, split_batch: int = 0,
-                       split_reduction: bool = False) -> Schedule:
+                       split_reduction: bool = False,
+                       comm_time_budget_pct: float | None = None) -> Schedule:
     """The proposed scheduler: :func:`modulo_schedule` under three processor policies, plus
     task splitting when it pays (module docstring).
 
@@ -114,6 +123,10 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         ``tradeoff.tradeoff_assignments`` (scheduled with their processors fixed), and only those
         within the budget compete; if none is, the one moving the fewest bytes is returned with
         ``info["within_budget"] = False``.
+      comm_time_budget_pct: the most communication time overhead, in percent, a schedule may
+        have to compete (after the byte budget; module docstring); None: no limit.  If no
+        candidate meets it, the one with the smallest overhead is returned with
+        ``info["within_time_budget"] = False``.
 
     Returns:
       the best valid schedule; ``info["split"]`` gives the pieces per split task; with a budget,
@@ -146,9 +159,15 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
         if comm_budget is not None:
             pieces = len(info.get("split", {}))
             points.extend([s.period, s.bytes_communicated, pieces] for s in cands)
-        return _with_info(_pick(cands, comm_tolerance, comm_budget), **info)
+        return _with_info(pick(cands), **info)
+
+    def pick(cands: Sequence[Schedule]) -> Schedule:
+        return _pick(cands, comm_tolerance, comm_budget, comm_time_budget_pct)
 
     def done(s: Schedule) -> Schedule:
+        if comm_time_budget_pct is not None:
+            s = _with_info(s, comm_time_budget_pct=comm_time_budget_pct,
+                           within_time_budget=comm_time_overhead_pct(s) <= comm_time_budget_pct)
         if comm_budget is None:
             return s
         return _with_info(s, comm_budget=comm_budget, within_budget=s.bytes_communicated <= comm_budget,
@@ -158,7 +177,8 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
     if split_fn is None:
         return done(best)
     res = math.ceil(g.total_duration / processors)
-    if best.period <= res * 1.01 and (comm_budget is None or best.bytes_communicated <= comm_budget):
+    if (best.period <= res * 1.01 and (comm_budget is None or best.bytes_communicated <= comm_budget)
+            and (comm_time_budget_pct is None or comm_time_overhead_pct(best) <= comm_time_budget_pct)):
         return done(best)
     seen = set()
     for frac in split_targets:
@@ -171,7 +191,7 @@ def spikepipe_schedule(g: TaskGraph, processors: int, *, comm: CommModel = CommM
             if not plan or key in seen:
                 continue
             seen.add(key)
-            best = _pick([best, both(split_fn(plan), split=plan)], comm_tolerance, comm_budget)
+            best = pick([best, both(split_fn(plan), split=plan)])
     return done(best)
 
 
@@ -185,14 +205,52 @@ def stage_assignment(g: TaskGraph, processors: int) -> dict[str, int] | None:
     return {t.name: part[t.layer] for t in g.tasks}
 
 
-def _pick(cands: Sequence[Schedule], tol: float, budget: float | None = None) -> Schedule:
+def comm_time_overhead_pct(s: Schedule) -> float:
+    """The schedule's period with its links over the period of the same placement with ideal links
+    (no transfer time), minus 1, in percent.  The ideal period is that of ``modulo_schedule`` with
+    the processors fixed and ``CommModel()`` (capped by the schedule's own period, which ideal
+    links also allow).  Kept in ``s.info["comm_time_overhead_pct"]`` once computed."""
+    if s.comm.link_bytes_per_cycle <= 0 and s.comm.link_latency_cycles == 0:
+        return 0.0
+    cached = s.info.get("comm_time_overhead_pct")
+    if cached is not None:
+        return cached
+    ideal = modulo_schedule(s.graph, s.processors, comm=CommModel(), fixed=s.processor_of,
+                            phases=("list",), prefer_fewer_bytes=False).period
+    out = round(100.0 * (s.period / min(ideal, s.period) - 1.0), 4)
+    if isinstance(s.info, dict):
+        s.info["comm_time_overhead_pct"] = out
+    return out
+
+
+def _within_time(cands: Sequence[Schedule], tol: float, limit: float) -> list[Schedule]:
+    """The candidates with overhead <= ``limit`` whose periods are within ``tol`` of the shortest
+    such; the overheads computed in order of period and only as far as needed (empty: none)."""
+    out: list[Schedule] = []
+    for s in sorted(cands, key=lambda s: (s.period, s.bytes_communicated)):
+        if out and s.period > out[0].period * (1 + tol):
+            break
+        if comm_time_overhead_pct(s) <= limit:
+            out.append(s)
+    return out
+
+
+def _pick(cands: Sequence[Schedule], tol: float, budget: float | None = None,
+          time_limit: float | None = None) -> Schedule:
     """Smallest period; among periods within ``tol`` of it, fewest bytes communicated.  With a
-    budget, only the candidates within it (if none is, the one moving the fewest bytes)."""
+    budget, only the candidates within it (if none is, the one moving the fewest bytes); with a
+    time limit, of those only the ones whose communication time overhead is within it (if none
+    is, the one with the smallest overhead)."""
     if budget is not None:
         ok = [s for s in cands if s.bytes_communicated <= budget]
         if not ok:
             return min(cands, key=lambda s: (s.bytes_communicated, s.period))
         cands = ok
+    if time_limit is not None:
+        fast = _within_time(cands, tol, time_limit)
+        if not fast:
+            return min(cands, key=lambda s: (comm_time_overhead_pct(s), s.period, s.bytes_communicated))
+        return min(fast, key=lambda s: (s.bytes_communicated, s.period))
     top = min(s.period for s in cands)
     ok = [s for s in cands if s.period <= top * (1 + tol)]
     return min(ok, key=lambda s: (s.bytes_communicated, s.period))
@@ -204,4 +262,5 @@ def _with_info(s: Schedule, **kw) -> Schedule:
     return dataclasses.replace(s, info=info)
 
 
-__all__ = ["batch_split_plan", "reduction_split_plan", "spikepipe_schedule", "split_plan", "stage_assignment"]
+__all__ = ["batch_split_plan", "comm_time_overhead_pct", "reduction_split_plan", "spikepipe_schedule", "split_plan",
+           "stage_assignment"]

@@ -14,7 +14,9 @@ With ``comm_budget_pct`` the SpikePipe schedules may move at most that percentag
 training bytes beyond 1F1B's schedule; each case then also reports the communication time
 overhead (:func:`comm_time_overhead_pct`), the trade-off curve of its candidates (best speedup
 over 1F1B within each extra communication of :data:`BUDGET_LADDER`) and the upper bound any
-unsplit schedule can reach within it (``comm_bounds``).
+unsplit schedule can reach within it (``comm_bounds``).  With ``comm_time_budget_pct`` the
+SpikePipe schedules also keep that overhead within the limit where a candidate allows it
+(``policies.spikepipe_schedule``); 1F1B's overhead is reported next to theirs for reference.
 
 Each method's entry carries its period, placements, bytes communicated, utilisation and the
 gradient delays its timeline implies (``delays.delays_for``), so speed and staleness sit side by
@@ -33,7 +35,7 @@ from spikepipe_jax.schedule.comm import CommModel, bytes_by_tensor, training_byt
 from spikepipe_jax.schedule.graph import TaskGraph
 from spikepipe_jax.schedule.graph_json import graph_to_json
 from spikepipe_jax.schedule.period_search import modulo_schedule
-from spikepipe_jax.schedule.policies import reduction_split_plan, spikepipe_schedule
+from spikepipe_jax.schedule.policies import comm_time_overhead_pct, reduction_split_plan, spikepipe_schedule
 from spikepipe_jax.schedule.retiming import layerpipe_delays, with_update_distances
 from spikepipe_jax.schedule.training_graph import graph_from_tasks, is_training_graph
 from spikepipe_jax.schedule.validate import Schedule, validate
@@ -76,6 +78,7 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
                      gemm_cycles_fn: Callable[[int, int, int], int] | None = None,
                      split: bool = True, methods: Sequence[str] = METHODS,
                      comm_budget_pct: float | None = None, front_cache: dict | None = None,
+                     comm_time_budget_pct: float | None = None,
                      ) -> tuple[dict[str, Any], dict[str, Schedule]]:
     """All methods on one network's training tasks (cost-model format).
 
@@ -92,6 +95,9 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
       comm_budget_pct: the SpikePipe schedules may move at most this percentage of the
         training bytes more than PipeDream 1F1B's schedule (``training_bytes`` of the graph; the
         1F1B schedule is computed first); None: no budget.
+      comm_time_budget_pct: the most communication time overhead (percent,
+        :func:`comm_time_overhead_pct`) the SpikePipe schedules may have where a candidate within
+        the byte budget allows it (``policies.spikepipe_schedule``); None: no limit.
       front_cache: a dict the caller keeps across calls (e.g. over P) for the exact trade-off
         fronts of small graphs (``comm_bounds.exact_front``).
 
@@ -124,13 +130,14 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
         budget = comm_budget_pct / 100.0 * total + (one_f_one_b.bytes_communicated if one_f_one_b else 0)
     unsplit = None
     if "spikepipe" in methods or "spikepipe_nosplit" in methods:
-        unsplit = spikepipe_schedule(g_sp, processors, comm=comm, comm_budget=budget)
+        unsplit = spikepipe_schedule(g_sp, processors, comm=comm, comm_budget=budget,
+                                     comm_time_budget_pct=comm_time_budget_pct)
     for name in methods:
         if name == "spikepipe":
             s = spikepipe_schedule(g_sp, processors, comm=comm, split_fn=split_fn if split else None,
                                    unsplit=unsplit, comm_budget=budget,
                                    split_batch=int(tasks[0].get("batch", 0) or 0) if split else 0,
-                                   split_reduction=split)
+                                   split_reduction=split, comm_time_budget_pct=comm_time_budget_pct)
         elif name == "spikepipe_nosplit":
             s = _renamed(unsplit, "spikepipe_nosplit")
         elif name == "pipedream_1f1b":
@@ -148,7 +155,7 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
         lb_split = split_lower_bound(g_sp, processors, split_fn, batch=int(tasks[0].get("batch", 0) or 0),
                                      reduction=True)
     extra: dict[str, Any] = {}
-    for name in ("spikepipe", "spikepipe_nosplit"):
+    for name in ("spikepipe", "spikepipe_nosplit", "pipedream_1f1b"):  # 1F1B's: for reference
         if name in scheds:
             extra.setdefault("comm_time_overhead_pct", {})[name] = comm_time_overhead_pct(scheds[name])
     if budget is not None:
@@ -170,18 +177,6 @@ def compare_training(tasks: Sequence[Mapping[str, Any]], processors: int, *,
 
 
 EXACT_MAX_TASKS = 11
-
-
-def comm_time_overhead_pct(s: Schedule) -> float:
-    """The schedule's period with its links over the period of the same placement with ideal links
-    (no transfer time), minus 1, in percent.  The ideal period is that of ``modulo_schedule`` with
-    the processors fixed and ``CommModel()`` (capped by the schedule's own period, which ideal
-    links also allow)."""
-    if s.comm.link_bytes_per_cycle <= 0 and s.comm.link_latency_cycles == 0:
-        return 0.0
-    ideal = modulo_schedule(s.graph, s.processors, comm=CommModel(), fixed=s.processor_of,
-                            phases=("list",), prefer_fewer_bytes=False).period
-    return round(100.0 * (s.period / min(ideal, s.period) - 1.0), 4)
 
 
 def split_lower_bound(g: TaskGraph, processors: int,
@@ -222,13 +217,15 @@ def split_lower_bound(g: TaskGraph, processors: int,
 
 
 def compare_graph(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(),
-                  comm_budget_pct: float | None = None) -> tuple[dict[str, Any], dict[str, Schedule]]:
+                  comm_budget_pct: float | None = None,
+                  comm_time_budget_pct: float | None = None) -> tuple[dict[str, Any], dict[str, Schedule]]:
     """The proposed scheduler (tasks not split) on any graph, as given (its distances are the
     delays it may use), plus, if the graph is a training graph (one F, B, W task per layer), the
     baselines (which impose their own delays: 1F1B's ``S-1-s``; GPipe and ZB-H1 none, with
     micro-batches) and ``spikepipe_layerpipe``: the proposed scheduler on the same graph with
     LayerPipe2's delays on the update loops, the comparison the study makes, under
-    ``comm_budget_pct`` (percent of the training bytes over 1F1B's bytes)."""
+    ``comm_budget_pct`` (percent of the training bytes over 1F1B's bytes) and
+    ``comm_time_budget_pct`` (:func:`compare_training`)."""
     scheds = {"spikepipe": modulo_schedule(g, processors, comm=comm, method="spikepipe")}
     if is_training_graph(g):
         scheds["pipedream_1f1b"] = baselines.pipedream_schedule(g, processors, comm=comm)
@@ -236,7 +233,8 @@ def compare_graph(g: TaskGraph, processors: int, *, comm: CommModel = CommModel(
         if comm_budget_pct is not None:
             budget = scheds["pipedream_1f1b"].bytes_communicated + comm_budget_pct / 100.0 * training_bytes(g)
         gl = with_update_distances(g, layerpipe_delays(g.num_layers))
-        scheds["spikepipe_layerpipe"] = spikepipe_schedule(gl, processors, comm=comm, comm_budget=budget)
+        scheds["spikepipe_layerpipe"] = spikepipe_schedule(gl, processors, comm=comm, comm_budget=budget,
+                                                           comm_time_budget_pct=comm_time_budget_pct)
         scheds["gpipe"] = baselines.gpipe_schedule(g, processors, comm=comm)
         scheds["zb_h1"] = baselines.zb_h1_schedule(g, processors, comm=comm)
         scheds = {k: scheds[k] for k in ("spikepipe", "spikepipe_layerpipe", "pipedream_1f1b", "gpipe", "zb_h1")}
@@ -289,7 +287,11 @@ def summary_row(result: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
             row["extra_comm_pct_nosplit_vs_1f1b_interlayer"] = round(
                 100.0 * (inter[0] - inter[1]) / result["training_bytes"], 4)
     for name, v in result.get("comm_time_overhead_pct", {}).items():
-        row["comm_time_overhead_pct" + ("" if name == "spikepipe" else "_nosplit")] = v
+        row["comm_time_overhead_pct" + {"spikepipe": "", "spikepipe_nosplit": "_nosplit"}.get(name, "_" + name)] = v
+    for name in ("spikepipe", "spikepipe_nosplit"):
+        if name in m and "within_time_budget" in m[name]["info"]:
+            row["within_time_budget" + ("" if name == "spikepipe" else "_nosplit")] = \
+                bool(m[name]["info"]["within_time_budget"])
     cb = result.get("comm_budget")
     if cb is not None:
         row["comm_budget_pct"] = cb["pct"]
@@ -351,7 +353,8 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 out[key] = {"mean": round(sum(vals) / len(vals), 4),
                             "geomean": None if geo is None else round(geo, 4),
                             "min": round(min(vals), 4), "max": round(max(vals), 4)}
-        for key in ("within_budget", "within_budget_nosplit"):
+        for key in ("within_budget", "within_budget_nosplit", "within_time_budget",
+                    "within_time_budget_nosplit"):
             flags = [r[key] for r in sel if key in r]
             if flags:
                 out[key + "_share"] = round(sum(flags) / len(flags), 4)
@@ -395,7 +398,7 @@ def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[s
           processors: Sequence[int], arrays: Sequence[tuple[int, int]], dataflows: Sequence[str], *,
           comm: CommModel = CommModel(), batch_of: Callable[[str], int] | None = None,
           gemm_cycles_fn: Callable[..., int] | None = None, split: bool = True,
-          comm_budget_pct: float | None = None,
+          comm_budget_pct: float | None = None, comm_time_budget_pct: float | None = None,
           progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Networks x arrays x dataflows x P: one :func:`summary_row` each.
 
@@ -407,6 +410,7 @@ def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[s
       gemm_cycles_fn: ``(m, k, n, rows, cols, dataflow) -> cycles`` for split GEMM pieces.
       split: allow splitting in the proposed scheduler.
       comm_budget_pct: the SpikePipe schedules' budget (:func:`compare_training`).
+      comm_time_budget_pct: their communication time limit (:func:`compare_training`).
       progress: optional callback with a one-line message per case.
     """
     rows_out = []
@@ -428,7 +432,8 @@ def sweep(tasks_fn: Callable[..., Sequence[Mapping[str, Any]]], nets: Sequence[s
                 for p in processors:
                     res, _ = compare_training(tasks, p, comm=comm, cols=c, dataflow=df,
                                               micro_tasks_fn=mt, gemm_cycles_fn=gf, split=split,
-                                              comm_budget_pct=comm_budget_pct, front_cache=fronts)
+                                              comm_budget_pct=comm_budget_pct, front_cache=fronts,
+                                              comm_time_budget_pct=comm_time_budget_pct)
                     row = summary_row(res, net=net, array=f"{r}x{c}", rows=r, cols=c, dataflow=df,
                                       num_layers=len(tasks) // 3)
                     rows_out.append(row)
