@@ -187,7 +187,8 @@ class TaskExecutor:
                     out.append((start, proc, kind, l, i))
         return sorted(out)
 
-    def _run_task(self, state: dict, kind: str, l: int, i: int, key) -> Optional[jax.Array]:
+    def _run_task(self, state: dict, kind: str, l: int, i: int, key) -> None:
+        """Runs one task of iteration ``i`` (updates ``state`` in place: the caller's copy)."""
         kept, lay = state["kept"], state["layers"][l]
         dev = self.device[(kind, l)]
         last = l == self.model.num_layers - 1
@@ -210,16 +211,16 @@ class TaskExecutor:
             else:
                 kept[("spk", l, i)] = out
             lay["versions"] = {k: w for k, w in lay["versions"].items() if k >= v}  # older ones are never read
-            return None
+            return
         if kind == "BL":
             g = jnp.ones((), jnp.float32) if last else jax.device_put(kept.pop(("g", l, i)), dev)
             dcur, dneuron = self._bl(jax.device_put(kept.pop(("vjp", l, i)), dev), g)
             kept[("dcur", l, i)], kept[("dneuron", l, i)] = dcur, dneuron
-            return None
+            return
         if kind == "BG":
             p, x = jax.device_put(kept[("p", l, i)], dev), jax.device_put(kept[("x", l, i)], dev)
             kept[("g", l - 1, i)] = self._bg[l](p, x, jax.device_put(kept[("dcur", l, i)], dev))
-            return None
+            return
         # W: the update that makes version i + 1 (tasks of one layer run in iteration order)
         if lay["updates"] != i:
             raise RuntimeError(f"W{l} of iteration {i} would be update {lay['updates']}")
@@ -230,7 +231,6 @@ class TaskExecutor:
                                      jax.device_put(kept.pop(("dneuron", l, i)), dev))
         lay["versions"][i + 1] = new
         lay["updates"] = i + 1
-        return None
 
     def _advance(self, state: dict, horizon: float, key) -> list:
         """Runs every task that starts before ``horizon``; returns the metrics of the iterations
