@@ -420,8 +420,8 @@ class AsyncExecutor:
                 params = jax.device_put(flax.serialization.from_state_dict(tmpl.params, d["params"]), self.rep[s])
                 opt = jax.device_put(flax.serialization.from_state_dict(tmpl.opt_state, d["opt_state"]), self.rep[s])
                 stash = {}
+                treedef = self._vjp_treedef(s, params) if d["stash"] else None  # one trace per stage
                 for m, e in d["stash"].items():
-                    treedef = self._vjp_treedef(s, params)
                     leaves = [e["leaves"][str(i)] for i in range(len(e["leaves"]))]
                     vjp = jax.tree.unflatten(treedef, [jax.device_put(a, self._leaf_sharding(s, a)) for a in leaves])
                     met = jax.device_put(e["met"], self.rep[s]) if s == self.num_stages - 1 else None

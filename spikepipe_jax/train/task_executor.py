@@ -308,12 +308,14 @@ class TaskExecutor:
                                             for v, p in d["versions"].items()},
                                "opt": jax.device_put(flax.serialization.from_state_dict(tmpl["opt"], d["opt"]), dev),
                                "updates": int(d["updates"])})
-            kept = {}
+            kept, treedefs = {}, {}  # one trace per layer
             for name, v in blob["kept"].items():
                 parts = name.split("|")
                 k = (parts[0],) + tuple(int(q) for q in parts[1:])
                 if k[0] == "vjp":
-                    treedef = self._vjp_treedef(k[1], layers[k[1]]["versions"])
+                    if k[1] not in treedefs:
+                        treedefs[k[1]] = self._vjp_treedef(k[1], layers[k[1]]["versions"])
+                    treedef = treedefs[k[1]]
                     v = jax.tree.unflatten(treedef, [jnp.asarray(v[str(j)]) for j in range(len(v))])
                 elif isinstance(v, dict):  # a parameter dict (weights kept for BG / W)
                     v = jax.tree.map(jnp.asarray, v)
