@@ -303,7 +303,7 @@ def test_resume_after_kill9_equals_uninterrupted(tmp_path, mode):
         if mode == "1f1b":  # written atomically
             return (killed / "checkpoint_async" / "process_0.msgpack").exists()
         if mode == "spikepipe":
-            return (killed / "checkpoint_tasks.msgpack").exists()
+            return (killed / "checkpoint_tasks" / "process_0.msgpack").exists()
         return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
 
     deadline = time.time() + 300

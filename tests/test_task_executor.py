@@ -1,6 +1,8 @@
 """SpikePipe schedules executed task by task (train/task_executor.py) equal the stash simulator at
 the delays schedule.delays_for reads from the same schedule."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -53,7 +55,9 @@ def test_schedule_executed_equals_the_simulator_at_its_delays(net, processors, s
     st, m = ex.drain(st, key)
     mets += m["finished"]
     got = ex.params(st)
-    assert len(mets) == steps and not st["kept"] and not st["inputs"]  # every iteration finished, nothing left
+    assert len(mets) == steps and not st["inputs"]  # every iteration finished
+    # nothing left but the newest weights, kept for the iterations that would use them next
+    assert st["kept"] and all(k[0] == "p" and k[2] >= steps for k in st["kept"]), sorted(st["kept"])
 
     ref_step = jax.jit(pipesim.make_train_step(
         model, tx, delays=delays, mode="stash",
@@ -71,16 +75,20 @@ def test_schedule_executed_equals_the_simulator_at_its_delays(net, processors, s
 
 
 def test_delays_that_do_not_match_the_order_are_refused():
-    """Delays of zero ask a forward for a weight version its schedule has not made yet."""
+    """Delays of zero ask a forward for a weight version its schedule has not made yet: refused
+    before any work, naming the layer."""
     cfg, model, tx, encode, xs, ys, params = _setup("fc_digits", 2, 4)
     sched = _schedule(cfg, 2)
-    assert max(delays_for(sched)) > 0
-    ex = task_executor.TaskExecutor(model, sched, [0] * model.num_layers, tx, loss_name=cfg.train.loss,
-                                    num_classes=10, encode_fn=encode, devices=[jax.devices()[0]] * 2)
-    st = ex.init(params)
-    with pytest.raises(RuntimeError, match="needs weight version 1"):
-        for k in range(4):
-            st, _ = ex.step(st, xs[k], ys[k], jax.random.key(0))
+    delays = delays_for(sched)
+    assert max(delays) > 0
+    lagging = next(l for l, d in enumerate(delays) if d > 0)
+    with pytest.raises(ValueError, match=f"F{lagging} of iteration 1 needs weight version 1, which W{lagging} makes "
+                                         f"later"):
+        task_executor.TaskExecutor(model, sched, [0] * model.num_layers, tx, loss_name=cfg.train.loss,
+                                   num_classes=10, encode_fn=encode, devices=[jax.devices()[0]] * 2)
+    bigger = [d + 1 for d in delays]  # older weights than the schedule's: a consistent order, accepted
+    task_executor.TaskExecutor(model, sched, bigger, tx, loss_name=cfg.train.loss, num_classes=10,
+                               encode_fn=encode, devices=[jax.devices()[0]] * 2)
 
 
 def test_split_or_foreign_schedules_are_refused():
@@ -128,17 +136,18 @@ def test_save_and_restore_mid_schedule_continues_exactly(tmp_path, net, processo
     for k in range(save_at):
         st, _ = ex.step(st, xs[k], ys[k], key)
     assert any(k[0] == "vjp" for k in st["kept"])  # LIF vjps in flight
-    path = str(tmp_path / task_executor.CHECKPOINT_FILE)
-    ex.save(path, st)
+    directory = str(tmp_path / task_executor.CHECKPOINT_DIR)
+    path = os.path.join(directory, "process_0.msgpack")
+    ex.save(directory, st)
     ex2 = make()
-    restored, read = ex2.restore_latest(path, ex2.init(params), warn=pytest.fail)
+    restored, read = ex2.restore_latest(directory, ex2.init(params), warn=pytest.fail)
     assert read == path and restored["fed"] == save_at
     resumed = ex2.params(run(ex2, restored, save_at))
     for a, r in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, r)
-    ex2.save(path, st)
+    ex2.save(directory, st)
     with open(path, "r+b") as f:  # damaged newest: the previous one, with a warning
         f.write(b"\x00\x01garbage")
     warned = []
-    prev, read = ex2.restore_latest(path, ex2.init(params), warn=warned.append)
+    prev, read = ex2.restore_latest(directory, ex2.init(params), warn=warned.append)
     assert read.endswith(".prev.msgpack") and prev["fed"] == save_at and "corrupt" in warned[0]

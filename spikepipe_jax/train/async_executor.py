@@ -456,14 +456,8 @@ class AsyncExecutor:
                        warn: Callable[[str], None]) -> Optional[tuple[AsyncState, str]]:
         """This process's newest readable checkpoint (the previous one if the newest is damaged,
         saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`); ``None`` if there is none.
-        With several processes every one must have read the same step (a collective; raises
-        ValueError naming each process's step otherwise)."""
+        With several processes every one must have read the same step
+        (:func:`spikepipe_jax.train.checkpoint.check_same_step`)."""
         got = checkpoint.read_latest(self._path(directory), lambda p: self._read(p, template), warn=warn)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            steps = np.asarray(multihost_utils.process_allgather(np.int32(-1 if got is None else got[0].step)))
-            if len(set(steps.ravel().tolist())) > 1:
-                raise ValueError(f"the processes' checkpoints in {directory} are at different steps "
-                                 f"{steps.ravel().tolist()} (process 0, 1, ...; -1: none); remove the newer ones "
-                                 f"or use a new workdir")
+        checkpoint.check_same_step(directory, -1 if got is None else got[0].step)
         return got

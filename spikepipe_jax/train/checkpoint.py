@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import flax.serialization
 import jax
+import numpy as np
 
 from spikepipe_jax.io import atomic_write_bytes
 
@@ -60,6 +61,19 @@ def restore_latest(path: str, template: Any, *,
     """Restores the newest readable checkpoint of :func:`save_rotating` into ``template``'s
     structure (:func:`read_latest`)."""
     return read_latest(path, lambda p: restore(p, template), warn=warn)
+
+
+def check_same_step(directory: str, step: int) -> None:
+    """With several processes (each restored its own part of a checkpoint, ``step``; -1 for none)
+    every one must have read the same step: a collective over all processes, raising ValueError
+    naming each process's step otherwise. Nothing to check in one process."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    steps = np.asarray(multihost_utils.process_allgather(np.int32(step))).ravel().tolist()
+    if len(set(steps)) > 1:
+        raise ValueError(f"the processes' checkpoints in {directory} are at different steps {steps} (process 0, 1, "
+                         f"...; -1: none); remove the newer ones or use a new workdir")
 
 
 def read_latest(path: str, read: Callable[[str], Any], *,

@@ -342,15 +342,14 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     execute = config.pipeline.get("execute", "none")
     # the tick-synchronous executor's sharded state: orbax-checkpoint (checkpoint.ShardedCheckpoints);
     # the asynchronous 1F1B executor: one file per process (async_executor.AsyncExecutor.save); else msgpack
-    # the SpikePipe task executor: one msgpack file (task_executor.TaskExecutor.save)
+    # the SpikePipe task executor: one file per process too (task_executor.TaskExecutor.save)
     sharded = (checkpoint.ShardedCheckpoints(os.path.join(workdir, checkpoint.ORBAX_DIR))
                if execute == "gpipe" else None)
     async_dir = os.path.join(workdir, async_executor.CHECKPOINT_DIR)
-    tasks_path = os.path.join(workdir, task_executor.CHECKPOINT_FILE)
-    if execute == "1f1b":
-        have_checkpoint = checkpoint.exists(os.path.join(async_dir, f"process_{jax.process_index()}.msgpack"))
-    elif execute == "spikepipe":
-        have_checkpoint = checkpoint.exists(tasks_path)
+    tasks_dir = os.path.join(workdir, task_executor.CHECKPOINT_DIR)
+    if execute in ("1f1b", "spikepipe"):
+        part = os.path.join(async_dir if execute == "1f1b" else tasks_dir, f"process_{jax.process_index()}.msgpack")
+        have_checkpoint = checkpoint.exists(part)
     else:
         have_checkpoint = sharded.exists() if sharded else checkpoint.exists(ckpt_path)
     if have_checkpoint and os.path.exists(config_path):
@@ -393,7 +392,9 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         log(f"pipeline {plan.mode} (asynchronous): stages {list(plan.stages)} x {plan.data} data-parallel")
     elif execute == "spikepipe":  # the SpikePipe schedule's tasks on its processors (train/task_executor.py)
         schedule, sched_delays = task_executor.config_schedule(config, plan.processors)
-        runner = task_executor.TaskExecutor(model, schedule, sched_delays, run_tx, devices=devices, **run_kw)
+        runner = task_executor.TaskExecutor(model, schedule, sched_delays, run_tx, devices=devices,
+                                            binary_input=binary_input,
+                                            transport_factory=transport.for_jax_distributed, **run_kw)
         state = runner.init(params)
         placement = ", ".join(f"{p.task}@{p.processor}" for p in sorted(schedule.placements, key=lambda p: p.task))
         log(f"pipeline spikepipe: {plan.processors} processor(s), period {schedule.period} cycles, "
@@ -422,7 +423,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     if is_async:
         restored = runner.restore_latest(async_dir, state, warn=logging.warning)
     elif is_tasks:
-        restored = runner.restore_latest(tasks_path, state, warn=logging.warning)
+        restored = runner.restore_latest(tasks_dir, state, warn=logging.warning)
     elif runner:
         state = runner.place(state)  # restored into the mesh's shardings
         restored = sharded.restore_latest(state, warn=logging.warning)
@@ -447,9 +448,8 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         messages it waited for to save them)."""
         if is_async:  # every process writes its own stages
             return runner.save(async_dir, st)
-        if is_tasks:
-            runner.save(tasks_path, st)
-            return st
+        if is_tasks:  # every process writes its own tasks' state
+            return runner.save(tasks_dir, st)
         if sharded:  # every process writes its own shards
             sharded.save(int(st.step), st)
         else:

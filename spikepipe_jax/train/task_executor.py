@@ -33,6 +33,7 @@ messages; not wired here).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Optional, Sequence
 
@@ -47,7 +48,7 @@ from spikepipe_jax.io import atomic_write_bytes
 from spikepipe_jax.train import checkpoint, losses
 
 KINDS = ("F", "BL", "BG", "W")
-CHECKPOINT_FILE = "checkpoint_tasks.msgpack"  # in the run's workdir (the previous one kept beside it)
+CHECKPOINT_DIR = "checkpoint_tasks"  # in the run's workdir: one file per process (the previous one kept beside it)
 
 
 def config_schedule(config, processors: int):
@@ -76,19 +77,42 @@ def _task_kind(name: str) -> tuple[str, int]:
                      f"executed)")
 
 
+# The values tasks pass on: name -> (producer kind, layer offset of the producer, reader kinds).
+# A value ("name", l, i) of layer l and iteration i is made by <producer kind>_{l + offset}(i) and
+# read by <reader kind>_l(i), except: ("spk", l, i), layer l's spikes, is read by F_{l+1}(i);
+# ("g", l, i), the gradient of layer l's spikes, is made by BG_{l+1}(i); ("p", l, i), the weights
+# iteration i uses (version max(0, i - d_l)), is made by W_l(i - d_l - 1) (the initial weights for
+# i <= d_l); ("met", L - 1, i), iteration i's [loss, correct], is read at the iteration's end by
+# process 0, which reports it.
+_VALUES = {
+    "spk": ("F", 0, ()),
+    "x": ("F", 0, ("BG", "W")),
+    "p": ("W", 0, ("F", "BG", "W")),
+    "vjp": ("F", 0, ("BL",)),
+    "dcur": ("BL", 0, ("BG", "W")),
+    "dneuron": ("BL", 0, ("W",)),
+    "g": ("BG", 1, ("BL",)),
+    "met": ("F", 0, ("END",)),
+}
+_END = "END"  # the end of an iteration (after its last task anywhere): metrics, clean-up
+
+
 class TaskExecutor:
     """Runs a SpikePipe schedule's tasks (module docstring). ``step`` feeds one mini-batch and runs
-    every task that starts before the next mini-batch's first one; ``drain`` finishes the rest."""
+    every task of this process that starts before the next mini-batch's first one; ``drain``
+    finishes the rest. With several processes each runs the tasks of its processors (devices)
+    and the values that cross processes go through ``transport_factory(peers)``
+    (:class:`spikepipe_jax.train.transport.SocketTransport`)."""
 
     def __init__(self, model: snn.ModelDef, schedule, delays: Sequence[int], tx: optax.GradientTransformation, *,
                  loss_name: str, num_classes: int, encode_fn: Callable, devices: Optional[Sequence[Any]] = None,
-                 batch_size: int = 0, num_steps: int = 0, input_shape: Sequence[int] = ()):
-        if jax.process_count() > 1:
-            raise ValueError("pipeline.execute='spikepipe' runs in one process (its tasks' messages between "
-                             "processes are not wired yet); use 1f1b or gpipe across processes")
+                 batch_size: int = 0, num_steps: int = 0, input_shape: Sequence[int] = (),
+                 binary_input: bool = False, transport_factory: Optional[Callable] = None):
         self.model = model._replace(native="off")
-        # batch_size, num_steps, input_shape: the shapes of a restored checkpoint's kept vjps
+        # batch_size, num_steps, input_shape: the shapes of values received from other processes
+        # and of a restored checkpoint's kept vjps
         self.batch_size, self.num_steps, self.input_shape = batch_size, num_steps, tuple(input_shape)
+        self.binary_input = binary_input  # the encoder's output is exact 0/1 (sent bit-packed)
         self.tx, self.loss_name, self.num_classes, self.encode_fn = tx, loss_name, num_classes, encode_fn
         self.delays = [int(d) for d in delays]
         self.names = [info.name for info in model.infos]
@@ -111,7 +135,41 @@ class TaskExecutor:
         if len(devices) < schedule.processors:
             raise ValueError(f"the schedule uses {schedule.processors} processors, {len(devices)} device(s) given")
         self.device = {(k, l): devices[proc] for _, k, l, proc in self.tasks}
+        self.start = {(k, l): t0 for t0, k, l, _ in self.tasks}
+        self.processor = {(k, l): proc for _, k, l, proc in self.tasks}
+        self.process = {task: getattr(dev, "process_index", 0) for task, dev in self.device.items()}
+        self.process[(_END, n_layers - 1)] = 0  # process 0 reports the metrics
+        self.me = jax.process_index()
         self.tasks.sort()
+        for l, d in enumerate(self.delays):  # F_l(i) reads the weights W_l(i - d_l - 1) makes: before it in the order
+            w_key = (self.start[("W", l)], self.processor[("W", l)], "W", l, 0)
+            f_key = (self.start[("F", l)] + (d + 1) * self.period, self.processor[("F", l)], "F", l, d + 1)
+            if not w_key < f_key:
+                raise ValueError(f"F{l} of iteration {d + 1} needs weight version 1, which W{l} makes later in the "
+                                 f"schedule's order: delays {self.delays} do not match the schedule "
+                                 f"(schedule.delays_for gives the ones that do)")
+        self.end_start = max(t0 for t0, *_ in self.tasks)  # the end of iteration 0 (sorted after its tasks)
+        self.local = [(t0, k, l, proc) for t0, k, l, proc in self.tasks if self.process[(k, l)] == self.me]
+        self.local.append((self.end_start, _END, -1, schedule.processors))
+        # a device of this process for each layer's weight versions (W's, else F's, else any)
+        local_dev = jax.local_devices()[0]
+        self.home = []
+        for l in range(n_layers):
+            devs = [self.device[(k, l)] for k in ("W", "F", "BG", "BL") if (k, l) in self.device
+                    and self.process[(k, l)] == self.me]
+            self.home.append(devs[0] if devs else local_dev)
+        peers = {self.process[t] for t in self.device} | {0}
+        self.transport = None
+        if len(peers) > 1:
+            if transport_factory is None:
+                raise ValueError("a schedule whose processors are in several processes needs a transport "
+                                 "(a jax.distributed run)")
+            if not (batch_size and num_steps and self.input_shape):
+                raise ValueError("several processes: batch_size, num_steps and input_shape are needed (the shapes "
+                                 "of the values received)")
+            self.transport = transport_factory(peers - {self.me})
+        self.bytes_sent = 0  # bytes this process has sent to others (messages' payloads)
+        self._treedefs = {}
         self._f = [jax.jit(self._forward(l)) for l in range(n_layers)]
         self._bl = jax.jit(lambda vjp, g: vjp(g))
         self._bg = [jax.jit(self._input_grad(l)) for l in range(n_layers)]
@@ -157,31 +215,124 @@ class TaskExecutor:
             return optax.apply_updates(p_latest, upd), opt
         return w
 
+    # ----- where values go -------------------------------------------------------------------
+    def _producer(self, key: tuple) -> tuple:
+        """``(kind, layer, iteration)`` of the task that makes the value ``key``."""
+        name, l, i = key
+        kind, offset, _ = _VALUES[name]
+        return (kind, l, i - self.delays[l] - 1) if name == "p" else (kind, l + offset, i)
+
+    def _consumers(self, key: tuple) -> list:
+        """``(kind, layer, iteration)`` of the tasks that read the value ``key``."""
+        name, l, i = key
+        if name == "spk":
+            return [("F", l + 1, i)]
+        return [(k, l, i) for k in _VALUES[name][2] if (k, l) in self.process or k == _END]
+
+    def _process_of(self, kind: str, l: int) -> int:
+        return 0 if kind == _END else self.process[(kind, l)]
+
+    def _spike_shape(self, l: int) -> tuple:
+        """``[T, B, ...]`` of layer ``l``'s spikes (``l = -1``: the encoded input)."""
+        shape = self.input_shape if l < 0 else tuple(self.model.infos[l].out_shape)
+        return (self.num_steps, self.batch_size) + tuple(shape)
+
+    def _packed(self, key: tuple) -> Optional[tuple]:
+        """The shape of the value ``key`` if it is exact 0/1 spikes (sent 8 to a byte), else None."""
+        name, l, _ = key
+        if name == "spk" or (name == "x" and (l > 0 or self.binary_input)):
+            return self._spike_shape(l if name == "spk" else l - 1)
+        return None
+
+    def _treedef(self, key: tuple, state: dict):
+        name, l, _ = key
+        if name not in ("p", "dneuron", "vjp"):
+            return jax.tree.structure(0)
+        if (name, l) not in self._treedefs:
+            p = state["layers"][l]["latest"]
+            if name == "vjp":
+                t = self._vjp_treedef(l, p)
+            elif name == "dneuron":
+                t = jax.tree.structure({k: v for k, v in p.items() if k != "w"})
+            else:
+                t = jax.tree.structure(p)
+            self._treedefs[(name, l)] = t
+        return self._treedefs[(name, l)]
+
+    def _send(self, dst: int, key: tuple, value) -> None:
+        base = "|".join(str(part) for part in key)
+        shape = self._packed(key)
+        if shape is not None:
+            arrays = [np.packbits(np.asarray(jnp.asarray(value, jnp.uint8)).ravel())]
+        else:
+            arrays = [np.asarray(a) for a in jax.tree.leaves(jax.device_get(value))]
+        for j, a in enumerate(arrays):
+            self.transport.send(dst, f"{base}#{j}", a)
+            self.bytes_sent += a.nbytes
+
+    def _recv(self, src: int, key: tuple, state: dict):
+        base = "|".join(str(part) for part in key)
+        shape = self._packed(key)
+        if shape is not None:
+            bits = self.transport.recv(src, f"{base}#0")
+            return jnp.asarray(np.unpackbits(bits, count=math.prod(shape)).reshape(shape), jnp.float32)
+        treedef = self._treedef(key, state)
+        leaves = [jnp.asarray(self.transport.recv(src, f"{base}#{j}")) for j in range(treedef.num_leaves)]
+        return jax.tree.unflatten(treedef, leaves)
+
+    def _put(self, state: dict, key: tuple, value) -> None:
+        """A task made ``value``: kept for the consumers in this process, sent to the others
+        (once per process)."""
+        consumers = self._consumers(key)
+        procs = {self._process_of(k, l) for k, l, _ in consumers}
+        for dst in sorted(procs - {self.me}):
+            self._send(dst, key, value)
+        if self.me in procs:
+            state["kept"][key] = value
+
+    def _get(self, state: dict, key: tuple, pop: bool = False):
+        """The value ``key`` for a task of this process (received from its producer's process if
+        it is not here yet; ``pop``: its last reader here)."""
+        kept = state["kept"]
+        if key not in kept:
+            kind, l, i = self._producer(key)
+            src = self._process_of(kind, l)
+            if src == self.me:
+                raise RuntimeError(f"{key} is read before {kind}{l} of iteration {i} made it (the schedule's order "
+                                   f"does not respect its dependencies)")  # (checked in __init__ for the weights)
+            kept[key] = self._recv(src, key, state)
+        return kept.pop(key) if pop else kept[key]
+
     # ----- state and running ---------------------------------------------------------------------
     def init(self, params) -> dict:
-        """The state: per layer its weight versions (version -> parameters, on its ``W`` task's
-        device), optimiser state and updates done; the values kept for iterations in flight
-        (``kept``: spikes, inputs, weights used, vjps, gradients), their host batches
-        (``inputs``), the tasks run of unfinished iterations (``ran``), the iterations fed and the
-        first unfinished one."""
-        layers = []
+        """The state: per layer its newest weights (``latest``, on a device of this process:
+        ``W_l``'s where it is here), optimiser state and updates done; the values kept for
+        iterations in flight (``kept``: spikes, inputs, the weights each iteration uses, vjps,
+        gradients, values received), their host batches (``inputs``), this process's tasks run
+        of unfinished iterations (``ran``), the iterations fed and the first unfinished one.
+        Iterations ``0..d_l`` use the initial weights: kept for this process's readers."""
+        layers, kept = [], {}
         for l, n in enumerate(self.names):
-            dev = self.device[("W", l)]
+            dev = self.home[l]
             p = jax.device_put(params[n], dev)
-            layers.append({"versions": {0: p}, "opt": jax.device_put(self.tx.init(params[n]), dev), "updates": 0})
-        return {"layers": layers, "kept": {}, "inputs": {}, "ran": set(), "fed": 0, "done_tasks_from": 0}
+            layers.append({"latest": p, "opt": jax.device_put(self.tx.init(params[n]), dev), "updates": 0})
+            if any(self.process[(k, l)] == self.me for k in ("F", "BG", "W") if (k, l) in self.process):
+                for i in range(self.delays[l] + 1):
+                    kept[("p", l, i)] = p
+        return {"layers": layers, "kept": kept, "inputs": {}, "ran": set(), "fed": 0, "done_tasks_from": 0}
 
     @staticmethod
     def _copy(state: dict) -> dict:
         """A new state sharing the arrays (the step does not change its argument)."""
-        return dict(state, layers=[dict(lay, versions=dict(lay["versions"])) for lay in state["layers"]],
-                    kept=dict(state["kept"]), inputs=dict(state["inputs"]), ran=set(state["ran"]))
+        return dict(state, layers=[dict(lay) for lay in state["layers"]], kept=dict(state["kept"]),
+                    inputs=dict(state["inputs"]), ran=set(state["ran"]))
 
-    def _ready(self, state: dict, horizon: int) -> list:
-        """Tasks of fed iterations not run yet that start before ``horizon`` (unrolled time)."""
+    def _ready(self, state: dict, horizon: float) -> list:
+        """This process's tasks (and iteration ends) of fed iterations not run yet that start
+        before ``horizon`` (unrolled time), in the order every process uses."""
         out = []
         for i in range(state["done_tasks_from"], state["fed"]):
-            for t0, kind, l, proc in self.tasks:
+            for t0, kind, l, proc in self.local:
                 start = t0 + i * self.period
                 if start < horizon and (kind, l, i) not in state["ran"]:
                     out.append((start, proc, kind, l, i))
@@ -189,80 +340,76 @@ class TaskExecutor:
 
     def _run_task(self, state: dict, kind: str, l: int, i: int, key) -> None:
         """Runs one task of iteration ``i`` (updates ``state`` in place: the caller's copy)."""
-        kept, lay = state["kept"], state["layers"][l]
+        lay = state["layers"][l]
         dev = self.device[(kind, l)]
         last = l == self.model.num_layers - 1
         if kind == "F":
-            v = max(0, i - self.delays[l])
-            if v not in lay["versions"]:
-                raise RuntimeError(f"F{l} of iteration {i} needs weight version {v}, which the schedule has not "
-                                   f"made yet (delays {self.delays} do not match its order)")
-            p = jax.device_put(lay["versions"][v], dev)
+            p = jax.device_put(self._get(state, ("p", l, i)), dev)
             if l == 0:
                 x, y = state["inputs"][i]
                 x = self.encode_fn(jax.device_put(x, dev), jax.random.fold_in(key, i)).astype(jnp.float32)
             else:
-                x = jax.device_put(kept.pop(("spk", l - 1, i)), dev)
+                x = jax.device_put(self._get(state, ("spk", l - 1, i), pop=True), dev)
                 y = state["inputs"][i][1]
             out, vjp = self._f[l](p, x, jax.device_put(y, dev) if last else None)
-            kept[("x", l, i)], kept[("p", l, i)], kept[("vjp", l, i)] = x, p, vjp
-            if last:
-                kept[("met", i)] = out
-            else:
-                kept[("spk", l, i)] = out
-            lay["versions"] = {k: w for k, w in lay["versions"].items() if k >= v}  # older ones are never read
+            self._put(state, ("x", l, i), x)
+            self._put(state, ("vjp", l, i), vjp)
+            self._put(state, ("met" if last else "spk", l, i), out)
             return
         if kind == "BL":
-            g = jnp.ones((), jnp.float32) if last else jax.device_put(kept.pop(("g", l, i)), dev)
-            dcur, dneuron = self._bl(jax.device_put(kept.pop(("vjp", l, i)), dev), g)
-            kept[("dcur", l, i)], kept[("dneuron", l, i)] = dcur, dneuron
+            g = jnp.ones((), jnp.float32) if last else jax.device_put(self._get(state, ("g", l, i), pop=True), dev)
+            dcur, dneuron = self._bl(jax.device_put(self._get(state, ("vjp", l, i), pop=True), dev), g)
+            self._put(state, ("dcur", l, i), dcur)
+            self._put(state, ("dneuron", l, i), dneuron)
             return
         if kind == "BG":
-            p, x = jax.device_put(kept[("p", l, i)], dev), jax.device_put(kept[("x", l, i)], dev)
-            kept[("g", l - 1, i)] = self._bg[l](p, x, jax.device_put(kept[("dcur", l, i)], dev))
+            p, x = jax.device_put(self._get(state, ("p", l, i)), dev), jax.device_put(self._get(state, ("x", l, i)), dev)
+            self._put(state, ("g", l - 1, i), self._bg[l](p, x, jax.device_put(self._get(state, ("dcur", l, i)), dev)))
             return
         # W: the update that makes version i + 1 (tasks of one layer run in iteration order)
         if lay["updates"] != i:
             raise RuntimeError(f"W{l} of iteration {i} would be update {lay['updates']}")
-        latest = jax.device_put(lay["versions"][max(lay["versions"])], dev)
-        p_used = jax.device_put(kept[("p", l, i)], dev)
-        x, dcur = jax.device_put(kept[("x", l, i)], dev), jax.device_put(kept[("dcur", l, i)], dev)
-        new, lay["opt"] = self._w[l](latest, lay["opt"], p_used, x, dcur,
-                                     jax.device_put(kept.pop(("dneuron", l, i)), dev))
-        lay["versions"][i + 1] = new
-        lay["updates"] = i + 1
+        p_used = jax.device_put(self._get(state, ("p", l, i)), dev)
+        x = jax.device_put(self._get(state, ("x", l, i)), dev)
+        dcur = jax.device_put(self._get(state, ("dcur", l, i)), dev)
+        new, lay["opt"] = self._w[l](jax.device_put(lay["latest"], dev), lay["opt"], p_used, x, dcur,
+                                     jax.device_put(self._get(state, ("dneuron", l, i), pop=True), dev))
+        lay["latest"], lay["updates"] = new, i + 1
+        self._put(state, ("p", l, i + 1 + self.delays[l]), new)  # version i + 1: iteration i + 1 + d_l's
 
     def _advance(self, state: dict, horizon: float, key) -> list:
-        """Runs every task that starts before ``horizon``; returns the metrics of the iterations
-        whose last task ran."""
+        """Runs this process's tasks that start before ``horizon``; returns the metrics of the
+        iterations that ended (process 0; none elsewhere)."""
         finished = []
         for start, proc, kind, l, i in self._ready(state, horizon):
-            self._run_task(state, kind, l, i, key)
-            state["ran"].add((kind, l, i))
-            if all((k, ll, i) in state["ran"] for _, k, ll, _ in self.tasks):
-                finished.append(state["kept"].pop(("met", i)))
-                for k in [k for k in state["kept"] if k[-1] == i]:
-                    del state["kept"][k]
-                state["ran"] = {r for r in state["ran"] if r[2] != i}
-                state["inputs"].pop(i)
-                state["done_tasks_from"] = i + 1
+            if kind != _END:
+                self._run_task(state, kind, l, i, key)
+                state["ran"].add((kind, l, i))
+                continue
+            if self.me == 0:  # every task of iteration i (in every process) is before its end
+                finished.append(self._get(state, ("met", self.model.num_layers - 1, i), pop=True))
+            for k in [k for k in state["kept"] if k[0] != "ver" and k[-1] == i]:
+                del state["kept"][k]
+            state["ran"] = {r for r in state["ran"] if r[2] != i}
+            state["inputs"].pop(i)
+            state["done_tasks_from"] = i + 1
         return finished
 
     def step(self, state: dict, x, y, key) -> tuple[dict, list]:
-        """Feeds iteration ``fed`` (host ``x`` ``[B, ...]``, ``y`` ``[B]``) and runs the tasks that
-        start before iteration ``fed + 1``'s first; returns the new state and the metrics of the
-        iterations that finished (:meth:`_metrics`)."""
+        """Feeds iteration ``fed`` (host ``x`` ``[B, ...]``, ``y`` ``[B]``, the same in every
+        process) and runs this process's tasks that start before iteration ``fed + 1``'s first;
+        returns the new state and the metrics of the iterations that ended (:meth:`_metrics`)."""
         state = self._copy(state)
         state["key"] = key
         i = state["fed"]
         state["inputs"][i] = (np.asarray(x), np.asarray(y))
         state["fed"] = i + 1
-        first = min(t0 for t0, *_ in self.tasks)
-        return state, self._metrics(self._advance(state, first + (i + 1) * self.period, key))
+        state["horizon"] = min(t0 for t0, *_ in self.tasks) + (i + 1) * self.period
+        return state, self._metrics(self._advance(state, state["horizon"], key))
 
     def _metrics(self, finished: list) -> dict:
-        """Loss / accuracy of the iterations that finished (``count``; ``finished``: their
-        ``[loss, correct]``); ``finite``: their losses."""
+        """Loss / accuracy of the iterations that ended (``count``; ``finished``: their
+        ``[loss, correct]``); ``finite``: their losses. Processes other than 0 report none."""
         if not finished:
             return {"loss": 0.0, "accuracy": 0.0, "count": 0, "finite": True, "finished": []}
         met = np.asarray(jnp.stack([jax.device_get(m) for m in finished]))
@@ -273,28 +420,97 @@ class TaskExecutor:
     def drain(self, state: dict, key=None) -> tuple[dict, list]:
         """Runs every task left (no new iteration enters; ``key``: the steps' encoder key)."""
         state = self._copy(state)
+        state["horizon"] = float("inf")
         return state, self._metrics(self._advance(state, float("inf"), state.get("key") if key is None else key))
 
+    def bytes_per_iteration(self, params) -> dict:
+        """Bytes of one iteration's values that go from one processor to another, by value name
+        (each value once to every other processor that reads it; spikes bit-packed, the rest as
+        they are: float32 activations and gradients, the weights an iteration uses), from their
+        shapes (:func:`jax.eval_shape`). Between processes they go over TCP, between devices of
+        one process as ``device_put``. Not counted: the 8 bytes of metrics per iteration."""
+        f32 = lambda shape: jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+        nbytes = lambda tree: sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
+        proc = self.processor
+        out_bytes = {}
+        for l, n in enumerate(self.names):
+            last = l == self.model.num_layers - 1
+            y = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32) if last else None
+            out, vjp = self._f[l].eval_shape(params[n], f32(self._spike_shape(l - 1)), y)
+            dcur, dneuron = self._bl.eval_shape(vjp, f32(()) if last else f32(out.shape))
+            sizes = {"x": nbytes(f32(self._spike_shape(l - 1))), "p": nbytes(params[n]), "vjp": nbytes(vjp),
+                     "dcur": nbytes(dcur), "dneuron": nbytes(dneuron)}
+            if not last:
+                sizes["spk"] = nbytes(out)
+            if l > 0:
+                sizes["g"] = nbytes(f32(self._spike_shape(l - 1)))
+            for name, size in sizes.items():
+                key = (name, l - 1 if name == "g" else l, 0)
+                packed = self._packed(key)
+                if packed is not None:
+                    size = -(-math.prod(packed) // 8)
+                kind, pl, _ = self._producer(key)
+                readers = {proc[(k, rl)] for k, rl, _ in self._consumers(key)} - {proc[(kind, pl)]}
+                out_bytes[name] = out_bytes.get(name, 0) + size * len(readers)
+        return out_bytes
+
     # ----- checkpoints -------------------------------------------------------------------------
-    def save(self, path: str, state: dict) -> None:
-        """Writes the whole state (weight versions, optimiser states, the values kept for
-        iterations in flight, their batches; the LIF vjps as their arrays) atomically, keeping
-        the previous file (:func:`spikepipe_jax.train.checkpoint.prev_path`)."""
+    def _in_flight(self, state: dict) -> dict:
+        """``kept`` with the values other processes have sent to this one for its tasks not run
+        yet (made by tasks that started before the last horizon) received into it: at a step
+        boundary those are the only values in flight."""
+        kept = dict(state["kept"])
+        if self.transport is None:
+            return kept
+        horizon, fed, first = state.get("horizon", float("-inf")), state["fed"], state["done_tasks_from"]
+        for i in range(first, fed + max(self.delays) + 2):
+            for name in _VALUES:
+                for l in range(self.model.num_layers):
+                    key = (name, l, i)
+                    kind, pl, pi = self._producer(key)
+                    if (kind, pl) not in self.process or not 0 <= pi < fed or key in kept:
+                        continue
+                    readers = [(k, rl, ri) for k, rl, ri in self._consumers(key)
+                               if (k == _END or (k, rl) in self.process) and self._process_of(k, rl) == self.me
+                               and ri >= first and (k, rl, ri) not in state["ran"]]
+                    src = self._process_of(kind, pl)
+                    if readers and src != self.me and self.start[(kind, pl)] + pi * self.period < horizon:
+                        kept[key] = self._recv(src, key, state)
+        return kept
+
+    def _path(self, directory: str) -> str:
+        return os.path.join(directory, f"process_{self.me}.msgpack")
+
+    def save(self, directory: str, state: dict) -> dict:
+        """Writes this process's state (newest weights, optimiser states, the values kept for
+        iterations in flight, among them those received from other processes and not read yet,
+        their batches; the LIF vjps as their arrays) atomically as
+        ``directory/process_<i>.msgpack``, keeping the previous file
+        (:func:`spikepipe_jax.train.checkpoint.prev_path`). Returns the state to go on with (it
+        holds the values received to save them)."""
+        state = dict(state, kept=self._in_flight(state))
         host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
         kept = {}
         for k, v in state["kept"].items():
             name = "|".join(str(part) for part in k)
             kept[name] = ({str(j): a for j, a in enumerate(host(jax.tree.leaves(v)))} if k[0] == "vjp" else host(v))
-        blob = {"layers": {str(l): {"versions": {str(v): host(p) for v, p in lay["versions"].items()},
+        blob = {"layers": {str(l): {"latest": host(lay["latest"]),
                                     "opt": flax.serialization.to_state_dict(host(lay["opt"])),
                                     "updates": lay["updates"]} for l, lay in enumerate(state["layers"])},
                 "kept": kept, "inputs": {str(i): {"x": x, "y": y} for i, (x, y) in state["inputs"].items()},
                 "ran": ["|".join(str(part) for part in r) for r in sorted(state["ran"])],
                 "fed": state["fed"], "done_tasks_from": state["done_tasks_from"],
+                "horizon": np.float64(state.get("horizon", float("-inf"))),
                 "key": np.asarray(jax.random.key_data(state["key"])) if "key" in state else np.zeros(0, np.uint32)}
+        os.makedirs(directory, exist_ok=True)
+        path = self._path(directory)
         if os.path.exists(path):
             os.replace(path, checkpoint.prev_path(path))
         atomic_write_bytes(path, flax.serialization.msgpack_serialize(blob))
+        return state
+
+    def exists(self, directory: str) -> bool:
+        return checkpoint.exists(self._path(directory))
 
     def _read(self, path: str, template: dict) -> dict:
         try:
@@ -302,10 +518,9 @@ class TaskExecutor:
                 blob = flax.serialization.msgpack_restore(f.read())
             layers = []
             for l, tmpl in enumerate(template["layers"]):
-                d, dev = blob["layers"][str(l)], self.device[("W", l)]
-                p0 = tmpl["versions"][0]
-                layers.append({"versions": {int(v): jax.device_put(flax.serialization.from_state_dict(p0, p), dev)
-                                            for v, p in d["versions"].items()},
+                d, dev = blob["layers"][str(l)], self.home[l]
+                layers.append({"latest": jax.device_put(flax.serialization.from_state_dict(tmpl["latest"], d["latest"]),
+                                                        dev),
                                "opt": jax.device_put(flax.serialization.from_state_dict(tmpl["opt"], d["opt"]), dev),
                                "updates": int(d["updates"])})
             kept, treedefs = {}, {}  # one trace per layer
@@ -314,10 +529,10 @@ class TaskExecutor:
                 k = (parts[0],) + tuple(int(q) for q in parts[1:])
                 if k[0] == "vjp":
                     if k[1] not in treedefs:
-                        treedefs[k[1]] = self._vjp_treedef(k[1], layers[k[1]]["versions"])
+                        treedefs[k[1]] = self._vjp_treedef(k[1], layers[k[1]]["latest"])
                     treedef = treedefs[k[1]]
                     v = jax.tree.unflatten(treedef, [jnp.asarray(v[str(j)]) for j in range(len(v))])
-                elif isinstance(v, dict):  # a parameter dict (weights kept for BG / W)
+                elif isinstance(v, dict):  # a parameter dict (weights, neuron-parameter gradients)
                     v = jax.tree.map(jnp.asarray, v)
                 else:
                     v = jnp.asarray(v)
@@ -328,7 +543,8 @@ class TaskExecutor:
                 ran.add((kind, int(l), int(i)))
             state = {"layers": layers, "kept": kept,
                      "inputs": {int(i): (e["x"], e["y"]) for i, e in blob["inputs"].items()},
-                     "ran": ran, "fed": int(blob["fed"]), "done_tasks_from": int(blob["done_tasks_from"])}
+                     "ran": ran, "fed": int(blob["fed"]), "done_tasks_from": int(blob["done_tasks_from"]),
+                     "horizon": float(blob["horizon"])}
             if blob["key"].size:
                 state["key"] = jax.random.wrap_key_data(jnp.asarray(blob["key"]))
             return state
@@ -336,20 +552,29 @@ class TaskExecutor:
             raise ValueError(f"checkpoint {path} is corrupt or does not match this config: "
                              f"{type(e).__name__}: {e}") from None
 
-    def _vjp_treedef(self, l: int, versions: dict):
-        p = next(iter(versions.values()))
+    def _vjp_treedef(self, l: int, p):
         t, b = self.num_steps, self.batch_size
         shape = self.input_shape if l == 0 else tuple(self.model.infos[l - 1].out_shape)
         x = jax.ShapeDtypeStruct((t, b) + tuple(shape), jnp.float32)
         y = jax.ShapeDtypeStruct((b,), jnp.int32) if l == self.model.num_layers - 1 else None
         return jax.tree.structure(self._f[l].eval_shape(p, x, y)[1])
 
-    def restore_latest(self, path: str, template: dict, *, warn: Callable[[str], None]):
-        """The newest readable checkpoint at ``path`` (the previous one if the newest is damaged,
-        saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`); ``None`` if there is none."""
-        return checkpoint.read_latest(path, lambda p: self._read(p, template), warn=warn)
+    def restore_latest(self, directory: str, template: dict, *, warn: Callable[[str], None]):
+        """This process's newest readable checkpoint in ``directory`` (the previous one if the
+        newest is damaged, saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`);
+        ``None`` if there is none. With several processes every one must have read the same
+        iteration (:func:`spikepipe_jax.train.checkpoint.check_same_step`)."""
+        got = checkpoint.read_latest(self._path(directory), lambda p: self._read(p, template), warn=warn)
+        checkpoint.check_same_step(directory, -1 if got is None else got[0]["fed"])
+        return got
 
     def params(self, state: dict) -> dict:
-        """The network's newest parameters (host arrays)."""
-        return {n: jax.device_get(lay["versions"][max(lay["versions"])])
-                for n, lay in zip(self.names, state["layers"])}
+        """The network's newest parameters as host arrays, in every process (each layer from
+        ``W_l``'s process; a collective over all processes when there are several)."""
+        local = {n: jax.device_get(lay["latest"]) for n, lay in zip(self.names, state["layers"])}
+        if jax.process_count() == 1:
+            return local
+        from jax.experimental import multihost_utils
+        gathered = multihost_utils.process_allgather(local, tiled=False)  # leading [processes] axis
+        return {n: jax.tree.map(lambda a, p=self.process[("W", l)]: np.asarray(a[p]), gathered[n])
+                for l, n in enumerate(self.names)}
