@@ -106,7 +106,9 @@ def test_socket_transport_carries_arrays_exactly_in_any_order():
     msgs = {"spk/0/1": np.packbits(rng.integers(0, 2, (25, 16, 100), dtype=np.uint8), axis=-1),
             "grad/0/0": rng.standard_normal((25, 16, 100)).astype(np.float32),
             "met/0/0": np.array([2.3, 5.0, 1.0], np.float32), "empty": np.zeros((0,), np.float32),
-            "big": rng.standard_normal((3, 1 << 20)).astype(np.float32)}
+            "big": rng.standard_normal((3, 1 << 20)).astype(np.float32),
+            "scalar": np.asarray(0.9, np.float32), "flag": np.asarray(True),  # 0-d arrays stay 0-d
+            "strided": rng.standard_normal((6, 8)).astype(np.float32)[:, ::2].T}
     for k, v in msgs.items():
         a.send(1, k, v)
     b.send(0, "back", msgs["grad/0/0"] * 2)

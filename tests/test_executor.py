@@ -327,10 +327,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("mode", ["1f1b", "gpipe"])
+@pytest.mark.parametrize("mode", ["1f1b", "gpipe", "spikepipe"])
 def test_two_processes_equal_one(tmp_path, mode):
-    """jax.distributed: 2 local CPU processes with one device each (one stage each) end with the
-    parameters of the single-process run on 2 devices; only process 0 writes the workdir."""
+    """jax.distributed: 2 local CPU processes with one device each (one stage, or one schedule
+    processor, each) end with the parameters of the single-process run on 2 devices; only process
+    0 writes the workdir."""
     args = ["--config=configs/conv_digits.py:smoke", f"--config.pipeline.execute={mode}", "--config.pipeline.stages=2",
             f"--config.pipeline.microbatches={2 if mode == 'gpipe' else 1}"]
     r = _train(args, tmp_path / "one", 2)

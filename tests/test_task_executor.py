@@ -151,3 +151,61 @@ def test_save_and_restore_mid_schedule_continues_exactly(tmp_path, net, processo
     warned = []
     prev, read = ex2.restore_latest(directory, ex2.init(params), warn=warned.append)
     assert read.endswith(".prev.msgpack") and prev["fed"] == save_at and "corrupt" in warned[0]
+
+
+def _two_processes(phase, out, net, devices_each, steps, save_at):
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.task_executor_procs", str(i), str(port), phase, str(out),
+                               net, str(steps), str(save_at)], cwd=repo, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+
+
+@pytest.mark.parametrize("net,devices_each,steps,save_at", [("conv_digits", 1, 6, 3), ("deep_digits", 2, 8, 5)])
+def test_two_processes_equal_the_simulator_and_resume_exactly(tmp_path, net, devices_each, steps, save_at):
+    """The schedule's processors in two jax.distributed processes (values crossing processes
+    over TCP; with 2 devices each, also between devices of one process): the parameters and
+    per-iteration losses equal the stash simulator at the schedule's delays; saved mid-run (the
+    values in flight received into each process's file) and resumed by new processes, the run
+    ends bit for bit as the uninterrupted one. The bytes sent equal the values crossing
+    processes (bytes_per_iteration counts those crossing processors)."""
+    import json
+    _two_processes("full", tmp_path, net, devices_each, steps, save_at)
+    _two_processes("resume", tmp_path, net, devices_each, steps, save_at)
+    full, resumed = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resume.npz")
+    info = json.load(open(tmp_path / "full.json"))
+    assert sorted(full.files) == sorted(resumed.files)
+    for k in full.files:
+        np.testing.assert_array_equal(full[k], resumed[k])
+    assert len({p // devices_each for p in info["placement"].values()}) == 2  # both processes run tasks
+    assert min(info["bytes_sent"]) > 0
+    if devices_each == 1:  # processors = processes: every value crossing processors went over TCP, once
+        last = f"F{len(info['delays']) - 1}"
+        metrics = 8 * steps if info["placement"][last] != 0 else 0  # [loss, correct] to process 0
+        assert sum(info["bytes_sent"]) == steps * sum(info["bytes_per_iteration"].values()) + metrics
+
+    cfg, model, tx, encode, xs, ys, params = _setup(net, 2 * devices_each, steps)
+    delays = info["delays"]
+    ref_step = jax.jit(pipesim.make_train_step(
+        model, tx, delays=delays, mode="stash",
+        loss_fn_from_output=lambda out, y: losses.compute_loss(cfg.train.loss, out, y, 10), encode_fn=encode))
+    ref = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos])
+    ref_losses = []
+    for k in range(steps):
+        ref, m = ref_step(ref, xs[k], ys[k], jax.random.key(2))
+        ref_losses.append(float(m["loss"]))
+    moved = max(float(np.max(np.abs(np.asarray(ref.params[n][k]) - np.asarray(params[n][k]))))
+                for n in params for k in params[n])
+    err = max(float(np.max(np.abs(full[f"{n}/{k}"] - np.asarray(ref.params[n][k])))) for n in params for k in params[n])
+    assert moved > 1e-3 and err < 1e-6 * max(1.0, moved / 1e-2), (err, moved, delays)
+    np.testing.assert_allclose([m[0] for m in info["metrics"]], ref_losses, rtol=1e-5, atol=1e-6)

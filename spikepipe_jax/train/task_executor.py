@@ -466,6 +466,8 @@ class TaskExecutor:
         for i in range(first, fed + max(self.delays) + 2):
             for name in _VALUES:
                 for l in range(self.model.num_layers):
+                    if (name == "met") != (l == self.model.num_layers - 1) and name in ("met", "spk"):
+                        continue  # the output layer makes the metrics, every other layer spikes
                     key = (name, l, i)
                     kind, pl, pi = self._producer(key)
                     if (kind, pl) not in self.process or not 0 <= pi < fed or key in kept:

@@ -134,7 +134,8 @@ class SocketTransport:
         """Queues ``arr`` (a host array, not modified afterwards) for process ``dst``."""
         if dst not in self._queues:
             raise ValueError(f"process {self.process_id} has no connection to process {dst}")
-        self._queues[dst].put((key, np.ascontiguousarray(arr)))
+        arr = np.asarray(arr)  # (np.ascontiguousarray would make a 0-d array 1-d)
+        self._queues[dst].put((key, arr if arr.flags.c_contiguous else arr.copy(order="C")))
 
     def recv(self, src: int, key: str) -> np.ndarray:
         """Waits for the message ``key`` from process ``src`` and takes it out of the mailbox."""
