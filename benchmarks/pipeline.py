@@ -50,10 +50,16 @@ _CPUS = os.cpu_count() or 1
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("nets", ["balanced4"], "Networks: balanced4 or config names.")
-flags.DEFINE_list("modes", ["1f1b", "1f1b_ticks", "gpipe"], "Executor modes: 1f1b (asynchronous, the "
-                  "command line's), 1f1b_ticks (tick-synchronous), gpipe.")
+flags.DEFINE_list("modes", ["1f1b", "spikepipe", "1f1b_ticks", "gpipe"], "Executor modes: 1f1b (asynchronous, "
+                  "the command line's), spikepipe (the SpikePipe schedule task by task), 1f1b_ticks "
+                  "(tick-synchronous), gpipe.")
 flags.DEFINE_integer("stages", 2, "Stages (devices on the stage axis).")
 flags.DEFINE_integer("microbatches", 4, "GPipe's micro-batches.")
+flags.DEFINE_float("link_bytes_per_us", 1000.0, "spikepipe: the link between processors the scheduler plans "
+                   "with (bytes per microsecond; 0: ideal).")
+flags.DEFINE_float("comm_budget", 1.0, "spikepipe: bytes per iteration the schedule may move between processors, "
+                   "as a multiple of standard pipelining's (1F1B's contiguous stages, the cost model's bytes); 0: "
+                   "no budget.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("num_steps", 25, "T.")
 flags.DEFINE_integer("steps", 12, "Timed steps per worker.")
@@ -130,6 +136,39 @@ def worker(desc: dict) -> dict:
         out["stage_times"] = _stage_times(desc, cfg, model, params, x, y, key)
         return out
     plan = executor.make_plan(cfg, s_count)
+    if mode == "spikepipe":  # the SpikePipe schedule of the measured task times, task by task
+        from spikepipe_jax.schedule import comm
+        from spikepipe_jax.train import task_executor, transport
+        sched, delays = task_executor.config_schedule(cfg, s_count, desc["durations"], _link(desc),
+                                                      _budget(desc, cfg, model))
+        tx_ = task_executor.TaskExecutor(
+            model, sched, delays, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode, binary_input=True,
+            batch_size=b, num_steps=t, input_shape=cfg.model.input_shape, devices=jax.devices()[:s_count],
+            transport_factory=transport.for_jax_distributed, profile=desc.get("profile", False))
+        tbox = [tx_.init(params)]
+        xh, yh = np.asarray(x), np.asarray(y)
+
+        def tstep():
+            tbox[0], _ = tx_.step(tbox[0], xh, yh, key)
+            jax.block_until_ready(tbox[0]["kept"])
+        for _ in range(2 * s_count + max(delays)):  # fill the pipeline before timing
+            tstep()
+        out["step_s"] = _median_step(tstep, desc["steps"])
+        tbox[0], _ = tx_.drain(tbox[0])
+        tx_.params(tbox[0])  # every process finishes (a collective) before any exits
+        out["stages"] = sorted((p.task, p.processor) for p in sched.placements)
+        out["delays"] = delays
+        if tx_.profile:  # each process's tasks' times in the pipeline (less their waits), gathered
+            from jax.experimental import multihost_utils
+            import statistics as stats
+            mine = {n: stats.median(t[2:]) for n, t in tx_.task_times.items()}
+            names = sorted(p.task for p in sched.placements)
+            vec = np.asarray([mine.get(n, 0.0) for n in names])
+            got = np.asarray(multihost_utils.process_allgather(vec)).reshape(-1, len(names)).sum(0)
+            out["pipeline_task_s"] = dict(zip(names, got.tolist()))
+        out["bytes_per_iteration"] = sum(tx_.bytes_per_iteration(params).values())
+        out["useful_bytes"] = comm.bytes_communicated(sched.graph, sched.processor_of)
+        return out
     if mode == "1f1b":  # the asynchronous executor: host batches, every process the same
         from spikepipe_jax.train import async_executor, transport
         ax = async_executor.AsyncExecutor(
@@ -177,6 +216,9 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
 
     res = {}
     for mode in desc["predict_modes"]:
+        if mode == "spikepipe":
+            res[mode] = _task_times(desc, cfg, model, params, x, y, key)
+            continue
         c = cfg.copy_and_resolve_references()
         c.pipeline.execute, c.pipeline.stages = ("1f1b" if mode == "1f1b_ticks" else mode), desc["stages"]
         c.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
@@ -205,6 +247,54 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
             pred = executor.predicted_step_time(plan, fwd, bwd)
         res[mode] = {"forward_s": fwd, "backward_s": bwd, "predicted_step_s": pred}
     return res
+
+
+def _link(desc: dict):
+    from spikepipe_jax.schedule.comm import CommModel
+    return CommModel(link_bytes_per_cycle=desc["link_bytes_per_us"])
+
+
+def _budget(desc: dict, cfg, model):
+    """``--comm_budget`` times the bytes 1F1B's stages move per iteration (None: no budget)."""
+    if not desc["comm_budget"]:
+        return None
+    from spikepipe_jax.train import executor
+    c = cfg.copy_and_resolve_references()
+    c.pipeline.execute, c.pipeline.stages, c.pipeline.microbatches = "1f1b", desc["stages"], 1
+    plan = executor.make_plan(c, desc["stages"])
+    return desc["comm_budget"] * executor.boundary_bytes(model, plan.stages, cfg.train.batch_size,
+                                                         cfg.model.num_steps)
+
+
+def _task_times(desc, cfg, model, params, x, y, key) -> dict:
+    """SpikePipe: each task's time alone on one device (the task executor's programs, the
+    cost model's schedule run on one device with ``profile=True``: the median of the last
+    ``--steps`` iterations, after as many as the spikepipe worker runs before timing), then the project's scheduler on those durations (microseconds): the
+    schedule the ``spikepipe`` worker runs, and its period the predicted step time."""
+    import statistics as stats
+
+    import jax
+    import numpy as np
+
+    from spikepipe_jax import snn
+    from spikepipe_jax.train import optimizer as optimizer_lib, task_executor
+
+    s_count, t, b = desc["stages"], cfg.model.num_steps, cfg.train.batch_size
+    sched, delays = task_executor.config_schedule(cfg, s_count)
+    ex = task_executor.TaskExecutor(
+        model, sched, delays, optimizer_lib.make_base_optimizer(cfg.train, 1000), loss_name=cfg.train.loss,
+        num_classes=10, encode_fn=lambda x_, k: snn.encode("rate", x_, t, k), binary_input=True, batch_size=b,
+        num_steps=t, input_shape=cfg.model.input_shape, devices=[jax.devices()[0]] * s_count, profile=True)
+    st = ex.init(params)
+    warm = 2 * s_count + max(delays) + 2  # as the spikepipe worker: the iterations in flight reach their steady state
+    for _ in range(desc["steps"] + warm):
+        st, _ = ex.step(st, np.asarray(x), np.asarray(y), key)
+    task_s = {name: stats.median(times[-desc["steps"]:]) for name, times in ex.task_times.items()}
+    durations = {name: max(1, round(s_ * 1e6)) for name, s_ in task_s.items()}
+    sched, delays = task_executor.config_schedule(cfg, s_count, durations, _link(desc), _budget(desc, cfg, model))
+    return {"task_s": task_s, "durations": durations, "predicted_step_s": sched.period / 1e6,
+            "one_device_s": sum(task_s.values()), "delays": delays,
+            "placement": {p.task: p.processor for p in sched.placements}}
 
 
 def _run_worker(desc: dict, devices: int, processes: int = 1) -> dict:
@@ -239,11 +329,15 @@ def main(argv):
     lines = []
     for net in FLAGS.nets:
         common = dict(net=net, batch=FLAGS.batch, num_steps=FLAGS.num_steps, steps=FLAGS.steps,
-                      stages=FLAGS.stages, microbatches=FLAGS.microbatches)
+                      stages=FLAGS.stages, microbatches=FLAGS.microbatches,
+                      link_bytes_per_us=FLAGS.link_bytes_per_us, comm_budget=FLAGS.comm_budget)
         base = _run_worker(dict(common, mode="none", predict_modes=FLAGS.modes), 1)
         for mode in FLAGS.modes:
-            r = (_run_worker(dict(common, mode=mode), 1, processes=FLAGS.stages) if FLAGS.processes
-                 else _run_worker(dict(common, mode=mode), FLAGS.stages))
+            desc = dict(common, mode=mode)
+            if mode == "spikepipe":  # the schedule of the task times measured on one device
+                desc["durations"] = base["stage_times"][mode]["durations"]
+            r = (_run_worker(desc, 1, processes=FLAGS.stages) if FLAGS.processes
+                 else _run_worker(desc, FLAGS.stages))
             pred = base["stage_times"][mode]["predicted_step_s"]
             rec = {"mode": mode, "net": net, "stages": FLAGS.stages,
                    "samples_per_s": round(FLAGS.batch / r["step_s"], 1),
@@ -253,8 +347,11 @@ def main(argv):
                    "bytes_per_iteration": r["bytes_per_iteration"], "useful_bytes": r["useful_bytes"],
                    "step_s": round(r["step_s"], 5), "baseline_step_s": round(base["step_s"], 5),
                    "predicted_step_s": round(pred, 5), "stage_split": r["stages"],
-                   "stage_forward_s": base["stage_times"][mode]["forward_s"],
-                   "stage_backward_s": base["stage_times"][mode]["backward_s"],
+                   **({"task_s": base["stage_times"][mode]["task_s"], "delays": r["delays"],
+                       "tasks_one_device_s": round(base["stage_times"][mode]["one_device_s"], 5)}
+                      if mode == "spikepipe" else
+                      {"stage_forward_s": base["stage_times"][mode]["forward_s"],
+                       "stage_backward_s": base["stage_times"][mode]["backward_s"]}),
                    "microbatches": FLAGS.microbatches if mode == "gpipe" else 1,
                    "batch": FLAGS.batch, "num_steps": FLAGS.num_steps, "processes": FLAGS.stages if FLAGS.processes else 1,
                    "loadavg": os.getloadavg()[0]}

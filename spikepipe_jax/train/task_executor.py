@@ -1,5 +1,5 @@
 r"""A SpikePipe schedule executed task by task: ``F``, ``BL``, ``BG`` and ``W`` of every layer on the
-processor the scheduler chose, in its order (one process; each processor one device).
+processor the scheduler chose, in its order (each processor one device, in one or several processes).
 
 The training graph of :mod:`spikepipe_jax.schedule.training_graph` (``split_backward=True``)
 has four tasks per layer ``l``; here each is one jitted program on the device of its processor:
@@ -21,21 +21,40 @@ has four tasks per layer ``l``; here each is one jitted program on the device of
 simulator with weight stashing at those delays (``pipeline.simulate="stash"``,
 ``tests/test_task_executor.py``). Tasks run in the order of their start times in the unrolled
 schedule (``(i + offset) * period + start``), which respects every dependency of a valid
-schedule; a processor therefore runs its own tasks in the schedule's order. Messages between
-tasks on different devices are ``jax.device_put`` calls.
+schedule; a processor therefore runs its own tasks in the schedule's order. Delays that ask a
+forward for weights its order has not made yet are refused before any work.
+
+Values (``_VALUES``): each task's outputs are kept for the readers on its own process and sent
+once to every other process with a reader; a reader takes a value from what is kept, or waits
+for it from its producer's process. Between devices of one process a value is a
+``jax.device_put``; between processes it goes over TCP
+(:class:`spikepipe_jax.train.transport.SocketTransport`): spikes bit-packed (8 to a byte),
+the rest (float32 activations and gradients, the LIF vjp's residuals, weights) as they are. The
+weights iteration ``i`` uses are one value made by ``W_l(i - d_l - 1)`` and read by ``F_l(i)``,
+``BG_l(i)`` and ``W_l(i)``. Every process runs its own tasks in the same global order, and a
+task only waits for values made earlier in that order, so several processes cannot deadlock;
+process 0 receives each iteration's ``[loss, correct]`` at the iteration's end (after its last
+task anywhere) and reports it. :meth:`TaskExecutor.bytes_per_iteration` counts the bytes that
+cross processors (tested equal to what the processes send).
+
+Checkpoints: one file per process (``checkpoint_tasks/process_<i>.msgpack``); at a step
+boundary the values in flight towards a process are those made before the step's horizon for
+its tasks not run yet: ``save`` receives them into the state it writes, so a resumed run
+continues exactly.
 
 What of a schedule is executed: the placement and order of every task of every layer, and the
 delays its timeline implies. What is not: the durations and the period (tasks take as long as
-they take on the device), split tasks (only schedules without splits: ``info["split"]`` empty),
-and several processes (the transport of :mod:`spikepipe_jax.train.async_executor` would carry the
-messages; not wired here).
+they take on the device, and start when their inputs are there, not at their scheduled times),
+split tasks (only schedules without splits: ``info["split"]`` empty), and the link model (the
+messages take what TCP takes).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Optional, Sequence
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.serialization
 import jax
@@ -51,11 +70,19 @@ KINDS = ("F", "BL", "BG", "W")
 CHECKPOINT_DIR = "checkpoint_tasks"  # in the run's workdir: one file per process (the previous one kept beside it)
 
 
-def config_schedule(config, processors: int):
+def config_schedule(config, processors: int, durations: Optional[Mapping[str, int]] = None, comm=None,
+                    comm_budget: Optional[float] = None):
     """The SpikePipe schedule ``scripts.schedule`` makes for this config's network on
     ``processors`` processors (the cost model's tasks with ``config.hardware``, LayerPipe2's
     delays on the update loops, the backward split into LIF and GEMM parts, ideal links, no task
-    splitting), validated, and the delays its timeline implies."""
+    splitting), validated, and the delays its timeline implies.
+
+    ``durations``: ``{"F0": d, "BL0": d, "W0": d, "BG1": d, ...}``, every task's duration (e.g.
+    microseconds measured on one device: :attr:`TaskExecutor.task_times`) in place of the cost
+    model's cycles; the schedule's period is then in those units. ``comm``: the link between
+    processors (:class:`spikepipe_jax.schedule.comm.CommModel`, in the same units; default ideal).
+    ``comm_budget``: the most bytes per iteration the schedule may move between processors
+    (``policies.spikepipe_schedule``'s budget; None: none)."""
     from spikepipe_jax.hardware.mapping import training_tasks_from_config
     from spikepipe_jax.schedule import delays_for, validate
     from spikepipe_jax.schedule.policies import spikepipe_schedule
@@ -63,10 +90,32 @@ def config_schedule(config, processors: int):
     from spikepipe_jax.schedule.training_graph import graph_from_tasks
 
     tasks = training_tasks_from_config(config)
+    if durations is not None:
+        tasks = [_measured(t, durations) for t in tasks]
     g = graph_from_tasks(tasks, delays=layerpipe_delays(len(tasks) // 3), split_backward=True)
-    sched = spikepipe_schedule(g, processors)
+    options = {} if comm is None else {"comm": comm}
+    if comm_budget is not None:
+        options["comm_budget"] = comm_budget
+    sched = spikepipe_schedule(g, processors, **options)
     validate(sched)  # raises naming the violations
     return sched, [int(d) for d in delays_for(sched)]
+
+
+def _measured(task: dict, durations: Mapping[str, int]) -> dict:
+    """A cost-model task with measured durations (B: BL + BG, its LIF part BL)."""
+    l, kind = task["layer"], task["kind"]
+    try:
+        if kind == "B":
+            bl, bg = int(durations[f"BL{l}"]), int(durations[f"BG{l}"]) if l > 0 else 0
+            if bl < 1 or (l > 0 and bg < 1):
+                raise ValueError(f"durations of BL{l} / BG{l} must be positive integers, got {bl} / {bg}")
+            return dict(task, cycles=bl + bg, vector_cycles=bl, gemm_cycles=bg)
+        d = int(durations[f"{kind}{l}"])
+    except KeyError as e:
+        raise ValueError(f"no measured duration for task {e.args[0]} (durations for {sorted(durations)})") from None
+    if d < 1:
+        raise ValueError(f"duration of {kind}{l} must be a positive integer, got {d}")
+    return dict(task, cycles=d, gemm_cycles=d, vector_cycles=0)
 
 
 def _task_kind(name: str) -> tuple[str, int]:
@@ -107,7 +156,8 @@ class TaskExecutor:
     def __init__(self, model: snn.ModelDef, schedule, delays: Sequence[int], tx: optax.GradientTransformation, *,
                  loss_name: str, num_classes: int, encode_fn: Callable, devices: Optional[Sequence[Any]] = None,
                  batch_size: int = 0, num_steps: int = 0, input_shape: Sequence[int] = (),
-                 binary_input: bool = False, transport_factory: Optional[Callable] = None):
+                 binary_input: bool = False, transport_factory: Optional[Callable] = None,
+                 profile: bool = False):
         self.model = model._replace(native="off")
         # batch_size, num_steps, input_shape: the shapes of values received from other processes
         # and of a restored checkpoint's kept vjps
@@ -169,6 +219,9 @@ class TaskExecutor:
                                  "of the values received)")
             self.transport = transport_factory(peers - {self.me})
         self.bytes_sent = 0  # bytes this process has sent to others (messages' payloads)
+        # profile: wait for each task's results and record its wall time (seconds, per task name),
+        # less the time it waited for values from other processes
+        self.profile, self.task_times, self._waited = profile, {}, 0.0
         self._treedefs = {}
         self._f = [jax.jit(self._forward(l)) for l in range(n_layers)]
         self._bl = jax.jit(lambda vjp, g: vjp(g))
@@ -271,6 +324,13 @@ class TaskExecutor:
             self.bytes_sent += a.nbytes
 
     def _recv(self, src: int, key: tuple, state: dict):
+        t0 = time.perf_counter()
+        try:
+            return self._recv_value(src, key, state)
+        finally:
+            self._waited += time.perf_counter() - t0
+
+    def _recv_value(self, src: int, key: tuple, state: dict):
         base = "|".join(str(part) for part in key)
         shape = self._packed(key)
         if shape is not None:
@@ -383,7 +443,11 @@ class TaskExecutor:
         finished = []
         for start, proc, kind, l, i in self._ready(state, horizon):
             if kind != _END:
+                t0, self._waited = time.perf_counter(), 0.0
                 self._run_task(state, kind, l, i, key)
+                if self.profile:
+                    jax.block_until_ready((state["kept"], [lay["latest"] for lay in state["layers"]]))
+                    self.task_times.setdefault(f"{kind}{l}", []).append(time.perf_counter() - t0 - self._waited)
                 state["ran"].add((kind, l, i))
                 continue
             if self.me == 0:  # every task of iteration i (in every process) is before its end
