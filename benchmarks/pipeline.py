@@ -71,7 +71,7 @@ flags.DEFINE_string("worker", "", "(internal) run one worker on this JSON descri
 FLAGS = flags.FLAGS
 
 
-def _config(net: str, batch: int, num_steps: int):
+def _config(net: str, batch: int, num_steps: int, comm_budget: float = 0.0):
     from configs import base
     from spikepipe_jax.experiments import load_config
 
@@ -83,6 +83,7 @@ def _config(net: str, batch: int, num_steps: int):
         c = load_config(net)
     c.train.batch_size, c.model.num_steps = batch, num_steps
     c.model.native = "off"
+    c.pipeline.comm_budget = comm_budget  # spikepipe's schedule (task_executor.config_schedule)
     return c
 
 
@@ -110,7 +111,7 @@ def worker(desc: dict) -> dict:
     from spikepipe_jax.train import executor, loop, optimizer as optimizer_lib
     from spikepipe_jax.train.step import TrainState
 
-    cfg = _config(desc["net"], desc["batch"], desc["num_steps"])
+    cfg = _config(desc["net"], desc["batch"], desc["num_steps"], desc.get("comm_budget", 0.0))
     mode, s_count = desc["mode"], desc["stages"]
     cfg.pipeline.execute, cfg.pipeline.stages = ("1f1b" if mode == "1f1b_ticks" else mode), s_count
     cfg.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
@@ -139,8 +140,7 @@ def worker(desc: dict) -> dict:
     if mode == "spikepipe":  # the SpikePipe schedule of the measured task times, task by task
         from spikepipe_jax.schedule import comm
         from spikepipe_jax.train import task_executor, transport
-        sched, delays = task_executor.config_schedule(cfg, s_count, desc["durations"], _link(desc),
-                                                      _budget(desc, cfg, model))
+        sched, delays = task_executor.config_schedule(cfg, s_count, desc["durations"], _link(desc))
         tx_ = task_executor.TaskExecutor(
             model, sched, delays, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode, binary_input=True,
             batch_size=b, num_steps=t, input_shape=cfg.model.input_shape, devices=jax.devices()[:s_count],
@@ -254,16 +254,6 @@ def _link(desc: dict):
     return CommModel(link_bytes_per_cycle=desc["link_bytes_per_us"])
 
 
-def _budget(desc: dict, cfg, model):
-    """``--comm_budget`` times the bytes 1F1B's stages move per iteration (None: no budget)."""
-    if not desc["comm_budget"]:
-        return None
-    from spikepipe_jax.train import executor
-    c = cfg.copy_and_resolve_references()
-    c.pipeline.execute, c.pipeline.stages, c.pipeline.microbatches = "1f1b", desc["stages"], 1
-    plan = executor.make_plan(c, desc["stages"])
-    return desc["comm_budget"] * executor.boundary_bytes(model, plan.stages, cfg.train.batch_size,
-                                                         cfg.model.num_steps)
 
 
 def _task_times(desc, cfg, model, params, x, y, key) -> dict:
@@ -291,7 +281,7 @@ def _task_times(desc, cfg, model, params, x, y, key) -> dict:
         st, _ = ex.step(st, np.asarray(x), np.asarray(y), key)
     task_s = {name: stats.median(times[-desc["steps"]:]) for name, times in ex.task_times.items()}
     durations = {name: max(1, round(s_ * 1e6)) for name, s_ in task_s.items()}
-    sched, delays = task_executor.config_schedule(cfg, s_count, durations, _link(desc), _budget(desc, cfg, model))
+    sched, delays = task_executor.config_schedule(cfg, s_count, durations, _link(desc))
     return {"task_s": task_s, "durations": durations, "predicted_step_s": sched.period / 1e6,
             "one_device_s": sum(task_s.values()), "delays": delays,
             "placement": {p.task: p.processor for p in sched.placements}}

@@ -31,7 +31,9 @@ fields. Field reference (units in names where they have one):
 * ``pipeline.execute``           ``none`` | ``gpipe`` | ``1f1b``: layers as stages on a device mesh
                                  (``train/executor.py``); ``pipeline.stages`` S (0: one per weight layer)
                                  devices per pipeline (the other devices data-parallel), balanced by the
-                                 cost model; ``pipeline.microbatches`` M (GPipe).
+                                 cost model; ``pipeline.microbatches`` M (GPipe); ``spikepipe``: the
+                                 SpikePipe schedule task by task (``train/task_executor.py``), its bytes
+                                 per iteration at most ``pipeline.comm_budget`` x 1F1B's (0: no limit).
 * ``hardware.*``                 systolic array and vector-unit parameters for the cost model.
 """
 
@@ -91,6 +93,9 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.pipeline.execute = "none"  # "gpipe" | "1f1b": run the layers as stages on devices (train/executor.py)
     c.pipeline.stages = 0  # S: 0 = one stage per weight layer; devices on the mesh's "stage" axis
     c.pipeline.microbatches = 1  # GPipe's micro-batches per batch
+    # spikepipe: the most bytes per iteration its schedule may move between processors, as a multiple of
+    # standard pipelining's (1F1B's contiguous stages); 0: no limit (the cost model's ideal links)
+    c.pipeline.comm_budget = 0.0
 
     c.hardware = ml_collections.ConfigDict()
     c.hardware.rows = 128

@@ -204,3 +204,24 @@ def test_checkpoint_benchmark_compares_both_formats(repo_root, tmp_path):
     assert set(got) == {(c, f) for c in ("train", "1f1b") for f in ("msgpack", "orbax")}
     assert all(r["exact"] and r["save_s"] > 0 and r["disk_bytes"] > 0 for r in got.values())
     assert got[("1f1b", "orbax")]["devices"] == 2 and got[("train", "msgpack")]["devices"] == 1
+
+
+def test_pipeline_benchmark_spikepipe_and_1f1b_records(repo_root, tmp_path):
+    """benchmarks.pipeline at tiny sizes, one process per processor: one record per mode with a
+    measured and a predicted speed-up; the SpikePipe schedule (from task times measured on one
+    device) stays within 1F1B's bytes (--comm_budget=1), and the bytes the task executor moves
+    per iteration are reported next to the cost model's for the same placement."""
+    out = tmp_path / "pipe.jsonl"
+    cmd = [sys.executable, "-m", "benchmarks.pipeline", "--batch=16", "--num_steps=3", "--steps=2",
+           "--modes=spikepipe,1f1b", f"--out={out}"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = {r["mode"]: r for r in (json.loads(line) for line in out.read_text().splitlines())}
+    assert set(recs) == {"spikepipe", "1f1b"}
+    for r in recs.values():
+        assert r["measured_speedup"] > 0 and r["predicted_speedup"] > 0 and r["stages"] == 2
+        assert r["processes"] == 2 and r["bytes_per_iteration"] > 0
+    sp = recs["spikepipe"]
+    assert 0 < sp["useful_bytes"] <= recs["1f1b"]["useful_bytes"]
+    assert {p for _, p in sp["stage_split"]} == {0, 1} and len(sp["delays"]) == 5
+    assert sp["tasks_one_device_s"] == pytest.approx(sum(sp["task_s"].values()), rel=1e-3)

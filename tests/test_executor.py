@@ -93,6 +93,15 @@ def test_make_plan_errors_name_the_value(field, value, message):
         executor.make_plan(cfg, 8)
 
 
+def test_make_plan_checks_the_comm_budget():
+    cfg = experiments.load_config("deep_digits", "smoke")
+    cfg.pipeline.execute, cfg.pipeline.comm_budget = "spikepipe", -0.5
+    with pytest.raises(ValueError, match=r"pipeline.comm_budget must be a number >= 0 .* got -0.5"):
+        executor.make_plan(cfg, 2)
+    cfg.pipeline.comm_budget = 1.0
+    assert executor.make_plan(cfg, 2).processors == 2
+
+
 def test_make_plan_checks_devices_batch_and_mode():
     cfg = experiments.load_config("deep_digits", "smoke")  # batch 16
     cfg.pipeline.execute, cfg.pipeline.stages = "gpipe", 3

@@ -209,3 +209,19 @@ def test_two_processes_equal_the_simulator_and_resume_exactly(tmp_path, net, dev
     err = max(float(np.max(np.abs(full[f"{n}/{k}"] - np.asarray(ref.params[n][k])))) for n in params for k in params[n])
     assert moved > 1e-3 and err < 1e-6 * max(1.0, moved / 1e-2), (err, moved, delays)
     np.testing.assert_allclose([m[0] for m in info["metrics"]], ref_losses, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("net,processors", [("deep_digits", 2), ("conv_digits", 3)])
+def test_comm_budget_keeps_the_schedule_within_standard_pipelinings_bytes(net, processors):
+    """pipeline.comm_budget=1: the schedule moves at most what 1F1B's contiguous stages move (the
+    cost model's bytes); without it the free placement may move more."""
+    from spikepipe_jax.schedule import comm
+    cfg = experiments.load_config(net, "smoke")
+    standard = task_executor.standard_bytes(cfg, processors)
+    free, _ = task_executor.config_schedule(cfg, processors)
+    cfg.pipeline.comm_budget = 1.0
+    budgeted, delays = task_executor.config_schedule(cfg, processors)
+    assert budgeted.info["within_budget"]
+    assert comm.bytes_communicated(budgeted.graph, budgeted.processor_of) <= standard
+    assert delays == delays_for(budgeted) and budgeted.period >= free.period
+    assert standard > 0 and len({p.processor for p in budgeted.placements}) > 1

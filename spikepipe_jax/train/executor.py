@@ -142,6 +142,11 @@ def make_plan(config, num_devices: int) -> Plan:
                              f"pipeline.stages={procs} needs {procs} devices, got {num_devices}")
         if micro != 1:
             raise ValueError(f"pipeline.microbatches={micro}: spikepipe feeds whole mini-batches; set it to 1")
+        budget = p.get("comm_budget", 0.0)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) \
+                or budget < 0:
+            raise ValueError(f"pipeline.comm_budget must be a number >= 0 (a multiple of 1F1B's bytes; 0: no "
+                             f"limit), got {budget!r}")
         layers = len(config.model.layers)
         return Plan(mode=mode, stages=tuple((l, l + 1) for l in range(layers)), data=1, microbatches=1,
                     processors=procs)

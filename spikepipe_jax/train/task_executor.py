@@ -70,6 +70,21 @@ KINDS = ("F", "BL", "BG", "W")
 CHECKPOINT_DIR = "checkpoint_tasks"  # in the run's workdir: one file per process (the previous one kept beside it)
 
 
+def standard_bytes(config, processors: int) -> int:
+    """Bytes per iteration standard pipelining moves for this config's network on
+    ``processors`` processors: 1F1B's contiguous stages (``min(processors, layers)``, balanced by
+    the cost model), each boundary's spikes at 1 bit and gradient at 32
+    (:func:`spikepipe_jax.train.executor.boundary_bytes`)."""
+    from spikepipe_jax.train import executor
+    from spikepipe_jax.train import stages as stages_lib
+
+    c = config.copy_and_resolve_references()
+    c.pipeline.stages = min(processors, len(config.model.layers))
+    stages = stages_lib.config_stages(c)
+    return executor.boundary_bytes(snn.model_from_config(config.model), stages, config.train.batch_size,
+                                   config.model.num_steps)
+
+
 def config_schedule(config, processors: int, durations: Optional[Mapping[str, int]] = None, comm=None,
                     comm_budget: Optional[float] = None):
     """The SpikePipe schedule ``scripts.schedule`` makes for this config's network on
@@ -82,7 +97,8 @@ def config_schedule(config, processors: int, durations: Optional[Mapping[str, in
     model's cycles; the schedule's period is then in those units. ``comm``: the link between
     processors (:class:`spikepipe_jax.schedule.comm.CommModel`, in the same units; default ideal).
     ``comm_budget``: the most bytes per iteration the schedule may move between processors
-    (``policies.spikepipe_schedule``'s budget; None: none)."""
+    (``policies.spikepipe_schedule``'s budget); None: ``config.pipeline.comm_budget`` times
+    :func:`standard_bytes` (0 there: no budget)."""
     from spikepipe_jax.hardware.mapping import training_tasks_from_config
     from spikepipe_jax.schedule import delays_for, validate
     from spikepipe_jax.schedule.policies import spikepipe_schedule
@@ -94,6 +110,8 @@ def config_schedule(config, processors: int, durations: Optional[Mapping[str, in
         tasks = [_measured(t, durations) for t in tasks]
     g = graph_from_tasks(tasks, delays=layerpipe_delays(len(tasks) // 3), split_backward=True)
     options = {} if comm is None else {"comm": comm}
+    if comm_budget is None and config.pipeline.get("comm_budget", 0.0):
+        comm_budget = config.pipeline.comm_budget * standard_bytes(config, processors)
     if comm_budget is not None:
         options["comm_budget"] = comm_budget
     sched = spikepipe_schedule(g, processors, **options)
