@@ -11,7 +11,12 @@ CPU devices:
   after three training steps on random rate-coded batches;
 * ``1f1b``: the pipeline executor's ``ExecState`` after three steps (2 stages on a ``("data", "stage")`` mesh:
   a parameter copy per stage, the Adam states, the rings of in-flight residuals, inputs and
-  labels), sharded over the two devices.
+  labels), sharded over the two devices;
+* ``1f1b_async``: the asynchronous executor's ``AsyncState`` after three steps (what
+  ``pipeline.execute=1f1b`` checkpoints: per stage its parameters, Adam state, kept vjps and the
+  messages waiting for it; both stages in this one process, on its two devices). ``msgpack`` is
+  then ``AsyncExecutor.save`` / ``restore_latest`` (one file per process), ``orbax`` the same
+  ``StandardCheckpointer`` on the ``AsyncState`` pytree.
 
 ``msgpack``: :func:`spikepipe_jax.train.checkpoint.save_rotating` / ``restore_latest`` (what
 ``train/loop.py`` calls: the state gathered to the host, one file written atomically, the
@@ -41,7 +46,8 @@ import time  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("nets", ["fc_small", "conv_medium"], "Network configs.")
-flags.DEFINE_list("cases", ["train", "1f1b"], "States: train (TrainState), 1f1b (the executor's ExecState).")
+flags.DEFINE_list("cases", ["train", "1f1b", "1f1b_async"], "States: train (TrainState), 1f1b (the tick-synchronous "
+                  "executor's ExecState), 1f1b_async (the asynchronous executor's AsyncState, one process's).")
 flags.DEFINE_integer("repeats", 5, "Saves and restores per case and format (median reported).")
 flags.DEFINE_string("out", "", "Also write the JSON lines here.")
 FLAGS = flags.FLAGS
@@ -50,7 +56,9 @@ FLAGS = flags.FLAGS
 def _tree_bytes(tree) -> int:
     import jax
 
-    return sum(int(a.size) * a.dtype.itemsize for a in jax.tree.leaves(tree))
+    import numpy as np
+
+    return sum(np.asarray(a).nbytes for a in jax.tree.leaves(tree))  # (AsyncState's step and tick are ints)
 
 
 def _dir_bytes(path: str) -> int:
@@ -104,6 +112,17 @@ def build_state(net: str, case: str, steps: int = 3):
                            encode_fn=lambda x, k: snn.encode("rate", x, t, k), binary_input=True,
                            batch_size=b, num_steps=t, input_shape=tuple(cfg.model.input_shape),
                            mesh=executor.make_mesh(plan, jax.devices()[:2]))
+    if case == "1f1b_async":
+        from spikepipe_jax.train import async_executor
+        ax = async_executor.AsyncExecutor(
+            model._replace(native="off"), plan, tx, loss_name=cfg.train.loss, num_classes=10,
+            encode_fn=lambda x, k: snn.encode("rate", x, t, k), binary_input=True, batch_size=b, num_steps=t,
+            input_shape=tuple(cfg.model.input_shape), devices=jax.devices()[:2])
+        state = ax.init(params)
+        for x, y in batches:
+            state, _ = ax.step(state, np.asarray(x), np.asarray(y), key)
+        return (jax.block_until_ready(state), f"AsyncState after {steps} steps, 2 stages {list(plan.stages)} on "
+                f"2 devices of one process"), ax
     state = ex.place(ex.init(params))
     for x, y in batches:
         state, _ = ex.step(state, x, y, key)
@@ -119,7 +138,9 @@ def _time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def measure(state, repeats: int) -> list[dict]:
+def measure(state, repeats: int, executor=None) -> list[dict]:
+    """Both formats on ``state``; ``executor``: an ``AsyncExecutor`` whose own per-process
+    msgpack ``save`` / ``restore_latest`` are the msgpack side."""
     import jax
     import orbax.checkpoint as ocp
 
@@ -128,8 +149,14 @@ def measure(state, repeats: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint.msgpack")
-        save_s, _ = _time(lambda: checkpoint.save_rotating(path, state), repeats)
-        restore_s, (back, _) = _time(lambda: checkpoint.restore_latest(path, state, warn=print), repeats)
+        if executor is None:
+            save_s, _ = _time(lambda: checkpoint.save_rotating(path, state), repeats)
+            restore_s, (back, _) = _time(lambda: checkpoint.restore_latest(path, state, warn=print), repeats)
+        else:
+            path = os.path.join(tmp, "checkpoint_async")
+            save_s, _ = _time(lambda: executor.save(path, state), repeats)
+            restore_s, (back, _) = _time(lambda: executor.restore_latest(path, state, warn=print), repeats)
+            path = os.path.join(path, "process_0.msgpack")
         rows.append(dict(format="msgpack", save_s=save_s, restore_s=restore_s, disk_bytes=_dir_bytes(path),
                          exact=_equal(state, back)))
 
@@ -175,10 +202,11 @@ def main(argv) -> None:
     print(json.dumps(lines[0]), flush=True)
     for net in FLAGS.nets:
         for case in FLAGS.cases:
-            state, what = build_state(net, case)
-            for row in measure(state, FLAGS.repeats):
+            built = build_state(net, case)
+            (state, what), executor = built if case == "1f1b_async" else (built, None)
+            for row in measure(state, FLAGS.repeats, executor):
                 row = dict(net=net, case=case, state=what, state_bytes=_tree_bytes(state),
-                           devices=len({d for a in jax.tree.leaves(state) for d in a.devices()}),
+                           devices=len({d for a in jax.tree.leaves(state) if hasattr(a, "devices") for d in a.devices()}),
                            **{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
                 lines.append(row)
                 print(json.dumps(row), flush=True)

@@ -33,10 +33,64 @@ CASES = {
     "deep_s8_1f1b": ("deep_digits", "1f1b", 8, 1, 1, 10),
     "deep_s4_d2_gpipe_m4": ("deep_digits", "gpipe", 4, 2, 4, 2),
     "deep_s3_1f1b": ("deep_digits", "1f1b", 3, 1, 1, 5),
+    # SpikePipe's schedule (train/task_executor.py), one processor per device ("stages" = processors)
+    "conv_p2_spikepipe": ("conv_digits", "spikepipe", 2, 1, 1, 5),
+    "deep_p4_spikepipe": ("deep_digits", "spikepipe", 4, 1, 1, 8),
+    "deep_p8_spikepipe": ("deep_digits", "spikepipe", 8, 1, 1, 10),
 }
 
 
+def run_spikepipe_case(name: str) -> dict:
+    """The task executor on P devices of this process against the stash simulator at the delays
+    ``delays_for`` reads from its schedule (the cost model's, no byte budget)."""
+    import jax
+    import numpy as np
+
+    from spikepipe_jax import experiments, snn
+    from spikepipe_jax.schedule import delays_for
+    from spikepipe_jax.train import losses, pipesim, task_executor
+    from spikepipe_jax.train import optimizer as optimizer_lib
+
+    net, _, processors, _, _, steps = CASES[name]
+    cfg = experiments.load_config(net, "smoke")
+    model = snn.model_from_config(cfg.model)._replace(native="off")
+    t, b = cfg.model.num_steps, cfg.train.batch_size
+    tx = optimizer_lib.make_base_optimizer(cfg.train, total_steps=steps)
+    encode = lambda x, k: snn.encode(cfg.data.encoding, x, t, k)
+    sched, delays = task_executor.config_schedule(cfg, processors)
+    ex = task_executor.TaskExecutor(model, sched, delays, tx, loss_name=cfg.train.loss, num_classes=10,
+                                    encode_fn=encode, devices=jax.devices()[:processors], batch_size=b,
+                                    num_steps=t, input_shape=cfg.model.input_shape)
+    params = snn.init_params(jax.random.key(cfg.seed), model)
+    rng = np.random.default_rng(1)
+    xs = [rng.random((b,) + tuple(cfg.model.input_shape), dtype=np.float32) for _ in range(steps)]
+    ys = [rng.integers(0, 10, b).astype(np.int32) for _ in range(steps)]
+    key = jax.random.key(2)
+    st, losses_ex = ex.init(params), []
+    for k in range(steps):
+        st, m = ex.step(st, xs[k], ys[k], key)
+        losses_ex += [float(a[0]) for a in m["finished"]]
+    st, m = ex.drain(st)
+    losses_ex += [float(a[0]) for a in m["finished"]]
+    got = ex.params(st)
+    step = jax.jit(pipesim.make_train_step(
+        model, tx, delays=delays, mode="stash",
+        loss_fn_from_output=lambda out, y: losses.compute_loss(cfg.train.loss, out, y, 10), encode_fn=encode))
+    ref, losses_ref = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos]), []
+    for k in range(steps):
+        ref, m = step(ref, xs[k], ys[k], key)
+        losses_ref.append(float(m["loss"]))
+    leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]
+    err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref.params)))
+    moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref.params)))
+    devices = sorted({str(d) for d in ex.device.values()})
+    return dict(err=err, moved=moved, delays=[int(d) for d in delays], schedule_delays=list(delays_for(sched)),
+                losses_ex=losses_ex, losses_ref=losses_ref, devices=devices, processors=sched.processors)
+
+
 def run_case(name: str) -> dict:
+    if CASES[name][1] == "spikepipe":
+        return run_spikepipe_case(name)
     import jax
     import jax.numpy as jnp
     import numpy as np

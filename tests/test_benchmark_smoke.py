@@ -201,9 +201,10 @@ def test_checkpoint_benchmark_compares_both_formats(repo_root, tmp_path):
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert rows[0]["import_orbax_s"] > 0
     got = {(r["case"], r["format"]): r for r in rows[1:]}
-    assert set(got) == {(c, f) for c in ("train", "1f1b") for f in ("msgpack", "orbax")}
+    assert set(got) == {(c, f) for c in ("train", "1f1b", "1f1b_async") for f in ("msgpack", "orbax")}
     assert all(r["exact"] and r["save_s"] > 0 and r["disk_bytes"] > 0 for r in got.values())
     assert got[("1f1b", "orbax")]["devices"] == 2 and got[("train", "msgpack")]["devices"] == 1
+    assert got[("1f1b_async", "msgpack")]["devices"] == 2  # both stages' devices of the one process
 
 
 def test_pipeline_benchmark_spikepipe_and_1f1b_records(repo_root, tmp_path):
