@@ -259,7 +259,9 @@ def _link(desc: dict):
 def _task_times(desc, cfg, model, params, x, y, key) -> dict:
     """SpikePipe: each task's time alone on one device (the task executor's programs, the
     cost model's schedule run on one device with ``profile=True``: the median of the last
-    ``--steps`` iterations, after as many as the spikepipe worker runs before timing), then the project's scheduler on those durations (microseconds): the
+    ``--steps`` iterations, after as many as the spikepipe worker runs before timing, scaled so
+    that they add up to the median iteration of the same executor run without waiting for each
+    task), then the project's scheduler on those durations (microseconds): the
     schedule the ``spikepipe`` worker runs, and its period the predicted step time."""
     import statistics as stats
 
@@ -279,11 +281,23 @@ def _task_times(desc, cfg, model, params, x, y, key) -> dict:
     warm = 2 * s_count + max(delays) + 2  # as the spikepipe worker: the iterations in flight reach their steady state
     for _ in range(desc["steps"] + warm):
         st, _ = ex.step(st, np.asarray(x), np.asarray(y), key)
-    task_s = {name: stats.median(times[-desc["steps"]:]) for name, times in ex.task_times.items()}
+    profiled = {name: stats.median(times[-desc["steps"]:]) for name, times in ex.task_times.items()}
+    # waiting for every task adds the dispatch of the next one to its time (a run does not wait:
+    # it dispatches while the device computes), so the profile gives each task's share and an
+    # unprofiled run of the same executor one iteration's time on the device
+    ex.profile = False
+    box = [st]
+
+    def one():
+        box[0], _ = ex.step(box[0], np.asarray(x), np.asarray(y), key)
+        jax.block_until_ready(box[0]["kept"])
+    iteration_s = _median_step(one, desc["steps"])
+    scale = iteration_s / sum(profiled.values())
+    task_s = {name: t_ * scale for name, t_ in profiled.items()}
     durations = {name: max(1, round(s_ * 1e6)) for name, s_ in task_s.items()}
     sched, delays = task_executor.config_schedule(cfg, s_count, durations, _link(desc))
     return {"task_s": task_s, "durations": durations, "predicted_step_s": sched.period / 1e6,
-            "one_device_s": sum(task_s.values()), "delays": delays,
+            "one_device_s": sum(task_s.values()), "profiled_s": sum(profiled.values()), "delays": delays,
             "placement": {p.task: p.processor for p in sched.placements}}
 
 
@@ -304,7 +318,11 @@ def _run_worker(desc: dict, devices: int, processes: int = 1) -> dict:
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.pipeline", f"--worker={json.dumps(d)}"],
                               cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for d in descs]
-    outs = [p.communicate(timeout=3600) for p in procs]
+    try:
+        outs = [p.communicate(timeout=3600) for p in procs]
+    finally:  # a worker left waiting for another (a failure) must not outlive the benchmark
+        for p in procs:
+            p.kill()
     for p, (out, err) in zip(procs, outs):
         if p.returncode != 0:
             raise RuntimeError(f"worker {desc['mode']} failed:\n{err[-3000:]}")
@@ -338,7 +356,8 @@ def main(argv):
                    "step_s": round(r["step_s"], 5), "baseline_step_s": round(base["step_s"], 5),
                    "predicted_step_s": round(pred, 5), "stage_split": r["stages"],
                    **({"task_s": base["stage_times"][mode]["task_s"], "delays": r["delays"],
-                       "tasks_one_device_s": round(base["stage_times"][mode]["one_device_s"], 5)}
+                       "tasks_one_device_s": round(base["stage_times"][mode]["one_device_s"], 5),
+                       "tasks_profiled_s": round(base["stage_times"][mode]["profiled_s"], 5)}
                       if mode == "spikepipe" else
                       {"stage_forward_s": base["stage_times"][mode]["forward_s"],
                        "stage_backward_s": base["stage_times"][mode]["backward_s"]}),

@@ -358,7 +358,11 @@ def test_two_processes_equal_one(tmp_path, mode):
                    JAX_PROCESS_ID=str(i))
         procs.append(subprocess.Popen([sys.executable, "-m", "scripts.train", *args, f"--workdir={tmp_path / 'two'}"],
                                       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=900) for p in procs]
+    try:
+        outs = [p.communicate(timeout=900) for p in procs]
+    finally:  # a process left waiting for the other (a failure) must not outlive the test
+        for p in procs:
+            p.kill()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "final test accuracy" in outs[0][0] and "final test accuracy" not in outs[1][0]

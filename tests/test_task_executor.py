@@ -166,7 +166,11 @@ def _two_processes(phase, out, net, devices_each, steps, save_at):
     procs = [subprocess.Popen([sys.executable, "-m", "tests.task_executor_procs", str(i), str(port), phase, str(out),
                                net, str(steps), str(save_at)], cwd=repo, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:  # a process left waiting for the other (a failure) must not outlive the test
+        for p in procs:
+            p.kill()
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
 
