@@ -289,6 +289,17 @@ def test_command_line_bad_pipeline_is_one_error_line(tmp_path, extra, message):
     assert not (tmp_path / "w" / "metrics.jsonl").exists()
 
 
+def test_command_line_pipelined_batch_need_not_divide_the_devices(tmp_path):
+    """Data parallelism over all devices needs the batch to divide among them; a pipelined run
+    only among its data replicas x micro-batches (SpikePipe: each task takes the whole batch)."""
+    base = ["--config=configs/fc_digits.py:smoke", "--config.train.batch_size=31"]
+    r = _train(base, tmp_path / "none", 2, timeout=300)
+    assert r.returncode != 0 and "error: train.batch_size=31 must be divisible by the 2 devices" in r.stderr
+    r = _train(base + ["--config.pipeline.execute=spikepipe"], tmp_path / "sp", 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "final test accuracy" in r.stdout
+
+
 def test_command_line_stages_must_divide_devices(tmp_path):
     r = _train(["--config=configs/conv_digits.py:smoke", "--config.pipeline.execute=1f1b",
                 "--config.pipeline.stages=3"], tmp_path / "w", 2, timeout=300)

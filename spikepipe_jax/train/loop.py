@@ -81,7 +81,8 @@ def validate_config(config) -> snn.ModelDef:
         raise ValueError(f"unknown data.encoding {config.data.encoding!r}; "
                          f"expected one of {snn.encoders.ENCODINGS}")
     n_dev = jax.device_count()
-    if t.batch_size % n_dev:
+    if t.batch_size % n_dev and config.pipeline.get("execute", "none") == "none":  # data parallel over all
+        # (a pipelined run checks its own split in executor.make_plan: data replicas x micro-batches)
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the {n_dev} devices")
     pipeline_lib.config_delays(config, model.num_layers)
     simulate = config.pipeline.get("simulate", "none")
