@@ -40,6 +40,23 @@ CASES = {
 }
 
 
+def stash_reference(model, tx, params, delays, loss_name, encode, xs, ys, key):
+    """The single-device pipeline simulator with weight stashing at ``delays`` over the batches
+    ``xs``, ``ys``: its final parameters and per-step losses (the reference of 1F1B and SpikePipe)."""
+    import jax
+
+    from spikepipe_jax.train import losses, pipesim
+
+    step = jax.jit(pipesim.make_train_step(
+        model, tx, delays=delays, mode="stash",
+        loss_fn_from_output=lambda out, y: losses.compute_loss(loss_name, out, y, 10), encode_fn=encode))
+    ref, out = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos]), []
+    for x, y in zip(xs, ys):
+        ref, m = step(ref, x, y, key)
+        out.append(float(m["loss"]))
+    return ref.params, out
+
+
 def run_spikepipe_case(name: str) -> dict:
     """The task executor on P devices of this process against the stash simulator at the delays
     ``delays_for`` reads from its schedule (the cost model's, no byte budget)."""
@@ -48,7 +65,7 @@ def run_spikepipe_case(name: str) -> dict:
 
     from spikepipe_jax import experiments, snn
     from spikepipe_jax.schedule import delays_for
-    from spikepipe_jax.train import losses, pipesim, task_executor
+    from spikepipe_jax.train import task_executor
     from spikepipe_jax.train import optimizer as optimizer_lib
 
     net, _, processors, _, _, steps = CASES[name]
@@ -73,16 +90,10 @@ def run_spikepipe_case(name: str) -> dict:
     st, m = ex.drain(st)
     losses_ex += [float(a[0]) for a in m["finished"]]
     got = ex.params(st)
-    step = jax.jit(pipesim.make_train_step(
-        model, tx, delays=delays, mode="stash",
-        loss_fn_from_output=lambda out, y: losses.compute_loss(cfg.train.loss, out, y, 10), encode_fn=encode))
-    ref, losses_ref = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos]), []
-    for k in range(steps):
-        ref, m = step(ref, xs[k], ys[k], key)
-        losses_ref.append(float(m["loss"]))
+    ref_params, losses_ref = stash_reference(model, tx, params, delays, cfg.train.loss, encode, xs, ys, key)
     leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]
-    err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref.params)))
-    moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref.params)))
+    err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref_params)))
+    moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref_params)))
     devices = sorted({str(d) for d in ex.device.values()})
     return dict(err=err, moved=moved, delays=[int(d) for d in delays], schedule_delays=list(delays_for(sched)),
                 losses_ex=losses_ex, losses_ref=losses_ref, devices=devices, processors=sched.processors)

@@ -13,8 +13,9 @@ from spikepipe_jax.schedule import delays_for
 from spikepipe_jax.schedule.policies import spikepipe_schedule
 from spikepipe_jax.schedule.retiming import layerpipe_delays
 from spikepipe_jax.schedule.training_graph import graph_from_tasks
-from spikepipe_jax.train import losses, pipesim, task_executor
+from spikepipe_jax.train import task_executor
 from spikepipe_jax.train import optimizer as optimizer_lib
+from tests.executor_cases import stash_reference
 
 
 def _schedule(cfg, processors):
@@ -59,17 +60,10 @@ def test_schedule_executed_equals_the_simulator_at_its_delays(net, processors, s
     # nothing left but the newest weights, kept for the iterations that would use them next
     assert st["kept"] and all(k[0] == "p" and k[2] >= steps for k in st["kept"]), sorted(st["kept"])
 
-    ref_step = jax.jit(pipesim.make_train_step(
-        model, tx, delays=delays, mode="stash",
-        loss_fn_from_output=lambda out, y: losses.compute_loss(cfg.train.loss, out, y, 10), encode_fn=encode))
-    ref = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos])
-    ref_losses = []
-    for k in range(steps):
-        ref, m = ref_step(ref, xs[k], ys[k], key)
-        ref_losses.append(float(m["loss"]))
+    ref_params, ref_losses = stash_reference(model, tx, params, delays, cfg.train.loss, encode, xs, ys, key)
     leaves = lambda tree: [np.asarray(a) for a in jax.tree.leaves(tree)]
-    moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref.params)))
-    err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref.params)))
+    moved = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(params), leaves(ref_params)))
+    err = max(float(np.max(np.abs(a - r))) for a, r in zip(leaves(got), leaves(ref_params)))
     assert moved > 1e-3 and err < 1e-6 * max(1.0, moved / 1e-2), (err, moved, delays)
     np.testing.assert_allclose([float(a[0]) for a in mets], ref_losses, rtol=1e-5, atol=1e-6)
 
@@ -200,17 +194,11 @@ def test_two_processes_equal_the_simulator_and_resume_exactly(tmp_path, net, dev
 
     cfg, model, tx, encode, xs, ys, params = _setup(net, 2 * devices_each, steps)
     delays = info["delays"]
-    ref_step = jax.jit(pipesim.make_train_step(
-        model, tx, delays=delays, mode="stash",
-        loss_fn_from_output=lambda out, y: losses.compute_loss(cfg.train.loss, out, y, 10), encode_fn=encode))
-    ref = pipesim.init_state(params, tx.init(params), delays, [i.name for i in model.infos])
-    ref_losses = []
-    for k in range(steps):
-        ref, m = ref_step(ref, xs[k], ys[k], jax.random.key(2))
-        ref_losses.append(float(m["loss"]))
-    moved = max(float(np.max(np.abs(np.asarray(ref.params[n][k]) - np.asarray(params[n][k]))))
+    ref_params, ref_losses = stash_reference(model, tx, params, delays, cfg.train.loss, encode, xs, ys,
+                                             jax.random.key(2))
+    moved = max(float(np.max(np.abs(np.asarray(ref_params[n][k]) - np.asarray(params[n][k]))))
                 for n in params for k in params[n])
-    err = max(float(np.max(np.abs(full[f"{n}/{k}"] - np.asarray(ref.params[n][k])))) for n in params for k in params[n])
+    err = max(float(np.max(np.abs(full[f"{n}/{k}"] - np.asarray(ref_params[n][k])))) for n in params for k in params[n])
     assert moved > 1e-3 and err < 1e-6 * max(1.0, moved / 1e-2), (err, moved, delays)
     np.testing.assert_allclose([m[0] for m in info["metrics"]], ref_losses, rtol=1e-5, atol=1e-6)
 
