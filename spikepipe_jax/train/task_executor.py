@@ -470,7 +470,7 @@ class TaskExecutor:
                 continue
             if self.me == 0:  # every task of iteration i (in every process) is before its end
                 finished.append(self._get(state, ("met", self.model.num_layers - 1, i), pop=True))
-            for k in [k for k in state["kept"] if k[0] != "ver" and k[-1] == i]:
+            for k in [k for k in state["kept"] if k[-1] == i]:
                 del state["kept"][k]
             state["ran"] = {r for r in state["ran"] if r[2] != i}
             state["inputs"].pop(i)
@@ -513,8 +513,7 @@ class TaskExecutor:
         one process as ``device_put``. Not counted: the 8 bytes of metrics per iteration."""
         f32 = lambda shape: jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
         nbytes = lambda tree: sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
-        proc = self.processor
-        out_bytes = {}
+        proc, out_bytes = self.processor, {}
         for l, n in enumerate(self.names):
             last = l == self.model.num_layers - 1
             y = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32) if last else None
