@@ -592,9 +592,6 @@ class TaskExecutor:
         atomic_write_bytes(path, flax.serialization.msgpack_serialize(blob))
         return state
 
-    def exists(self, directory: str) -> bool:
-        return checkpoint.exists(self._path(directory))
-
     def _read(self, path: str, template: dict) -> dict:
         try:
             with open(path, "rb") as f:
@@ -606,14 +603,12 @@ class TaskExecutor:
                                                         dev),
                                "opt": jax.device_put(flax.serialization.from_state_dict(tmpl["opt"], d["opt"]), dev),
                                "updates": int(d["updates"])})
-            kept, treedefs = {}, {}  # one trace per layer
+            kept = {}
             for name, v in blob["kept"].items():
                 parts = name.split("|")
                 k = (parts[0],) + tuple(int(q) for q in parts[1:])
-                if k[0] == "vjp":
-                    if k[1] not in treedefs:
-                        treedefs[k[1]] = self._vjp_treedef(k[1], layers[k[1]]["latest"])
-                    treedef = treedefs[k[1]]
+                if k[0] == "vjp":  # its structure traced once per layer (_treedef's cache)
+                    treedef = self._treedef(k, {"layers": layers})
                     v = jax.tree.unflatten(treedef, [jnp.asarray(v[str(j)]) for j in range(len(v))])
                 elif isinstance(v, dict):  # a parameter dict (weights, neuron-parameter gradients)
                     v = jax.tree.map(jnp.asarray, v)
