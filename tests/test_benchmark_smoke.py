@@ -214,7 +214,7 @@ def test_pipeline_benchmark_spikepipe_and_1f1b_records(repo_root, tmp_path):
     per iteration are reported next to the cost model's for the same placement."""
     out = tmp_path / "pipe.jsonl"
     cmd = [sys.executable, "-m", "benchmarks.pipeline", "--batch=16", "--num_steps=3", "--steps=2",
-           "--modes=spikepipe,1f1b", f"--out={out}"]
+           "--modes=spikepipe,1f1b", "--repeats=2", f"--out={out}"]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = {r["mode"]: r for r in (json.loads(line) for line in out.read_text().splitlines())}
@@ -222,6 +222,11 @@ def test_pipeline_benchmark_spikepipe_and_1f1b_records(repo_root, tmp_path):
     for r in recs.values():
         assert r["measured_speedup"] > 0 and r["predicted_speedup"] > 0 and r["stages"] == 2
         assert r["processes"] == 2 and r["bytes_per_iteration"] > 0
+        # two repeats, each against its own baseline run; the record holds their medians
+        assert len(r["repeats"]) == 2
+        assert r["measured_speedup"] == pytest.approx(
+            sum(x["measured_speedup"] for x in r["repeats"]) / 2, abs=1e-3)
+        assert r["baseline_step_s"] == pytest.approx(sum(x["baseline_step_s"] for x in r["repeats"]) / 2, abs=1e-5)
     sp = recs["spikepipe"]
     assert 0 < sp["useful_bytes"] <= recs["1f1b"]["useful_bytes"]
     assert {p for _, p in sp["stage_split"]} == {0, 1} and len(sp["delays"]) == 5
