@@ -158,7 +158,8 @@ def make_spikepipe_step(spec: dict) -> tuple[Callable[[], None], dict]:
     from spikepipe_jax.train import loop, optimizer
 
     cfg = ml_collections.ConfigDict(spec["config"])
-    model = snn.model_from_config(cfg.model)
+    # as train_and_evaluate builds it: rate / latency inputs are 0/1 (snn.encoders.is_binary)
+    model = snn.model_from_config(cfg.model)._replace(binary_input=snn.encoders.is_binary(cfg.data.encoding))
     tx = optimizer.make_base_optimizer(cfg.train)
     params = snn.init_params(jax.random.key(0), model)
     state = loop.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))

@@ -354,3 +354,53 @@ def test_dense_matches_matmul(shape):
     for got, ref in zip(jax.jit(vjp)(g), vjp_ref(g)):
         assert got.shape == ref.shape
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built")
+@pytest.mark.parametrize("shape,density", [((300, 784, 1000), 0.3),  # fc_small-like: several row chunks, tiles, K blocks
+                                           ((37, 50, 3), 0.5),       # fewer columns than a vector
+                                           ((5, 130, 77), 0.0),      # no spikes at all
+                                           ((9, 7, 130), 1.0)])      # every input spiking
+def test_binary_dense_matches_matmul(shape, density):
+    """``layers.binary_dense`` (the native kernels for 0/1 inputs: sums of the weight rows the
+    spikes select, and of the gradient rows for the weight gradient) against ``x @ w``: values
+    and both gradients, bit-identical on a second call."""
+    m, k, f = shape
+    rng = np.random.default_rng(1)
+    x = jnp.asarray((rng.random((m, k)) < density).astype(np.float32))
+    w, g = (jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in ((k, f), (m, f)))
+    y, vjp = jax.vjp(jax.jit(layers.binary_dense), x, w)
+    y_ref, vjp_ref = jax.vjp(lambda a, b: a @ b, x, w)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-5, atol=1e-4)
+    got = jax.jit(vjp)(g)
+    for a, b in zip(got, vjp_ref(g)):
+        assert a.shape == b.shape and a.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(jax.jit(layers.binary_dense)(x, w)), np.asarray(y))
+    np.testing.assert_array_equal(np.asarray(jax.jit(vjp)(g)[1]), np.asarray(got[1]))
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built")
+def test_rate_coded_dense_layer_runs_on_the_binary_kernel():
+    """``model.binary_input`` (set by the training loop for rate / latency coding) puts a dense
+    first layer on the binary kernel when native kernels are on, not otherwise; the currents
+    and their weight gradient equal the GEMM path's."""
+    model = snn.ModelDef(infos=spec.parse_spec([dict(kind="dense", features=70), dict(kind="dense", features=10)],
+                                               (9, 9, 1)),
+                         beta=0.9, threshold=1.0, reset="subtract", surrogate="fast_sigmoid", surrogate_scale=25.0,
+                         readout="spike", learn_beta=False, remat=False)
+    params = snn.init_params(jax.random.key(0), model)
+    x = (jax.random.uniform(jax.random.key(1), (4, 6, 9, 9, 1)) < 0.3).astype(jnp.float32)
+
+    def currents(m, nat):
+        return lambda p: snn.models.layer_currents(p, m, x, 0, native=nat).sum()
+
+    hlo = lambda m, nat: jax.jit(jax.value_and_grad(currents(m, nat))).lower(params).as_text()
+    binary = model._replace(binary_input=True)
+    assert "spikepipe_binary_dense_fwd" in hlo(binary, True) and "spikepipe_binary_dense_wgrad" in hlo(binary, True)
+    assert "spikepipe_binary_dense" not in hlo(model, True) and "spikepipe_binary_dense" not in hlo(binary, False)
+    for a, b in zip(jax.tree.leaves(jax.grad(currents(binary, True))(params)),
+                    jax.tree.leaves(jax.grad(currents(model, False))(params))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
+    assert snn.encoders.is_binary("rate") and snn.encoders.is_binary("latency")
+    assert not snn.encoders.is_binary("direct") and not snn.encoders.is_binary("rate", temporal=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "lif_dense.cc", HERE / "col2im.cc")
+SOURCES = (HERE / "lif_dense.cc", HERE / "col2im.cc", HERE / "binary_dense.cc")
 HEADERS = (HERE / "parallel.h",)
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-std=c++17", "-shared",
          "-fPIC")
@@ -46,7 +46,9 @@ def _flags() -> tuple[str, ...]:
 # XLA FFI handler symbols in the library -> the custom-call target names they register as
 TARGETS = {"LifDenseFwdHandler": "spikepipe_lif_dense_fwd",
            "LifDenseBwdHandler": "spikepipe_lif_dense_bwd",
-           "Col2ImHandler": "spikepipe_col2im"}
+           "Col2ImHandler": "spikepipe_col2im",
+           "BinaryDenseFwdHandler": "spikepipe_binary_dense_fwd",
+           "BinaryDenseWeightGradHandler": "spikepipe_binary_dense_wgrad"}
 
 
 class Native(NamedTuple):

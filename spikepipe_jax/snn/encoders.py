@@ -95,6 +95,12 @@ def latency(x: jax.Array, num_steps: int, min_value: float = 0.01) -> jax.Array:
     return ((t == t_spike) & (x > min_value)).astype(x.dtype)
 
 
+def is_binary(encoding: str, temporal: bool = False) -> bool:
+    """Whether ``encoding`` gives exact 0/1 values (rate and latency codes; not direct, whose
+    values are the intensities). A temporal dataset's frames are not encoded (event counts)."""
+    return encoding in ("rate", "latency") and not temporal
+
+
 def encode(encoding: str, x: jax.Array, num_steps: int, key: Optional[jax.Array] = None) -> jax.Array:
     """Encodes ``x`` ``[B, ...]`` into ``[T, B, ...]`` by name."""
     if num_steps <= 0:

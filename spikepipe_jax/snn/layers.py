@@ -181,6 +181,16 @@ def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=
     x = jax.lax.optimization_barrier(x)
     wb = _block_weights(w, block, stride)
     chunks = _image_chunks(x.shape, k, x.shape[3], stride, padding, block)
+    if _binary_patches(native, binary, wb):  # spikes: sums of the weight rows they select
+        x8 = x.astype(jnp.uint8)
+
+        def binary_chunk(xc):
+            cols, _ = _gather_patches(xc, k, stride, padding, block, row_chunks=False)
+            return _binary_matmul(cols, wb)
+        y = (jax.lax.map(binary_chunk, x8.reshape((chunks, n // chunks) + x.shape[1:])) if chunks > 1
+             else binary_chunk(x8))
+        y = y.reshape(n, nbh, nbw, block * block, f)
+        return y, (x8, wb, _padded_shape(x.shape, k, stride, padding, block))
     if chunks > 1:  # N/G images at a time: the patches of one chunk exist at once
         def chunk(xc):
             cols, _ = _gather_patches(xc, k, stride, padding, block, row_chunks=False)
@@ -203,6 +213,13 @@ def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=
     # The backward pass gathers the patches again from x (k*k/(s*s) times smaller than
     # them) instead of keeping them from here to there; binary x (spikes) is kept in 1 byte.
     return y, (x.astype(jnp.uint8) if binary else x, wb, xp_shape)
+
+
+def _binary_patches(native: bool, binary: bool, wb: jax.Array) -> bool:
+    """Whether an im2col conv multiplies its patches on the binary kernels
+    (:func:`_binary_matmul`, :func:`_binary_weight_grad`): native kernels on, 0/1 input, float32
+    weights, and patches of at least 64 values (shorter ones gain too little over the GEMM)."""
+    return native and binary and wb.dtype == jnp.float32 and wb.shape[0] >= 64
 
 
 _WGRAD_ROWS = 16384     # target rows per chunk of a chunked conv weight gradient
@@ -251,10 +268,11 @@ def _im2col_bwd(stride, padding, block, native, binary, remat, res, dy):
     # dy has a NaN (the gradients have one there anyway).
     chunks = _image_chunks(x_shape, k, c, stride, padding, block) if remat or _patch_bytes(
         x_shape, k, stride, padding, block, dy.dtype) > _BWD_CHUNK_BYTES else 1
+    keep8 = _binary_patches(native, binary, wb)  # patches gathered in uint8 for the binary kernel
     if chunks > 1:  # N/G images at a time (see _image_chunks): patches and their gradient
         def chunk(dw, xs):
             xc, dyc = xs
-            xc = xc.astype(dy.dtype)
+            xc = xc if keep8 else xc.astype(dy.dtype)
             dxc, dwc = _im2col_bwd_images(xc, dyc, wb, stride, padding, block, native, row_chunks=False)
             return dw + dwc, dxc
 
@@ -262,24 +280,30 @@ def _im2col_bwd(stride, padding, block, native, binary, remat, res, dy):
         dw, dx = jax.lax.scan(chunk, dw0, (x.reshape((chunks, n // chunks) + x_shape[1:]),
                                            dy.reshape((chunks, n // chunks) + dy.shape[1:])))
         return dx.reshape(x_shape), dw
-    if binary:
+    if binary and not keep8:
         x = x.astype(dy.dtype)
-    else:
+    elif not binary:
         x = x + 0 * dy.reshape(-1)[0].astype(x.dtype)
     return _im2col_bwd_images(x, dy, wb, stride, padding, block, native)
 
 
 def _im2col_bwd_images(x, dy, wb, stride, padding, block, native, row_chunks=True):
-    """``(dx, dw)`` of the im2col conv for the images ``x`` (float) and their ``dy``."""
+    """``(dx, dw)`` of the im2col conv for the images ``x`` and their ``dy``: ``x`` float, or
+    ``uint8`` 0/1 for the binary kernel's weight gradient (:func:`_binary_patches`)."""
     x_shape = x.shape
     n, nbh, nbw, _, f = dy.shape
     c = x_shape[3]
     pk = math.isqrt(wb.shape[0] // c)
     k = pk - (block - 1) * stride
-    cols, xp_shape = _gather_patches(x, k, stride, padding, block, row_chunks)
     dyb = dy.reshape(n * nbh * nbw, block * block * f)
-    dw = _unblock_weight_grad(_patch_weight_grad(cols, dyb), k, c, f, block, stride)
-    g = cols.shape[0] if cols.ndim == 3 else 1
+    if x.dtype == jnp.uint8:
+        cols, xp_shape = _gather_patches(x, k, stride, padding, block, row_chunks=False)
+        dw = _unblock_weight_grad(_binary_weight_grad(cols, dyb), k, c, f, block, stride)
+        g = 1
+    else:
+        cols, xp_shape = _gather_patches(x, k, stride, padding, block, row_chunks)
+        dw = _unblock_weight_grad(_patch_weight_grad(cols, dyb), k, c, f, block, stride)
+        g = cols.shape[0] if cols.ndim == 3 else 1
     # the input gradient after the weight gradient (a barrier orders them), so that the
     # patches are freed before the patch gradient, as large as they, is made
     dyb, dw = jax.lax.optimization_barrier((dyb, dw))
@@ -405,7 +429,10 @@ def _apply_weights(w: jax.Array, x: jax.Array, info: LayerInfo, conv_impl: str, 
                    binary: bool = False, remat: bool = False) -> jax.Array:
     """:func:`apply_op` without the bias."""
     if info.kind == "dense":
-        return dense(x.reshape(x.shape[0], -1), w)
+        x2 = x.reshape(x.shape[0], -1)
+        if native and binary and x2.dtype == jnp.float32 and w.dtype == jnp.float32:
+            return binary_dense(x2, w)
+        return dense(x2, w)
     if resolve_conv_impl(conv_impl) == "im2col":
         return _conv_im2col(x, w, info.stride, info.padding, _im2col_block(info), native, binary, remat)
     return _conv_xla(x, w, info.stride, info.padding)
@@ -442,6 +469,49 @@ def _dense_bwd(res, g):
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+@jax.custom_vjp
+def binary_dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` for spikes ``x`` ``[M, K]`` (float32 holding only 0 and 1) and ``w`` ``[K, F]``,
+    on the native kernels (``spikepipe_jax/native/binary_dense.cc``).
+
+    With binary ``x`` the product and the weight gradient ``x^T g`` are sums of the rows the
+    spikes select, ``y[m] = sum_{k: x[m,k]=1} w[k]`` and ``dw[k] = sum_{m: x[m,k]=1} g[m]``: the
+    spike density times the adds of the dense GEMMs and no multiplies. ``x`` is kept for the
+    backward pass in 1 byte per element. The input gradient ``g w^T`` is an ordinary GEMM.
+    Values are those of :func:`dense` up to float32 summation order (each sum runs in ascending
+    ``k`` or ``m``); non-binary ``x`` gives wrong results (every non-zero counts as 1), so the
+    caller promises it (:func:`apply_synapse` ``binary_input=True``).
+    """
+    return _binary_dense_fwd(x, w)[0]
+
+
+def _binary_matmul(xb: jax.Array, w: jax.Array) -> jax.Array:
+    """``xb @ w`` for ``xb`` ``[M, K]`` ``uint8`` 0/1 on the native kernel."""
+    native_lib.require("binary_dense")
+    return jax.ffi.ffi_call("spikepipe_binary_dense_fwd", jax.ShapeDtypeStruct((xb.shape[0], w.shape[1]), jnp.float32),
+                            vmap_method="sequential")(xb, w.astype(jnp.float32))
+
+
+def _binary_weight_grad(xb: jax.Array, g: jax.Array) -> jax.Array:
+    """``xb^T g`` ``[K, F]`` for ``xb`` ``[M, K]`` ``uint8`` 0/1 on the native kernel."""
+    native_lib.require("binary_dense")
+    return jax.ffi.ffi_call("spikepipe_binary_dense_wgrad", jax.ShapeDtypeStruct((xb.shape[1], g.shape[1]), jnp.float32),
+                            vmap_method="sequential")(xb, g.astype(jnp.float32))
+
+
+def _binary_dense_fwd(x, w):
+    xb = x.astype(jnp.uint8)
+    return _binary_matmul(xb, w), (xb, w)
+
+
+def _binary_dense_bwd(res, g):
+    xb, w = res
+    return (g @ w.T).astype(jnp.float32), _binary_weight_grad(xb, g)
+
+
+binary_dense.defvjp(_binary_dense_fwd, _binary_dense_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -542,8 +612,10 @@ def apply_synapse(layer_params: dict[str, jax.Array], x: jax.Array, info: LayerI
 
     ``native=True`` lets an im2col conv fold its input gradient in the native kernel
     (float32; the caller decides, :func:`spikepipe_jax.native.usable`). ``binary_input=True``
-    promises that ``x`` holds only 0 and 1 (a previous layer's spikes): an im2col conv then
-    keeps its input for the backward pass in 1 byte per element (``uint8``) instead of 4.
+    promises that ``x`` holds only 0 and 1 (a previous layer's spikes, or rate-coded input): an
+    im2col conv then keeps its input for the backward pass in 1 byte per element (``uint8``)
+    instead of 4, and with ``native=True`` a dense layer runs on :func:`binary_dense` (sums of the
+    rows the spikes select instead of GEMMs).
     ``remat=True`` (``model.remat``): an im2col conv's backward pass runs over chunks of
     images too, like its forward pass, so that its patches and their gradient exist one
     chunk at a time.

@@ -48,6 +48,7 @@ class ModelDef(NamedTuple):
     init_gain: float = 1.0
     conv_impl: str = "auto"  # conv layers: "auto" | "xla" | "im2col" (layers.apply_op)
     native: str = "auto"  # native XLA:CPU kernels (spikepipe_jax.native.usable): "auto" | "on" | "off"
+    binary_input: bool = False  # the encoded network input holds only 0 / 1 (rate, latency coding)
 
     @property
     def num_layers(self) -> int:
@@ -139,14 +140,17 @@ def layer_currents(params: dict, model: ModelDef, x: jax.Array, i: int, *, nativ
     """Layer ``i``'s synaptic currents ``[T, B, ...]`` (its op and pooling, no bias) for its
     time-major input ``x`` ``[T, B, ...]``; time is folded into the batch (one GEMM).
 
-    Past the first layer ``x`` is spikes, exact 0/1 (any dtype): the synapse keeps them in 1 byte
-    for its backward pass. ``native``: im2col convs fold their input gradient natively.
+    Past the first layer ``x`` is spikes, exact 0/1 (any dtype), and so is the network's input
+    when ``model.binary_input``: the synapse keeps them in 1 byte for its backward pass.
+    ``native``: im2col convs fold their input gradient natively, and a dense layer reading
+    0/1 inputs sums the rows they select (:func:`layers.binary_dense`).
     """
     info = model.infos[i]
     t, b = x.shape[0], x.shape[1]
-    if i > 0 and x.dtype != jnp.float32:
+    binary = i > 0 or model.binary_input
+    if binary and x.dtype != jnp.float32:
         x = x.astype(jnp.float32)  # spikes that crossed a stage boundary in 1 byte
-    kw = {"binary_input": True} if i > 0 else {}
+    kw = {"binary_input": True} if binary else {}
     cur = layers.apply_synapse(params[info.name], x.reshape((t * b,) + x.shape[2:]), info,
                                conv_impl=model.conv_impl, bias=False, native=native, remat=model.remat, **kw)
     return cur.reshape((t, b) + cur.shape[1:])

@@ -315,6 +315,7 @@ def train_and_evaluate(config, workdir: str, *, log: Callable[[str], None] = log
     dataset = data_lib.load_dataset(config.data.name, config.data.dir, num_steps=config.model.num_steps,
                                     max_train=config.data.max_train, max_test=config.data.max_test)
     snn.check_input_shape(model, dataset.input_shape)
+    model = model._replace(binary_input=snn.encoders.is_binary(config.data.encoding, dataset.is_temporal))
     if spec_lib.num_classes(model.infos) != dataset.num_classes:
         raise ValueError(f"the network's output layer has {spec_lib.num_classes(model.infos)} units but "
                          f"dataset {config.data.name!r} has {dataset.num_classes} classes "
