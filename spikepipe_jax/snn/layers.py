@@ -356,8 +356,10 @@ def _conv_im2col_blocks(x: jax.Array, w: jax.Array, stride: int, padding: int, b
     ``uint8`` (wrong gradients otherwise; the values are unaffected). ``remat``: the backward
     pass too runs over image chunks (:func:`_image_chunks`; the forward always does), so
     that the patches and their gradient exist one chunk at a time (less memory, slower).
+    ``native`` and ``binary`` with long patches: both directions multiply the patches on the
+    binary kernels (:func:`_binary_patches`).
     """
-    return _im2col_fwd(x, w, stride, padding, block)[0]
+    return _im2col_fwd(x, w, stride, padding, block, native, binary)[0]
 
 
 _conv_im2col_blocks.defvjp(_im2col_fwd, _im2col_bwd)
