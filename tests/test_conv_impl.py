@@ -1,5 +1,8 @@
 """The im2col convolution (``conv_impl="im2col"``) against ``lax.conv`` and a NumPy im2col."""
 import importlib
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -404,3 +407,17 @@ def test_rate_coded_dense_layer_runs_on_the_binary_kernel():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
     assert snn.encoders.is_binary("rate") and snn.encoders.is_binary("latency")
     assert not snn.encoders.is_binary("direct") and not snn.encoders.is_binary("rate", temporal=True)
+
+
+@pytest.mark.skipif(native._compiler() is None, reason="no C++ compiler")
+def test_binary_kernels_portable_build(tmp_path, repo_root):
+    """The binary kernels built without AVX2 (the portable bit-mask loop, vectors on SSE) pass
+    the same value and gradient tests."""
+    env = dict(os.environ, SPIKEPIPE_NATIVE="1", SPIKEPIPE_NATIVE_DIR=str(tmp_path),
+               SPIKEPIPE_NATIVE_FLAGS="-mno-avx512f -mno-avx2")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+                           "binary_dense_matches or rate_coded", "tests/test_conv_impl.py"],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "5 passed" in proc.stdout, proc.stdout[-500:]
+    assert len(list(tmp_path.glob("libspikepipe-*.so"))) == 1  # the portable build was made and used

@@ -3,7 +3,9 @@
 ``lif_dense.cc``: a LIF layer fused with the narrow dense layer that reads its spikes (a
 classifier's readout), forward and backward; its JAX side is :mod:`spikepipe_jax.snn.fused`.
 ``col2im.cc``: the fold of the im2col convolution's input gradient
-(:func:`spikepipe_jax.snn.layers._im2col_bwd`). ``parallel.h``: work split over XLA's
+(:func:`spikepipe_jax.snn.layers._im2col_bwd`). ``binary_dense.cc``: products with a 0/1
+(spike) operand, forward ``X W`` and weight gradient ``X^T G``, as sums of selected rows
+(:func:`spikepipe_jax.snn.layers.binary_dense` and the im2col conv on spikes). ``parallel.h``: work split over XLA's
 intra-op thread pool. Everything here is optional: when no C++ compiler is found,
 the build fails, or ``SPIKEPIPE_NATIVE=0`` is set, :func:`load` returns ``None`` and the
 networks run their pure-XLA path (same values, see ``tests/test_fused.py``).
