@@ -421,3 +421,24 @@ def test_binary_kernels_portable_build(tmp_path, repo_root):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "5 passed" in proc.stdout, proc.stdout[-500:]
     assert len(list(tmp_path.glob("libspikepipe-*.so"))) == 1  # the portable build was made and used
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels not built")
+@pytest.mark.parametrize("geom", [(10, 10, 8, 6, 3, 1, 1, 2), (11, 9, 8, 5, 3, 2, 1, 2), (7, 7, 16, 70, 3, 1, 0, 1)])
+def test_binary_conv_from_the_image_equals_lax_conv(geom):
+    """Spikes into an im2col conv with the native kernels: the patch products are computed from
+    the padded image (no patch matrix), with output blocks, strides and padding; values and
+    both gradients are lax.conv's, and the kernels are in the program."""
+    h, w, c, f, k, s, p, block = geom
+    x = (jax.random.uniform(jax.random.key(0), (6, h, w, c)) < 0.3).astype(jnp.float32)
+    wt = jax.random.normal(jax.random.key(1), (k, k, c, f))
+    y_ref = layers._conv_xla(x, wt, s, p)
+    dy = jax.random.normal(jax.random.key(2), y_ref.shape)
+    fn = lambda a, b: layers._conv_im2col(a, b, s, p, block, True, True)
+    assert layers._binary_patches(True, True, layers._block_weights(wt, block, s))
+    hlo = jax.jit(lambda a, b: jax.vjp(fn, a, b)[1](dy)).lower(x, wt).as_text()
+    assert "spikepipe_binary_conv_wgrad" in hlo and "spikepipe_binary_conv_fwd" in jax.jit(fn).lower(x, wt).as_text()
+    out = _value_and_vjp(fn)(x, wt, dy)
+    ref = _value_and_vjp(lambda a, b: layers._conv_xla(a, b, s, p))(x, wt, dy)
+    for u, v in zip(out, ref):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-4)

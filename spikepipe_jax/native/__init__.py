@@ -50,7 +50,9 @@ TARGETS = {"LifDenseFwdHandler": "spikepipe_lif_dense_fwd",
            "LifDenseBwdHandler": "spikepipe_lif_dense_bwd",
            "Col2ImHandler": "spikepipe_col2im",
            "BinaryDenseFwdHandler": "spikepipe_binary_dense_fwd",
-           "BinaryDenseWeightGradHandler": "spikepipe_binary_dense_wgrad"}
+           "BinaryDenseWeightGradHandler": "spikepipe_binary_dense_wgrad",
+           "BinaryConvFwdHandler": "spikepipe_binary_conv_fwd",
+           "BinaryConvWeightGradHandler": "spikepipe_binary_conv_wgrad"}
 
 
 class Native(NamedTuple):

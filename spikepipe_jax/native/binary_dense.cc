@@ -116,6 +116,35 @@ std::vector<uint64_t> ColumnBits(ffi::ThreadPool& pool, const std::vector<uint64
   return bits;
 }
 
+// The row bits of the im2col patch matrix of a zero-padded image batch xp [N, Hp, Wp, C]
+// without building it: patch row (n, I, J) holds xp[n, s I + u, s J + v, c] at column
+// (u p + v) C + c, so its p rows u are segments of p C contiguous bytes of xp.
+std::vector<uint64_t> PatchBits(ffi::ThreadPool& pool, const uint8_t* xp, int64_t n, int64_t hp, int64_t wp,
+                                int64_t c, int64_t p, int64_t step, int64_t nbh, int64_t nbw) {
+  const int64_t seg = p * c, k = p * seg, words = Words(k), m = n * nbh * nbw;
+  std::vector<uint64_t> bits(std::max<int64_t>(1, m * words), 0);
+  uint64_t* out = bits.data();
+  spikepipe::ParallelBlocks(pool, m, spikepipe::NumBlocks(pool, m), [=](int64_t, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t img = r / (nbh * nbw), bi = (r / nbw) % nbh, bj = r % nbw;
+      uint64_t* o = out + r * words;
+      for (int64_t u = 0; u < p; ++u) {
+        const uint8_t* src = xp + ((img * hp + step * bi + u) * wp + step * bj) * c;
+        const int64_t off = u * seg;
+        int64_t j = 0;
+        for (; j + 32 <= seg; j += 32) {
+          const uint64_t mask = NonZeroMask32(src + j);
+          const int64_t bit = off + j, w = bit / kBits, sh = bit % kBits;
+          o[w] |= mask << sh;
+          if (sh > 32) o[w + 1] |= mask >> (kBits - sh);
+        }
+        for (; j < seg; ++j) o[(off + j) / kBits] |= static_cast<uint64_t>(src[j] != 0) << ((off + j) % kBits);
+      }
+    }
+  });
+  return bits;
+}
+
 // Forward, rows [r0, r1), one tile: wt is the tile's packed W [k][8 NV], sums the rows' sums
 // [r1 - r0][8 NV]. K is walked in blocks of kb rows of wt (a multiple of 64, in L1); a row's
 // sums stay in `sums` between blocks.
@@ -175,20 +204,9 @@ void WeightGradChunk(const uint64_t* __restrict__ colbits, const float* __restri
     default: CALL(8); break;            \
   }
 
-ffi::Error BinaryDenseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> x, ffi::Buffer<ffi::F32> w,
-                          ffi::ResultBuffer<ffi::F32> y) {
-  const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
-  if (xd.size() != 2 || wd.size() != 2 || yd.size() != 2 || xd[1] != wd[0] || yd[0] != xd[0] || yd[1] != wd[1])
-    return ffi::Error::InvalidArgument("binary_dense_fwd: expected X [M, K], W [K, N] and Y [M, N]");
-  const int64_t m = xd[0], k = xd[1], n = wd[1];
-  if (m == 0 || n == 0) return ffi::Error::Success();
-  const float* wp = w.typed_data();
-  float* yp = y->typed_data();
-  if (k == 0) {
-    std::fill(yp, yp + m * n, 0.f);
-    return ffi::Error::Success();
-  }
-  const std::vector<uint64_t> bits = RowBits(pool, x.typed_data(), m, k);
+// Y [m, n] = X W from X's row bits ([m][Words(k)]) and W [k, n].
+void ForwardFromBits(ffi::ThreadPool& pool, const std::vector<uint64_t>& bits, int64_t m, int64_t k,
+                     const float* wp, int64_t n, float* yp) {
   const int64_t words = Words(k), tiles = NumTiles(n), kp = words * kBits;  // K padded: zero rows
   std::vector<float> packed(tiles * kp * kTile, 0.f);  // tile t: [kp][8 nv] at t kp kTile
   float* wt = packed.data();
@@ -212,23 +230,12 @@ ffi::Error BinaryDenseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> x, ffi::Buf
       }
     }
   });
-  return ffi::Error::Success();
 }
 
-ffi::Error BinaryDenseWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> x, ffi::Buffer<ffi::F32> g,
-                                 ffi::ResultBuffer<ffi::F32> dw) {
-  const auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
-  if (xd.size() != 2 || gd.size() != 2 || wd.size() != 2 || gd[0] != xd[0] || wd[0] != xd[1] || wd[1] != gd[1])
-    return ffi::Error::InvalidArgument("binary_dense_wgrad: expected X [M, K], G [M, N] and dW [K, N]");
-  const int64_t m = xd[0], k = xd[1], n = gd[1];
-  if (k == 0 || n == 0) return ffi::Error::Success();
-  const float* gp = g.typed_data();
-  float* dwp = dw->typed_data();
-  if (m == 0) {
-    std::fill(dwp, dwp + k * n, 0.f);
-    return ffi::Error::Success();
-  }
-  const std::vector<uint64_t> colbits = ColumnBits(pool, RowBits(pool, x.typed_data(), m, k), m, k);
+// dW [k, n] = X^T G from X's row bits and G [m, n].
+void WeightGradFromBits(ffi::ThreadPool& pool, const std::vector<uint64_t>& row_bits, int64_t m, int64_t k,
+                        const float* gp, int64_t n, float* dwp) {
+  const std::vector<uint64_t> colbits = ColumnBits(pool, row_bits, m, k);
   const int64_t tiles = NumTiles(n), chunks = (m + kBits - 1) / kBits;
   // dW's rows split over the pool: each thread owns its rows, so no partial sums to add
   spikepipe::ParallelBlocks(pool, k, spikepipe::NumBlocks(pool, k), [&](int64_t, int64_t j0, int64_t j1) {
@@ -247,6 +254,66 @@ ffi::Error BinaryDenseWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> x, f
       UnpackRows(sums.data(), nv, j0, j1, dwp, n, n0, cols);
     }
   });
+}
+
+ffi::Error BinaryDenseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> x, ffi::Buffer<ffi::F32> w,
+                          ffi::ResultBuffer<ffi::F32> y) {
+  const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
+  if (xd.size() != 2 || wd.size() != 2 || yd.size() != 2 || xd[1] != wd[0] || yd[0] != xd[0] || yd[1] != wd[1])
+    return ffi::Error::InvalidArgument("binary_dense_fwd: expected X [M, K], W [K, N] and Y [M, N]");
+  const int64_t m = xd[0], k = xd[1], n = wd[1];
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  ForwardFromBits(pool, RowBits(pool, x.typed_data(), m, k), m, k, w.typed_data(), n, y->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BinaryDenseWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> x, ffi::Buffer<ffi::F32> g,
+                                 ffi::ResultBuffer<ffi::F32> dw) {
+  const auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
+  if (xd.size() != 2 || gd.size() != 2 || wd.size() != 2 || gd[0] != xd[0] || wd[0] != xd[1] || wd[1] != gd[1])
+    return ffi::Error::InvalidArgument("binary_dense_wgrad: expected X [M, K], G [M, N] and dW [K, N]");
+  const int64_t m = xd[0], k = xd[1], n = gd[1];
+  if (k == 0 || n == 0) return ffi::Error::Success();
+  WeightGradFromBits(pool, RowBits(pool, x.typed_data(), m, k), m, k, g.typed_data(), n, dw->typed_data());
+  return ffi::Error::Success();
+}
+
+// The im2col conv on spikes without its patch matrix: xp [N, Hp, Wp, C] (zero-padded 0/1
+// input), patches of p x p pixels every `step` pixels, nbh x nbw of them per image.
+ffi::Error CheckPatches(ffi::Span<const int64_t> xd, int64_t p, int64_t step, int64_t nbh, int64_t nbw) {
+  if (xd.size() != 4) return ffi::Error::InvalidArgument("binary_conv: expected xp [N, Hp, Wp, C]");
+  if (p < 1 || step < 1 || nbh < 1 || nbw < 1 || step * (nbh - 1) + p > xd[1] || step * (nbw - 1) + p > xd[2])
+    return ffi::Error::InvalidArgument("binary_conv: " + std::to_string(nbh) + " x " + std::to_string(nbw) +
+                                       " patches of " + std::to_string(p) + " every " + std::to_string(step) +
+                                       " do not fit the padded input " + std::to_string(xd[1]) + " x " +
+                                       std::to_string(xd[2]));
+  return ffi::Error::Success();
+}
+
+ffi::Error BinaryConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> xp, ffi::Buffer<ffi::F32> w, int64_t patch,
+                         int64_t step, int64_t nbh, int64_t nbw, ffi::ResultBuffer<ffi::F32> y) {
+  const auto xd = xp.dimensions(), wd = w.dimensions(), yd = y->dimensions();
+  if (auto e = CheckPatches(xd, patch, step, nbh, nbw); e.failure()) return e;
+  const int64_t m = xd[0] * nbh * nbw, k = patch * patch * xd[3];
+  if (wd.size() != 2 || wd[0] != k || yd.size() != 2 || yd[0] != m || yd[1] != wd[1])
+    return ffi::Error::InvalidArgument("binary_conv_fwd: expected W [p*p*C, F] and Y [N*nbh*nbw, F]");
+  if (m == 0 || wd[1] == 0) return ffi::Error::Success();
+  ForwardFromBits(pool, PatchBits(pool, xp.typed_data(), xd[0], xd[1], xd[2], xd[3], patch, step, nbh, nbw), m, k,
+                  w.typed_data(), wd[1], y->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BinaryConvWeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::U8> xp, ffi::Buffer<ffi::F32> g,
+                                int64_t patch, int64_t step, int64_t nbh, int64_t nbw,
+                                ffi::ResultBuffer<ffi::F32> dw) {
+  const auto xd = xp.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
+  if (auto e = CheckPatches(xd, patch, step, nbh, nbw); e.failure()) return e;
+  const int64_t m = xd[0] * nbh * nbw, k = patch * patch * xd[3];
+  if (gd.size() != 2 || gd[0] != m || wd.size() != 2 || wd[0] != k || wd[1] != gd[1])
+    return ffi::Error::InvalidArgument("binary_conv_wgrad: expected G [N*nbh*nbw, F] and dW [p*p*C, F]");
+  if (k == 0 || gd[1] == 0) return ffi::Error::Success();
+  WeightGradFromBits(pool, PatchBits(pool, xp.typed_data(), xd[0], xd[1], xd[2], xd[3], patch, step, nbh, nbw), m,
+                     k, g.typed_data(), gd[1], dw->typed_data());
   return ffi::Error::Success();
 }
 
@@ -265,3 +332,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BinaryDenseWeightGradHandler, BinaryDenseWeightGra
                                   .Arg<ffi::Buffer<ffi::U8>>()   // X [M, K], 0 / 1
                                   .Arg<ffi::Buffer<ffi::F32>>()  // G [M, N]
                                   .Ret<ffi::Buffer<ffi::F32>>());  // dW [K, N]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BinaryConvFwdHandler, BinaryConvFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // xp [N, Hp, Wp, C], 0 / 1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W [p*p*C, F]
+                                  .Attr<int64_t>("patch")
+                                  .Attr<int64_t>("step")
+                                  .Attr<int64_t>("nbh")
+                                  .Attr<int64_t>("nbw")
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // Y [N*nbh*nbw, F]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BinaryConvWeightGradHandler, BinaryConvWeightGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // xp [N, Hp, Wp, C], 0 / 1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // G [N*nbh*nbw, F]
+                                  .Attr<int64_t>("patch")
+                                  .Attr<int64_t>("step")
+                                  .Attr<int64_t>("nbh")
+                                  .Attr<int64_t>("nbw")
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // dW [p*p*C, F]

@@ -121,14 +121,20 @@ def _padded_shape(x_shape, k, stride, padding, block):
     return (n, h + 2 * padding + eh, wd + 2 * padding + ew, c)
 
 
+def _pad_input(x, k, stride, padding, block):
+    """``x`` zero-padded as the patches read it (:func:`_padded_shape`)."""
+    _, _, _, _, eh, ew = _im2col_geometry(x.shape, k, stride, padding, block)
+    if padding or eh or ew:
+        return jnp.pad(x, ((0, 0), (padding, padding + eh), (padding, padding + ew), (0, 0)))
+    return x
+
+
 def _gather_patches(x, k, stride, padding, block, row_chunks=True):
     """The patch matrix of ``x`` ``[N, H, W, C]``: ``[M, K]``, or (``row_chunks``) ``[g, M/g, K]``
     in the weight gradient's row chunks (:func:`_wgrad_chunks`), and the padded input's shape."""
     c, n = x.shape[3], x.shape[0]
-    _, _, nbh, nbw, eh, ew = _im2col_geometry(x.shape, k, stride, padding, block)
-    xp = x
-    if padding or eh or ew:
-        xp = jnp.pad(xp, ((0, 0), (padding, padding + eh), (padding, padding + ew), (0, 0)))
+    _, _, nbh, nbw, _, _ = _im2col_geometry(x.shape, k, stride, padding, block)
+    xp = _pad_input(x, k, stride, padding, block)
     _, hp, wp, _ = xp.shape
     pk = (block - 1) * stride + k  # patch side: a b x b block of outputs sees pk x pk inputs
     idx = _patch_indices(hp, wp, c, pk, block * stride)
@@ -183,14 +189,9 @@ def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=
     chunks = _image_chunks(x.shape, k, x.shape[3], stride, padding, block)
     if _binary_patches(native, binary, wb):  # spikes: sums of the weight rows they select
         x8 = x.astype(jnp.uint8)
-
-        def binary_chunk(xc):
-            cols, _ = _gather_patches(xc, k, stride, padding, block, row_chunks=False)
-            return _binary_matmul(cols, wb)
-        y = (jax.lax.map(binary_chunk, x8.reshape((chunks, n // chunks) + x.shape[1:])) if chunks > 1
-             else binary_chunk(x8))
-        y = y.reshape(n, nbh, nbw, block * block, f)
-        return y, (x8, wb, _padded_shape(x.shape, k, stride, padding, block))
+        pk = (block - 1) * stride + k
+        y = _binary_conv(_pad_input(x8, k, stride, padding, block), wb, pk, block * stride, nbh, nbw)
+        return y.reshape(n, nbh, nbw, block * block, f), (x8, wb, _padded_shape(x.shape, k, stride, padding, block))
     if chunks > 1:  # N/G images at a time: the patches of one chunk exist at once
         def chunk(xc):
             cols, _ = _gather_patches(xc, k, stride, padding, block, row_chunks=False)
@@ -215,9 +216,25 @@ def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=
     return y, (x.astype(jnp.uint8) if binary else x, wb, xp_shape)
 
 
+def _binary_conv(xp: jax.Array, a: jax.Array, patch: int, step: int, nbh: int, nbw: int,
+                 weight_grad: bool = False) -> jax.Array:
+    """The im2col conv's patch products on the binary kernels without the patch matrix: for the
+    zero-padded ``uint8`` 0/1 input ``xp`` ``[N, Hp, Wp, C]`` and its ``nbh x nbw`` patches of
+    ``patch x patch`` pixels every ``step`` pixels per image (the rows of :func:`_gather_patches`),
+    ``P @ a`` ``[N*nbh*nbw, F]`` for block weights ``a`` ``[p*p*C, F]``, or with ``weight_grad``
+    ``P^T @ a`` ``[p*p*C, F]`` for ``a = dY`` ``[N*nbh*nbw, F]``. The kernel reads each patch row's
+    ``p`` runs of ``p*C`` contiguous bytes straight from ``xp``."""
+    native_lib.require("binary_dense")
+    n, _, _, c = xp.shape
+    shape = (patch * patch * c, a.shape[1]) if weight_grad else (n * nbh * nbw, a.shape[1])
+    target = "spikepipe_binary_conv_wgrad" if weight_grad else "spikepipe_binary_conv_fwd"
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32), vmap_method="sequential")(
+        xp, a.astype(jnp.float32), patch=np.int64(patch), step=np.int64(step), nbh=np.int64(nbh), nbw=np.int64(nbw))
+
+
 def _binary_patches(native: bool, binary: bool, wb: jax.Array) -> bool:
     """Whether an im2col conv multiplies its patches on the binary kernels
-    (:func:`_binary_matmul`, :func:`_binary_weight_grad`): native kernels on, 0/1 input, float32
+    (:func:`_binary_conv`, straight from the input image): native kernels on, 0/1 input, float32
     weights, and patches of at least 64 values (shorter ones gain too little over the GEMM)."""
     return native and binary and wb.dtype == jnp.float32 and wb.shape[0] >= 64
 
@@ -297,8 +314,10 @@ def _im2col_bwd_images(x, dy, wb, stride, padding, block, native, row_chunks=Tru
     k = pk - (block - 1) * stride
     dyb = dy.reshape(n * nbh * nbw, block * block * f)
     if x.dtype == jnp.uint8:
-        cols, xp_shape = _gather_patches(x, k, stride, padding, block, row_chunks=False)
-        dw = _unblock_weight_grad(_binary_weight_grad(cols, dyb), k, c, f, block, stride)
+        xp = _pad_input(x, k, stride, padding, block)
+        xp_shape = xp.shape
+        dw = _unblock_weight_grad(_binary_conv(xp, dyb, pk, block * stride, nbh, nbw, weight_grad=True),
+                                  k, c, f, block, stride)
         g = 1
     else:
         cols, xp_shape = _gather_patches(x, k, stride, padding, block, row_chunks)
