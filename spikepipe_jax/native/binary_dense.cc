@@ -50,6 +50,19 @@ inline int64_t TileColumns(int64_t n, int64_t t) { return std::min(n, (t + 1) * 
 inline int64_t TileVectors(int64_t n, int64_t t) { return (TileColumns(n, t) + kLanes - 1) / kLanes; }
 inline int64_t Words(int64_t k) { return (k + kBits - 1) / kBits; }
 
+// Scratch memory that stays with its thread from call to call (grown, never shrunk). Kernels
+// run inside XLA's step while its temporary buffer is live; fresh heap blocks allocated and
+// freed there can land in the hole that buffer leaves between steps and split it, so that the
+// next step's buffer no longer fits and the heap grows (seen as conv_medium runs peaking at
+// 0.8 or 1.9 GB from one run to the next). Scratch(v, n) returns n zeroed elements of v.
+template <typename T>
+T* Scratch(std::vector<T>& v, int64_t n) {
+  n = std::max<int64_t>(1, n);
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+  std::fill(v.begin(), v.begin() + n, T{});
+  return v.data();
+}
+
 // dst[r - r0][0 : 8 nv] = a[r][n0 : n0 + cols] (row stride n), zero-padded.
 void PackRows(const float* a, int64_t n, int64_t r0, int64_t r1, int64_t n0, int64_t cols, int64_t nv,
               float* dst) {
@@ -81,10 +94,10 @@ inline uint32_t NonZeroMask32(const uint8_t* row) {
 }
 
 // bits[r][w] bit b set where X[r][64 w + b] != 0: [m][Words(k)].
-std::vector<uint64_t> RowBits(ffi::ThreadPool& pool, const uint8_t* x, int64_t m, int64_t k) {
+const uint64_t* RowBits(ffi::ThreadPool& pool, const uint8_t* x, int64_t m, int64_t k) {
+  static thread_local std::vector<uint64_t> bits;
   const int64_t words = Words(k);
-  std::vector<uint64_t> bits(std::max<int64_t>(1, m * words), 0);
-  uint64_t* out = bits.data();
+  uint64_t* out = Scratch(bits, m * words);
   spikepipe::ParallelBlocks(pool, m, spikepipe::NumBlocks(pool, m), [=](int64_t, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = x + r * k;
@@ -95,15 +108,14 @@ std::vector<uint64_t> RowBits(ffi::ThreadPool& pool, const uint8_t* x, int64_t m
       for (; j < k; ++j) o[j / 64] |= static_cast<uint64_t>(row[j] != 0) << (j % 64);
     }
   });
-  return bits;
+  return out;
 }
 
 // Per chunk c of 64 rows, bits[c][j] bit b set where X[64 c + b][j] != 0: [chunks][k].
-std::vector<uint64_t> ColumnBits(ffi::ThreadPool& pool, const std::vector<uint64_t>& row_bits, int64_t m, int64_t k) {
+const uint64_t* ColumnBits(ffi::ThreadPool& pool, const uint64_t* rb, int64_t m, int64_t k) {
+  static thread_local std::vector<uint64_t> bits;
   const int64_t words = Words(k), chunks = (m + kBits - 1) / kBits;
-  std::vector<uint64_t> bits(std::max<int64_t>(1, chunks * k), 0);
-  uint64_t* out = bits.data();
-  const uint64_t* rb = row_bits.data();
+  uint64_t* out = Scratch(bits, chunks * k);
   spikepipe::ParallelBlocks(pool, chunks, spikepipe::NumBlocks(pool, chunks), [=](int64_t, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       uint64_t* o = out + c * k;
@@ -113,17 +125,17 @@ std::vector<uint64_t> ColumnBits(ffi::ThreadPool& pool, const std::vector<uint64
             o[w * kBits + __builtin_ctzll(mask)] |= uint64_t{1} << (r - c * kBits);
     }
   });
-  return bits;
+  return out;
 }
 
 // The row bits of the im2col patch matrix of a zero-padded image batch xp [N, Hp, Wp, C]
 // without building it: patch row (n, I, J) holds xp[n, s I + u, s J + v, c] at column
 // (u p + v) C + c, so its p rows u are segments of p C contiguous bytes of xp.
-std::vector<uint64_t> PatchBits(ffi::ThreadPool& pool, const uint8_t* xp, int64_t n, int64_t hp, int64_t wp,
-                                int64_t c, int64_t p, int64_t step, int64_t nbh, int64_t nbw) {
+const uint64_t* PatchBits(ffi::ThreadPool& pool, const uint8_t* xp, int64_t n, int64_t hp, int64_t wp, int64_t c,
+                          int64_t p, int64_t step, int64_t nbh, int64_t nbw) {
+  static thread_local std::vector<uint64_t> bits;
   const int64_t seg = p * c, k = p * seg, words = Words(k), m = n * nbh * nbw;
-  std::vector<uint64_t> bits(std::max<int64_t>(1, m * words), 0);
-  uint64_t* out = bits.data();
+  uint64_t* out = Scratch(bits, m * words);
   spikepipe::ParallelBlocks(pool, m, spikepipe::NumBlocks(pool, m), [=](int64_t, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t img = r / (nbh * nbw), bi = (r / nbw) % nbh, bj = r % nbw;
@@ -142,7 +154,7 @@ std::vector<uint64_t> PatchBits(ffi::ThreadPool& pool, const uint8_t* xp, int64_
       }
     }
   });
-  return bits;
+  return out;
 }
 
 // Forward, rows [r0, r1), one tile: wt is the tile's packed W [k][8 NV], sums the rows' sums
@@ -205,53 +217,54 @@ void WeightGradChunk(const uint64_t* __restrict__ colbits, const float* __restri
   }
 
 // Y [m, n] = X W from X's row bits ([m][Words(k)]) and W [k, n].
-void ForwardFromBits(ffi::ThreadPool& pool, const std::vector<uint64_t>& bits, int64_t m, int64_t k,
-                     const float* wp, int64_t n, float* yp) {
+void ForwardFromBits(ffi::ThreadPool& pool, const uint64_t* rb, int64_t m, int64_t k, const float* wp, int64_t n,
+                     float* yp) {
+  static thread_local std::vector<float> packed;
   const int64_t words = Words(k), tiles = NumTiles(n), kp = words * kBits;  // K padded: zero rows
-  std::vector<float> packed(tiles * kp * kTile, 0.f);  // tile t: [kp][8 nv] at t kp kTile
-  float* wt = packed.data();
+  float* wt = Scratch(packed, tiles * kp * kTile);  // tile t: [kp][8 nv] at t kp kTile
   spikepipe::ParallelBlocks(pool, tiles, spikepipe::NumBlocks(pool, tiles), [=](int64_t, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
       PackRows(wp, n, 0, k, t * kTile, TileColumns(n, t), TileVectors(n, t), wt + t * kp * kTile);
   });
-  const uint64_t* rb = bits.data();
   const int64_t chunks = (m + kRowChunk - 1) / kRowChunk;
   spikepipe::ParallelBlocks(pool, chunks, spikepipe::NumBlocks(pool, chunks), [&](int64_t, int64_t c0, int64_t c1) {
-    std::vector<float> sums(kRowChunk * kTile);
+    static thread_local std::vector<float> sum_buf;
+    float* sums = Scratch(sum_buf, kRowChunk * kTile);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r0 = c * kRowChunk, r1 = std::min(m, r0 + kRowChunk);
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t nv = TileVectors(n, t);
         const float* tile = wt + t * kp * kTile;
-#define SPIKEPIPE_FWD(NV) ForwardTile<NV>(rb, words, tile, sums.data(), r0, r1, kp)
+#define SPIKEPIPE_FWD(NV) ForwardTile<NV>(rb, words, tile, sums, r0, r1, kp)
         SPIKEPIPE_DISPATCH_NV(nv, SPIKEPIPE_FWD)
 #undef SPIKEPIPE_FWD
-        UnpackRows(sums.data(), nv, r0, r1, yp, n, t * kTile, TileColumns(n, t));
+        UnpackRows(sums, nv, r0, r1, yp, n, t * kTile, TileColumns(n, t));
       }
     }
   });
 }
 
 // dW [k, n] = X^T G from X's row bits and G [m, n].
-void WeightGradFromBits(ffi::ThreadPool& pool, const std::vector<uint64_t>& row_bits, int64_t m, int64_t k,
-                        const float* gp, int64_t n, float* dwp) {
-  const std::vector<uint64_t> colbits = ColumnBits(pool, row_bits, m, k);
+void WeightGradFromBits(ffi::ThreadPool& pool, const uint64_t* row_bits, int64_t m, int64_t k, const float* gp,
+                        int64_t n, float* dwp) {
+  const uint64_t* colbits = ColumnBits(pool, row_bits, m, k);
   const int64_t tiles = NumTiles(n), chunks = (m + kBits - 1) / kBits;
   // dW's rows split over the pool: each thread owns its rows, so no partial sums to add
   spikepipe::ParallelBlocks(pool, k, spikepipe::NumBlocks(pool, k), [&](int64_t, int64_t j0, int64_t j1) {
-    std::vector<float> gb(kBits * kTile, 0.f), sums((j1 - j0) * kTile);
+    static thread_local std::vector<float> gb_buf, sum_buf;
+    float* gb = Scratch(gb_buf, kBits * kTile);
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t nv = TileVectors(n, t), n0 = t * kTile, cols = TileColumns(n, t);
-      std::fill(sums.begin(), sums.end(), 0.f);
+      float* sums = Scratch(sum_buf, (j1 - j0) * kTile);
       for (int64_t c = 0; c < chunks; ++c) {
         const int64_t m0 = c * kBits, m1 = std::min(m, m0 + kBits);
-        PackRows(gp, n, m0, m1, n0, cols, nv, gb.data());
-        const uint64_t* cb = colbits.data() + c * k;
-#define SPIKEPIPE_WGRAD(NV) WeightGradChunk<NV>(cb, gb.data(), sums.data(), j0, j1)
+        PackRows(gp, n, m0, m1, n0, cols, nv, gb);
+        const uint64_t* cb = colbits + c * k;
+#define SPIKEPIPE_WGRAD(NV) WeightGradChunk<NV>(cb, gb, sums, j0, j1)
         SPIKEPIPE_DISPATCH_NV(nv, SPIKEPIPE_WGRAD)
 #undef SPIKEPIPE_WGRAD
       }
-      UnpackRows(sums.data(), nv, j0, j1, dwp, n, n0, cols);
+      UnpackRows(sums, nv, j0, j1, dwp, n, n0, cols);
     }
   });
 }
