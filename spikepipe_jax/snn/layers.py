@@ -167,8 +167,8 @@ def _image_chunks(x_shape, k: int, c: int, stride: int, padding: int, block: int
 # Backward passes whose patch matrix would be larger than this run over image chunks even
 # without ``model.remat`` (vgg_large's convs at T*B = 1024: patches of up to 576 MiB, and as
 # much again for their gradient); smaller ones in one pass, which is faster. conv_medium's
-# second conv (234 MiB) is chunked since session 12: its step's temporary buffer goes from 374
-# to 233 MB, at ~9 % of its step time (benchmarks/README.md, section 10).
+# second conv (234 MiB) is chunked too: a smaller temporary buffer per step, for a slower step
+# (the trade is measured in benchmarks/README.md, section 10).
 _BWD_CHUNK_BYTES = 128 << 20
 
 
