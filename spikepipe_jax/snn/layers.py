@@ -187,12 +187,12 @@ def _im2col_fwd(x, w, stride, padding, block, native=False, binary=False, remat=
     # hash) into the gather and recompute it for each of the ~p*p/(b*b) patches that read it.
     x = jax.lax.optimization_barrier(x)
     wb = _block_weights(w, block, stride)
-    chunks = _image_chunks(x.shape, k, x.shape[3], stride, padding, block)
     if _binary_patches(native, binary, wb):  # spikes: sums of the weight rows they select
         x8 = x.astype(jnp.uint8)
         pk = (block - 1) * stride + k
         y = _binary_conv(_pad_input(x8, k, stride, padding, block), wb, pk, block * stride, nbh, nbw)
         return y.reshape(n, nbh, nbw, block * block, f), (x8, wb, _padded_shape(x.shape, k, stride, padding, block))
+    chunks = _image_chunks(x.shape, k, x.shape[3], stride, padding, block)
     if chunks > 1:  # N/G images at a time: the patches of one chunk exist at once
         def chunk(xc):
             cols, _ = _gather_patches(xc, k, stride, padding, block, row_chunks=False)
@@ -286,7 +286,7 @@ def _im2col_bwd(stride, padding, block, native, binary, remat, res, dy):
     # dy has a NaN (the gradients have one there anyway).
     chunks = _image_chunks(x_shape, k, c, stride, padding, block) if remat or _patch_bytes(
         x_shape, k, stride, padding, block, dy.dtype) > _BWD_CHUNK_BYTES else 1
-    keep8 = _binary_patches(native, binary, wb)  # patches gathered in uint8 for the binary kernel
+    keep8 = _binary_patches(native, binary, wb)  # x stays uint8: the binary conv kernel reads it
     if chunks > 1:  # N/G images at a time (see _image_chunks): patches and their gradient
         def chunk(dw, xs):
             xc, dyc = xs
