@@ -26,6 +26,11 @@ inline, on the calling thread, and returns after its buffers are freed. The trai
 waits for each batch's transfer before the step (``train/loop.py``), so every step runs inline;
 a computation with inputs still in flight is dispatched asynchronously as before.
 
+Even so, a freed buffer's place cannot always hold the next one (the first step after
+compiling or an evaluation, and at random: :func:`make_room`); the training loop therefore
+calls :func:`make_room` before each step, which gives the free pages back when the next buffer
+would land in new memory, so the peak stays at one buffer.
+
 The training entry points (``scripts/train.py``, ``scripts/delay_study.py``,
 ``scripts/reproduce.py``) and :func:`spikepipe_jax.train.train_and_evaluate` (so the
 notebooks too) call it; calling it again sets the same values. It acts on glibc Linux only (elsewhere, and when
@@ -38,6 +43,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import mmap
 import os
 import sys
 from typing import Optional
@@ -52,11 +59,21 @@ DEFAULT_TRIM_THRESHOLD = 2**31 - 1  # bytes free at the heap's top before glibc 
 def _libc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
         return None
+    return _load_glibc()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_glibc() -> Optional[ctypes.CDLL]:
+    """glibc with the prototypes used here (loaded once: :func:`make_room` runs every step)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.gnu_get_libc_version  # noqa: B018 - present in glibc only (not musl)
-        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        libc.mallopt.restype = ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+        libc.sbrk.argtypes, libc.sbrk.restype = (ctypes.c_ssize_t,), ctypes.c_void_p
+        libc.malloc.argtypes, libc.malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
+        libc.free.argtypes = (ctypes.c_void_p,)
+        libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
     except (OSError, AttributeError):
         return None
     return libc
@@ -90,17 +107,64 @@ def release_free_memory() -> bool:
     With the settings of :func:`configure_allocator` the heap never shrinks by itself: the
     compiler's memory, freed after compiling the train step, would stay resident beside the
     step's temporary buffer, which goes above it. The training loop calls this after compiling
-    the steps and before running them, and before and after each evaluation: the evaluation's
-    buffer and the train step's never coexist, but without a trim the larger one, which does not
-    fit in the other's freed place, adds its size to the peak (vgg_large: 1.4 GB of evaluation
-    buffer above 0.9 GB of train-step buffer). Returns whether it ran (glibc only).
+    the steps, and :func:`make_room` before a step whose buffer would go to new memory (e.g. the
+    evaluation's after the train steps', vgg_large: 1.4 GB of evaluation buffer above 0.9 GB of
+    train-step buffer without it). Returns whether it ran (glibc only).
     """
     libc = _libc()
     if libc is None:
         return False
-    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
     libc.malloc_trim(0)
     return True
+
+
+XLA_ALIGNMENT = 64  # XLA:CPU allocates its buffers with posix_memalign(64, n)
+
+
+def make_room(nbytes: int, count: int = 1) -> bool:
+    """Prepares the heap for a computation about to allocate ``count`` temporary buffers of
+    ``nbytes`` each (XLA:CPU, one per device); call it just before the call.
+
+    Where the buffers will land in free memory that is still resident (the previous step's
+    buffer, freed), nothing is done: they reuse it. Otherwise they will fault in new pages
+    while resident free memory elsewhere holds nothing, and the peak grows by a whole buffer.
+    That happens when the previous buffer's place cannot hold the next one: the first step
+    after compiling, the first after an evaluation (buffers of another size), and at random (an
+    aligned request carves its block with a few bytes' slack on each side; glibc keeps those
+    slivers in the thread's cache of small blocks, where they stay allocated and cut the freed
+    block off from its neighbours, so that its place cannot hold the same request again); or
+    when a larger free place, given back by an earlier trim, is chosen instead. Then the free
+    pages are given back first (:func:`release_free_memory`), so the new placement does not
+    add to the resident set.
+
+    How it tells: it asks for blocks of the size the aligned requests need (``nbytes`` plus
+    the alignment's slack) with plain ``malloc`` (no slivers), untouched (no pages faulted
+    in), so glibc places them where it will place the buffers; asks the kernel which of their
+    pages are resident (``mincore``), and frees them. Returns whether it gave memory back; False
+    without glibc, for ``nbytes <= 0``, and when large blocks are mapped on their own
+    (:func:`configure_allocator` not in force: they then never reuse memory anyway).
+    """
+    libc = _libc()
+    if libc is None or nbytes <= 0 or count <= 0:
+        return False
+    size = int(nbytes) + XLA_ALIGNMENT + 32  # glibc's memalign(a, n) takes a block of n + a + 32 bytes
+    page = mmap.PAGESIZE
+    vec = ctypes.create_string_buffer(size // page + 1)  # before the probes: not placed beside them
+    blocks = [libc.malloc(size) for _ in range(count)]
+    resident = total = 0
+    for p in blocks:
+        if not p:
+            continue
+        first = -(-p // page) * page  # the block's whole pages
+        n = (p + size - first) // page
+        if n > 0 and libc.mincore(ctypes.c_void_p(first), n * page, vec) == 0:
+            resident += n - ctypes.string_at(vec, n).count(0)  # a byte per page, 1: resident
+            total += n
+    for p in blocks:
+        libc.free(p)
+    if total and resident < 0.9 * total:
+        return release_free_memory()
+    return False
 
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"

@@ -151,15 +151,96 @@ def test_release_free_memory_keeps_a_freed_buffer_out_of_the_peak(repo_root):
     assert growth["trim"] < growth["keep"] - 48, growth
 
 
-@glibc_linux
-def test_the_training_loop_trims_around_each_evaluation(tmp_path, monkeypatch):
-    from spikepipe_jax import train
-    from configs import fc_digits
+# A fresh process with the allocator configured: a touched 64 MiB block is freed below a block
+# that stays, so its place cannot hold a 64 MiB aligned request; make_room(64 MiB) then gives
+# its pages back. A block of 65 MiB, placed at the heap's top, touched and freed, leaves room
+# there: the next make_room does nothing.
+_ROOM_CHILD = """
+import ctypes, json
+from spikepipe_jax import runtime
+assert runtime.configure_allocator()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+n = 64 << 20
+a = libc.malloc(n); libc.memset(a, 1, n)
+pin = libc.malloc(1 << 16); libc.memset(pin, 1, 1 << 16)
+libc.free(a)
+before = rss_mib()
+hole = runtime.make_room(n)
+after_hole = rss_mib()
+b = libc.malloc(n + (1 << 20)); libc.memset(b, 1, n); libc.free(b)  # too large for the hole: at the top
+top = runtime.make_room(n)
+print(json.dumps({"hole": hole, "released_mib": before - after_hole, "top": top, "zero": runtime.make_room(0)}))
+"""
 
-    calls = []
-    real = runtime.release_free_memory
-    monkeypatch.setattr(runtime, "release_free_memory", lambda: calls.append(1) or real())
-    c = fc_digits.get_config("smoke")
-    c.train.epochs = 2
-    train.train_and_evaluate(c, str(tmp_path), log=lambda s: None)
-    assert len(calls) == 1 + 2 * 2  # after compiling, then before and after each of the 2 evaluations
+
+@glibc_linux
+def test_make_room_gives_pages_back_only_where_the_buffer_will_not_fit(repo_root):
+    import os
+    proc = subprocess.run([sys.executable, "-c", _ROOM_CHILD], cwd=repo_root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(repo_root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    assert got["hole"] is True and got["released_mib"] > 48, got  # the stranded block's pages
+    assert got["top"] is False and got["zero"] is False, got  # the freed top holds the next one
+
+
+def test_make_room_is_a_no_op_without_glibc(monkeypatch):
+    monkeypatch.setattr(runtime.sys, "platform", "darwin")
+    assert runtime.make_room(1 << 20) is False
+
+
+# A fresh process: a short conv_medium run (T=8, B=64, on random IDX files) logging every step,
+# reporting the resident set (VmRSS) and its peak (VmHWM) in MiB at each log line.
+_LOOP_CHILD = """
+import gzip, json, os, sys, tempfile
+import numpy as np
+from spikepipe_jax import runtime
+assert runtime.configure_allocator()
+from spikepipe_jax import train
+from configs import conv_medium
+
+def status():
+    with open("/proc/self/status") as f:
+        d = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in f if l.startswith(("VmRSS", "VmHWM"))}
+    return d["VmRSS"], d["VmHWM"]
+
+root = sys.argv[1]
+rng = np.random.default_rng(0)
+for split, n in (("train", 512), ("t10k", 128)):
+    for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28))), ("labels-idx1", rng.integers(0, 10, n))):
+        arr = np.asarray(arr, np.uint8)
+        with gzip.open(os.path.join(root, f"{split}-{kind}-ubyte.gz"), "wb") as f:
+            f.write(bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+                    + arr.tobytes())
+c = conv_medium.get_config()
+c.data.name, c.data.dir = "fashion_mnist", root
+c.model.num_steps, c.train.batch_size, c.train.eval_batch_size = 8, 64, 64
+c.train.epochs, c.train.log_every_steps = 1, 1
+recs = []
+train.train_and_evaluate(c, os.path.join(root, "wd"), log=lambda m: recs.append([m.split()[0], *status()]))
+print(json.dumps(recs))
+"""
+
+
+@glibc_linux
+def test_the_training_steps_peak_stays_at_one_buffer(repo_root, tmp_path):
+    """The steps reuse one buffer's memory: the resident peak does not grow after the first step
+    (without runtime.make_room before each step it grew by a buffer in about half the runs)."""
+    import os
+    proc = subprocess.run([sys.executable, "-c", _LOOP_CHILD, str(tmp_path)], cwd=repo_root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo_root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recs = json.loads(proc.stdout.strip().splitlines()[-1])
+    start = next(r for r in recs if r[0] == "training")  # compiled, about to take the first step
+    steps = [r for r in recs if r[0] == "step"]
+    assert len(steps) == 8, recs
+    buffer = steps[1][1] - start[1]  # resident growth over the first two steps: about a step buffer
+    assert buffer > 40, recs  # a buffer worth measuring
+    assert steps[-1][2] - steps[0][2] < 0.3 * buffer, recs  # the peak after step 1 vs the last step's

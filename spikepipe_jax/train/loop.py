@@ -279,10 +279,24 @@ def _window_means(window: list[dict]) -> tuple[float, float, float]:
     return loss, sum(c * float(w["accuracy"]) for c, w in zip(counts, window)) / n, n
 
 
-def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> tuple[float, float]:
-    """Accuracy and mean loss over a whole split, padding the last batch with a mask."""
+def _temp_bytes(compiled) -> int:
+    """The temporary buffer of a compiled computation per device in bytes (0 when unknown)."""
+    try:
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+    except (AttributeError, NotImplementedError, RuntimeError):  # no analysis (None) on this backend
+        return 0
+
+
+def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding,
+             temp_bytes: int = 0) -> tuple[float, float]:
+    """Accuracy and mean loss over a whole split, padding the last batch with a mask.
+
+    ``temp_bytes``: the temporary buffer of one ``eval_fn`` call per device, for
+    :func:`spikepipe_jax.runtime.make_room` before each call (0: not called).
+    """
     n = len(x)
     n_dev = data_sharding.mesh.size
+    n_local = len(data_sharding.addressable_devices)
     batch_size = max(n_dev, batch_size - batch_size % n_dev)
     sums = []
     for i, start in enumerate(range(0, n, batch_size)):
@@ -296,6 +310,7 @@ def evaluate(eval_fn, params, x, y, *, batch_size: int, key, data_sharding) -> t
             mask[m:] = 0
         # inputs ready before the call: it then runs inline and frees its buffers (runtime.py)
         batch = jax.block_until_ready(jax.device_put((xb, yb, mask), data_sharding))
+        runtime.make_room(temp_bytes, count=n_local)
         sums.append(eval_fn(params, *batch, jax.random.fold_in(key, i)))
     # one transfer at the end: a float() per batch would wait for each batch before the next
     sums = jax.device_get(sums)
@@ -368,6 +383,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     devices = jax.devices()  # all processes' devices (one process: the local ones)
     mesh = Mesh(np.array(devices), ("data",))
     data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    n_local = len(data_sharding.addressable_devices)  # one step buffer each (runtime.make_room)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     root_key = jax.random.key(config.seed)
@@ -462,6 +478,9 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
 
     train_step = runner.step if runner else jax.jit(step_fn, donate_argnums=(0,), compiler_options=options)
     eval_step = jax.jit(make_eval_step(model, **common), out_shardings=replicated, compiler_options=options)
+    # the temporary buffer of one train / eval step per device: runtime.make_room before each
+    # step (0: unknown, not called)
+    train_temp = eval_temp = 0
     if resumed_from < total_steps and runner is None:
         # compile both steps before the first one and give the compiler's freed memory back, so
         # that the step buffers are not placed above it and the evaluation's compile does not
@@ -476,8 +495,10 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                                    spec(np.zeros(1, np.float32), eb), eval_key)]
         # the two compiles side by side (XLA compiles without the GIL, each on one thread)
         with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-            list(pool.map(lambda lo: lo.compile(), lowered))
+            compiled = list(pool.map(lambda lo: lo.compile(), lowered))
         runtime.release_free_memory()
+        if jax.default_backend() == "cpu":
+            train_temp, eval_temp = (_temp_bytes(c) for c in compiled)
 
     log(f"training {total_steps} steps ({t_cfg.epochs} epochs x {steps_per_epoch}), "
         f"batch {t_cfg.batch_size}, T={num_steps}, {len(devices)} device(s), {model.num_layers} layers")
@@ -494,6 +515,8 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             # buffer before the next step allocates one (a heap that stays at one buffer)
             batch = ((xb, yb) if is_async or is_tasks
                      else jax.block_until_ready(jax.device_put((xb, yb), data_sharding)))
+            # buffers of the step that would land in new memory: free pages given back first
+            runtime.make_room(train_temp, count=n_local)
             state, m = train_step(state, *batch, train_key)
             step += 1
             if runner and step == total_steps:  # 1F1B: finish the batches still in flight
@@ -520,14 +543,9 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                 state = save_checkpoint(state)
         # end of epoch: evaluate, checkpoint (time excluded from samples/s)
         eval_t0 = time.perf_counter()
-        # the evaluation's temporary buffer and the train step's never coexist: the heap's free
-        # pages are given back between them, so that the one that does not fit in the other's
-        # place does not add its size to the peak (runtime.release_free_memory)
-        runtime.release_free_memory()
         test_acc, test_loss = evaluate(eval_step, params_of(state), dataset.test_x, dataset.test_y,
                                        batch_size=t_cfg.eval_batch_size, key=eval_key,
-                                       data_sharding=data_sharding)
-        runtime.release_free_memory()
+                                       data_sharding=data_sharding, temp_bytes=eval_temp)
         if not math.isfinite(test_loss):
             raise FloatingPointError(f"test loss is {test_loss} after epoch {epoch}")
         log(f"epoch {epoch} test_accuracy {test_acc:.4f} test_loss {test_loss:.4f}")
