@@ -109,12 +109,9 @@ def test_steps_on_ready_inputs_run_inline(repo_root):
     assert off["async"] is True and not all(off["ready"]), off
 
 
-# A fresh process with the allocator configured: a 64 MiB block is touched and freed below a
-# small block that stays, then a 128 MiB block (too large for the freed place) is touched; with
-# release_free_memory between them the freed block's pages are given back first. Reports the
-# peak RSS growth over the run in MiB.
-_TRIM_CHILD = """
-import ctypes, json, resource, sys
+# The start of the allocator children below: malloc through ctypes, the resident set in MiB.
+_PRELUDE = """
+import ctypes, json, sys
 from spikepipe_jax import runtime
 assert runtime.configure_allocator()
 libc = ctypes.CDLL("libc.so.6")
@@ -125,6 +122,14 @@ libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
 def rss_mib():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+"""
+
+
+# A fresh process with the allocator configured: a 64 MiB block is touched and freed below a
+# small block that stays, then a 128 MiB block (too large for the freed place) is touched; with
+# release_free_memory between them the freed block's pages are given back first. Reports the
+# peak RSS growth over the run in MiB.
+_TRIM_CHILD = _PRELUDE + """
 base = rss_mib()
 a = libc.malloc(64 << 20); libc.memset(a, 1, 64 << 20)
 pin = libc.malloc(1 << 20); libc.memset(pin, 1, 1 << 20)
@@ -155,18 +160,7 @@ def test_release_free_memory_keeps_a_freed_buffer_out_of_the_peak(repo_root):
 # that stays, so its place cannot hold a 64 MiB aligned request; make_room(64 MiB) then gives
 # its pages back. A block of 65 MiB, placed at the heap's top, touched and freed, leaves room
 # there: the next make_room does nothing.
-_ROOM_CHILD = """
-import ctypes, json
-from spikepipe_jax import runtime
-assert runtime.configure_allocator()
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = (ctypes.c_size_t,)
-libc.free.argtypes = (ctypes.c_void_p,)
-libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
-def rss_mib():
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+_ROOM_CHILD = _PRELUDE + """
 n = 64 << 20
 a = libc.malloc(n); libc.memset(a, 1, n)
 pin = libc.malloc(1 << 16); libc.memset(pin, 1, 1 << 16)
