@@ -70,13 +70,18 @@ def _load_glibc() -> Optional[ctypes.CDLL]:
         libc.gnu_get_libc_version  # noqa: B018 - present in glibc only (not musl)
         libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
         libc.malloc_trim.argtypes = (ctypes.c_size_t,)
-        libc.sbrk.argtypes, libc.sbrk.restype = (ctypes.c_ssize_t,), ctypes.c_void_p
         libc.malloc.argtypes, libc.malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
         libc.free.argtypes = (ctypes.c_void_p,)
         libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
     except (OSError, AttributeError):
         return None
     return libc
+
+
+def _wanted() -> bool:
+    """Whether the environment leaves the allocator to :func:`configure_allocator`."""
+    return (os.environ.get("SPIKEPIPE_MALLOC", "") != "default"
+            and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
@@ -87,8 +92,7 @@ def configure_allocator(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
     which then decides). When in force, JAX's CPU dispatch is made synchronous too (module
     docstring); it takes effect for a CPU backend created after the call.
     """
-    if (os.environ.get("SPIKEPIPE_MALLOC", "") != "default"
-            and "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")):
+    if _wanted():
         libc = _libc()
         if libc is not None:
             ok = all(libc.mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0),
@@ -141,11 +145,12 @@ def make_room(nbytes: int, count: int = 1) -> bool:
     the alignment's slack) with plain ``malloc`` (no slivers), untouched (no pages faulted
     in), so glibc places them where it will place the buffers; asks the kernel which of their
     pages are resident (``mincore``), and frees them. Returns whether it gave memory back; False
-    without glibc, for ``nbytes <= 0``, and when large blocks are mapped on their own
-    (:func:`configure_allocator` not in force: they then never reuse memory anyway).
+    without glibc, for ``nbytes <= 0``, and where the environment switches
+    :func:`configure_allocator` off (large blocks are then mapped on their own and never reuse
+    memory anyway).
     """
     libc = _libc()
-    if libc is None or nbytes <= 0 or count <= 0:
+    if libc is None or nbytes <= 0 or count <= 0 or not _wanted():
         return False
     size = int(nbytes) + XLA_ALIGNMENT + 32  # glibc's memalign(a, n) takes a block of n + a + 32 bytes
     page = mmap.PAGESIZE

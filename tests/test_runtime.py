@@ -190,6 +190,16 @@ def test_make_room_is_a_no_op_without_glibc(monkeypatch):
     assert runtime.make_room(1 << 20) is False
 
 
+@glibc_linux
+def test_make_room_is_a_no_op_where_the_allocator_is_switched_off(monkeypatch):
+    # large blocks are then mapped anew each time: never resident, and no trim would help
+    monkeypatch.setenv("SPIKEPIPE_MALLOC", "default")
+    assert runtime.make_room(256 << 20) is False
+    monkeypatch.setenv("SPIKEPIPE_MALLOC", "")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    assert runtime.make_room(256 << 20) is False
+
+
 # A fresh process: a short conv_medium run (T=8, B=64, on random IDX files) logging every step,
 # reporting the resident set (VmRSS) and its peak (VmHWM) in MiB at each log line.
 _LOOP_CHILD = """
