@@ -138,8 +138,9 @@ def test_socket_transport_times_out_naming_the_message():
         a.recv(1, "grad/7/0")
 
 
-def test_stages_of_one_process_and_first_stage_on_process_0_are_checked():
-    """Each stage's devices must be in one process (checked before any work)."""
+def test_first_stage_on_process_0_device_count_and_mode_are_checked():
+    """Process 0 must hold a device of the first stage; the device count and the mode must fit
+    the plan (checked before any work)."""
     cfg = experiments.load_config("fc_digits", "smoke")
     cfg.pipeline.execute, cfg.pipeline.stages = "1f1b", 1
     model = snn.model_from_config(cfg.model)
@@ -149,10 +150,11 @@ def test_stages_of_one_process_and_first_stage_on_process_0_are_checked():
         def __init__(self, i, p):
             self.id, self.process_index = i, p
 
-    with pytest.raises(ValueError, match=r"stage 0's devices belong to processes \[0, 1\]"):
-        async_executor.AsyncExecutor(model, executor.Plan("1f1b", plan.stages, 2, 1), None, loss_name="ce_mem",
+    two = executor.Plan("1f1b", ((0, 1), (1, 2)), 1, 1)
+    with pytest.raises(ValueError, match=r"the first stage runs on process\(es\) \[1\]; process 0 must hold"):
+        async_executor.AsyncExecutor(model, two, None, loss_name="ce_mem",
                                      num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
-                                     input_shape=(8, 8, 1), devices=[Dev(0, 0), Dev(1, 1)])
+                                     input_shape=(8, 8, 1), devices=[Dev(0, 1), Dev(1, 0)])
     with pytest.raises(ValueError, match="needs 2 devices"):
         async_executor.AsyncExecutor(model, executor.Plan("1f1b", plan.stages, 2, 1), None, loss_name="ce_mem",
                                      num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,

@@ -353,6 +353,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _launch(args, workdir, num_processes: int, devices_each: int) -> list:
+    """``scripts.train`` in ``num_processes`` local processes of one ``jax.distributed`` run."""
+    port = _free_port()
+    return [subprocess.Popen([sys.executable, "-m", "scripts.train", *args, f"--workdir={workdir}"], cwd=REPO,
+                             env=dict(_env(devices_each), JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                      JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(i)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(num_processes)]
+
+
+def _finish(procs, timeout=900) -> list:
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:  # a process left waiting for the other (a failure) must not outlive the test
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return outs
+
+
 @pytest.mark.parametrize("mode", ["1f1b", "gpipe", "spikepipe"])
 def test_two_processes_equal_one(tmp_path, mode):
     """jax.distributed: 2 local CPU processes with one device each (one stage, or one schedule
@@ -362,25 +383,54 @@ def test_two_processes_equal_one(tmp_path, mode):
             f"--config.pipeline.microbatches={2 if mode == 'gpipe' else 1}"]
     r = _train(args, tmp_path / "one", 2)
     assert r.returncode == 0, r.stderr[-2000:]
-    port = _free_port()
-    procs = []
-    for i in range(2):
-        env = dict(_env(1), JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(i))
-        procs.append(subprocess.Popen([sys.executable, "-m", "scripts.train", *args, f"--workdir={tmp_path / 'two'}"],
-                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outs = [p.communicate(timeout=900) for p in procs]
-    finally:  # a process left waiting for the other (a failure) must not outlive the test
-        for p in procs:
-            p.kill()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    outs = _finish(_launch(args, tmp_path / "two", 2, 1))
     assert "final test accuracy" in outs[0][0] and "final test accuracy" not in outs[1][0]
     assert "2 device(s)" in outs[0][1] and "training" not in outs[1][1]  # process 1 logs nothing of its own
     assert _max_diff(_params(tmp_path / "one"), _params(tmp_path / "two")) < 1e-6
     finals = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl") if '"final"' in l]
     assert len(finals) == 1  # one writer
+
+
+def test_1f1b_stage_spanning_two_processes_equals_one_process_and_resumes(tmp_path):
+    """2 processes x 3 devices, 3 stages of 2 devices: stage 1 has a device in each process (its
+    programs run SPMD over both, its messages go part by part, its kept vjps are saved part by
+    part). It ends with the parameters of the one-process run on 6 devices (to float rounding:
+    the processes' GEMMs may round differently). Killed after two checkpoints, with process 1's
+    newest checkpoint then removed (as if killed between the two processes' writes), the rerun
+    resumes both from the step they share and ends exactly as the uninterrupted run."""
+    args = ["--config=configs/conv_digits.py", "--config.model.num_steps=4", "--config.train.batch_size=16",
+            "--config.data.max_train=256", "--config.data.max_test=64", "--config.train.epochs=1",
+            "--config.train.checkpoint_every_steps=5", "--config.train.log_every_steps=4",
+            "--config.pipeline.execute=1f1b", "--config.pipeline.stages=3"]
+    r = _train(args, tmp_path / "one", 6)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "stages [(0, 1), (1, 2), (2, 3)] x 2 data-parallel" in r.stderr
+    outs = _finish(_launch(args, tmp_path / "two", 2, 3))
+    assert "6 device(s)" in outs[0][1]
+    assert _max_diff(_params(tmp_path / "one"), _params(tmp_path / "two")) < 1e-5
+
+    ck = tmp_path / "killed" / "checkpoint_async"
+    files = [ck / f"process_{i}.msgpack" for i in (0, 1)]
+    procs = _launch(args, tmp_path / "killed", 2, 3)
+    deadline = time.time() + 600
+    while (time.time() < deadline and all(p.poll() is None for p in procs)
+           and not all(f.exists() and os.path.exists(checkpoint.prev_path(str(f))) for f in files)):
+        time.sleep(0.02)
+    for p in procs:  # right after both processes' second checkpoint (of three: steps 5, 10, 15)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert not (tmp_path / "killed" / "params.msgpack").exists(), "the run finished before it was killed"
+    step = lambda f: int(checkpoint.load_msgpack(str(f))["step"])
+    steps = [step(f) for f in files]
+    if steps[0] == steps[1]:  # as if killed between the two processes' writes: process 1 one behind
+        os.replace(checkpoint.prev_path(str(files[1])), files[1])
+        steps[1] = step(files[1])
+    assert steps[0] != steps[1]
+    outs = _finish(_launch(args, tmp_path / "killed", 2, 3))
+    assert f"resuming every process from step {min(steps)}" in outs[0][1] + outs[1][1]
+    assert f"at step {min(steps)}" in outs[0][1]  # "resumed from ... at step"
+    for a, b in zip(jax.tree.leaves(_params(tmp_path / "two")), jax.tree.leaves(_params(tmp_path / "killed"))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_sharded_checkpoints_rotate_and_fall_back_to_the_previous(tmp_path):

@@ -31,12 +31,15 @@ and no extra message or barrier is needed. Between stages of one process a messa
 own stages in tick order (a deterministic order; it cannot deadlock, since an action at tick
 ``g`` needs only actions at ticks ``< g``).
 
-Layout: stage ``s`` has the devices ``devices[s * data:(s + 1) * data]`` (consecutive devices, so
-that with several processes a stage's devices are one process's, e.g. one host's GPUs), a
-``("data",)`` mesh of them, its parameters replicated there and every batch split over them (XLA
-averages the weight gradient over them). In several processes, the devices of one stage must
-belong to one process, and the first stage to process 0 (which reports the metrics and writes
-the workdir).
+Layout: stage ``s`` has the devices ``devices[s * data:(s + 1) * data]`` (consecutive devices,
+e.g. one host's GPUs), a ``("data",)`` mesh of them, its parameters replicated there and every
+batch split over them (XLA averages the weight gradient over them). A stage's devices may belong
+to several processes (e.g. 4 hosts, 2 stages: each stage on two hosts); its programs are then
+SPMD programs over those processes, which all run the stage's actions in the same (tick) order.
+A message is sent part by part: the rows of the batch on a stage's device ``k`` go to device
+``k`` of the neighbouring stage (a ``device_put`` inside a process, TCP between processes), so
+no process gathers a whole batch. Process 0 must hold a device of the first stage (it reports
+the metrics and writes the workdir).
 
 State (:class:`AsyncState`): per local stage its parameters, optimiser state, the kept vjps of
 its mini-batches in flight, the messages that arrived for its next action, and (last stage) the
@@ -159,17 +162,16 @@ class AsyncExecutor:
             raise ValueError(f"the plan needs {plan.data * s_count} devices ({plan.data} data x {s_count} "
                              f"stages), got {len(devices)}")
         self.stage_devices = [devices[s * plan.data:(s + 1) * plan.data] for s in range(s_count)]
-        self.process_of = []
-        for s, devs in enumerate(self.stage_devices):
-            owners = sorted({d.process_index for d in devs})
-            if len(owners) != 1:
-                raise ValueError(f"stage {s}'s devices belong to processes {owners}: with the asynchronous "
-                                 f"1F1B executor each stage's devices must be in one process")
-            self.process_of.append(owners[0])
-        if self.process_of[0] != 0:
-            raise ValueError(f"the first stage runs on process {self.process_of[0]}; it must be on process 0")
+        # a stage's devices may belong to several processes (its programs then run SPMD over them)
+        self.procs_of = [sorted({d.process_index for d in devs}) for devs in self.stage_devices]
+        if 0 not in self.procs_of[0]:
+            raise ValueError(f"the first stage runs on process(es) {self.procs_of[0]}; process 0 must hold "
+                             f"one of its devices (it reports the metrics)")
         self.me = jax.process_index()
-        self.local = [s for s in range(s_count) if self.process_of[s] == self.me]
+        self.local = [s for s in range(s_count) if self.me in self.procs_of[s]]
+        # per stage: the positions k (on its "data" axis) of the devices that are this process's
+        self.local_k = [[k for k, d in enumerate(devs) if d.process_index == self.me] for devs in self.stage_devices]
+        self.position = [{d.id: k for k, d in enumerate(devs)} for devs in self.stage_devices]
         self.meshes = [Mesh(np.array(d), ("data",)) for d in self.stage_devices]
         self.rep = [NamedSharding(m, P()) for m in self.meshes]
         self.batch_spec = [NamedSharding(m, P("data")) for m in self.meshes]      # [B, ...]
@@ -181,8 +183,9 @@ class AsyncExecutor:
                                 out_shardings=(self.rep[s], self.rep[s],
                                                self.rep[s] if s == 0 else self.time_batch[s], self.rep[s]))
                      for s in self.local}
-        peers = {self.process_of[s + d] for s in self.local for d in (-1, 1)
-                 if 0 <= s + d < s_count} - {self.me}
+        # a message's part k goes from device k of one stage to device k of its neighbour
+        peers = {self.stage_devices[s + d][k].process_index for s in self.local for d in (-1, 1)
+                 if 0 <= s + d < s_count for k in self.local_k[s]} - {self.me}
         self.transport = None
         if peers:
             if transport_factory is None:
@@ -217,7 +220,8 @@ class AsyncExecutor:
                 correct = jnp.sum(jnp.argmax(aux[0], -1) == y).astype(jnp.float32)
                 return jnp.stack([out, correct, jnp.ones((), jnp.float32)]), vjp
             t, b = out.shape[:2]  # spikes are exact 0/1: 8 to a byte
-            return jnp.packbits(out.reshape(t, b, -1).astype(jnp.uint8), axis=-1), vjp
+            packed = jnp.packbits(out.reshape(t, b, -1).astype(jnp.uint8), axis=-1)
+            return jax.lax.with_sharding_constraint(packed, self.time_batch[s]), vjp  # as _send splits it
         return forward
 
     def _in_shape(self, s: int) -> tuple[int, ...]:
@@ -275,18 +279,32 @@ class AsyncExecutor:
                 for g, kind, m in stage_actions(self.num_stages, s, tick, num_ticks, fed)]
         return sorted(acts)
 
-    def _send(self, stages: dict, dst: int, key: str, value) -> None:
-        if dst in stages:  # a stage of this process: onto its devices
-            sharding = self.rep[dst] if key.startswith("met") else self.time_batch[dst]
-            stages[dst].inbox[key] = jax.device_put(value, sharding)
-        else:
-            self.transport.send(self.process_of[dst], key, np.asarray(value))
+    def _send(self, stages: dict, src: int, dst: int, key: str, value: jax.Array) -> None:
+        """Sends ``value`` (on stage ``src``'s devices: batch split over them, or replicated) to
+        stage ``dst``: the part on ``src``'s device ``k`` goes to ``dst``'s device ``k`` (the same
+        rows of the batch), a ``device_put`` if that device is this process's, else over TCP."""
+        for shard in value.addressable_shards:
+            k = self.position[src][shard.device.id]
+            dev = self.stage_devices[dst][k]
+            if dev.process_index == self.me:
+                stages[dst].inbox[f"{key}@{k}"] = jax.device_put(shard.data, dev)
+            else:
+                self.transport.send(dev.process_index, f"{key}@{k}", np.asarray(shard.data))
 
-    def _take(self, stages: dict, s: int, src: int, key: str):
-        inbox = stages[s].inbox
-        value = inbox.pop(key) if key in inbox else self.transport.recv(self.process_of[src], key)
-        sharding = self.rep[s] if key.startswith("met") else self.time_batch[s]
-        return jax.device_put(value, sharding)
+    def _take(self, stages: dict, s: int, src: int, key: str) -> jax.Array:
+        """The message ``key`` from stage ``src`` as one array on stage ``s``'s devices (its parts
+        on this process's devices; the others' parts are theirs)."""
+        inbox, parts = stages[s].inbox, []
+        for k in self.local_k[s]:
+            name = f"{key}@{k}"
+            part = inbox.pop(name) if name in inbox else self.transport.recv(
+                self.stage_devices[src][k].process_index, name)
+            parts.append(jax.device_put(part, self.stage_devices[s][k]))
+        if key.startswith("met"):  # replicated
+            return jax.make_array_from_single_device_arrays(parts[0].shape, self.rep[s], parts)
+        t, b, *rest = parts[0].shape  # [T, B / data, ...] per device
+        shape = (t, b * len(self.stage_devices[s]), *rest)
+        return jax.make_array_from_single_device_arrays(shape, self.time_batch[s], parts)
 
     def _run(self, state: AsyncState, num_ticks: int, fed: int, x=None, y=None, key=None):
         stages = {s: StageState(st.params, st.opt_state, dict(st.stash), dict(st.inbox), dict(st.labels))
@@ -309,7 +327,7 @@ class AsyncExecutor:
                     st.stash[m] = (vjp, out)
                 else:
                     st.stash[m] = (vjp, None)
-                    self._send(stages, s + 1, f"spk/{m}/{s + 1}", out)
+                    self._send(stages, s, s + 1, f"spk/{m}/{s + 1}", out)
             else:
                 vjp, met = st.stash.pop(m)
                 ct = None
@@ -319,8 +337,8 @@ class AsyncExecutor:
                 w, opt, dx, met = self._bwd[s](st.params, st.opt_state, vjp, ct, met)
                 st = stages[s] = st._replace(params=w, opt_state=opt)
                 if s > 0:
-                    self._send(stages, s - 1, f"grad/{m}/{s - 1}", dx)
-                    self._send(stages, s - 1, _met_key(m, s - 1), met)
+                    self._send(stages, s, s - 1, f"grad/{m}/{s - 1}", dx)
+                    self._send(stages, s, s - 1, _met_key(m, s - 1), met)
                 else:
                     done.append(met)
         return stages, done
@@ -330,7 +348,7 @@ class AsyncExecutor:
         other processes report none (``count`` 0)."""
         if not done:
             return {"loss": 0.0, "accuracy": 0.0, "count": 0, "finite": True}
-        met = np.asarray(jnp.stack(done))
+        met = np.stack([np.asarray(d) for d in done])  # replicated: every process of the stage has them
         return {"loss": float(met[:, 0].mean()), "accuracy": float(met[:, 1].sum() / (len(done) * self.batch_size)),
                 "count": len(done), "finite": bool(met[:, 2].min() > 0)}
 
@@ -361,7 +379,7 @@ class AsyncExecutor:
             lambda: snn.init_params(jax.random.key(0), self.model)))
         full = {n: local.get(n, shapes[n]) for n in self.names}
         gathered = multihost_utils.process_allgather(full, tiled=False)  # leading [processes] axis
-        return {n: jax.tree.map(lambda a, p=self.process_of[self.stage_of[i]]: np.asarray(a[p]), gathered[n])
+        return {n: jax.tree.map(lambda a, p=self.procs_of[self.stage_of[i]][0]: np.asarray(a[p]), gathered[n])
                 for i, n in enumerate(self.names)}
 
     # ----- checkpoints -------------------------------------------------------------------------
@@ -379,8 +397,10 @@ class AsyncExecutor:
             else:
                 keys = []
             for src, key in keys:
-                if key not in stages[s].inbox:
-                    stages[s].inbox[key] = self.transport.recv(self.process_of[src], key)
+                for k in self.local_k[s]:
+                    name = f"{key}@{k}"
+                    if name not in stages[s].inbox:
+                        stages[s].inbox[name] = self.transport.recv(self.stage_devices[src][k].process_index, name)
         return stages
 
     def _path(self, directory: str) -> str:
@@ -395,7 +415,7 @@ class AsyncExecutor:
         for s, st in stages.items():
             blob["stages"][str(s)] = {
                 "params": host(st.params), "opt_state": flax.serialization.to_state_dict(host(st.opt_state)),
-                "stash": {str(m): {"leaves": {str(i): a for i, a in enumerate(host(jax.tree.leaves(v)))},
+                "stash": {str(m): {"leaves": {str(i): self._host_leaf(s, a) for i, a in enumerate(jax.tree.leaves(v))},
                                    "met": np.zeros(3, np.float32) if met is None else host(met)}
                           for m, (v, met) in st.stash.items()},
                 "inbox": {k: host(v) for k, v in st.inbox.items()},
@@ -410,10 +430,9 @@ class AsyncExecutor:
     def exists(self, directory: str) -> bool:
         return checkpoint.exists(self._path(directory))
 
-    def _read(self, path: str, template: AsyncState) -> AsyncState:
+    def _read(self, blob: dict, path: str, template: AsyncState) -> AsyncState:
+        """The state from a checkpoint file's contents (read by :func:`checkpoint.load_msgpack`)."""
         try:
-            with open(path, "rb") as f:
-                blob = flax.serialization.msgpack_restore(f.read())
             stages = {}
             for s, tmpl in template.stages.items():
                 d = blob["stages"][str(s)]
@@ -423,7 +442,7 @@ class AsyncExecutor:
                 treedef = self._vjp_treedef(s, params) if d["stash"] else None  # one trace per stage
                 for m, e in d["stash"].items():
                     leaves = [e["leaves"][str(i)] for i in range(len(e["leaves"]))]
-                    vjp = jax.tree.unflatten(treedef, [jax.device_put(a, self._leaf_sharding(s, a)) for a in leaves])
+                    vjp = jax.tree.unflatten(treedef, [self._device_leaf(s, a) for a in leaves])
                     met = jax.device_put(e["met"], self.rep[s]) if s == self.num_stages - 1 else None
                     stash[int(m)] = (vjp, met)
                 stages[s] = StageState(params, opt, stash, dict(d["inbox"]),
@@ -432,6 +451,23 @@ class AsyncExecutor:
         except Exception as e:  # damaged or from another network / optimiser / stage split
             raise ValueError(f"checkpoint {path} is corrupt or does not match this config: "
                              f"{type(e).__name__}: {e}") from None
+
+    def _host_leaf(self, s: int, a: jax.Array):
+        """A kept vjp's array on the host: whole where this process has all of it (or it is
+        replicated), else this process's parts ``{"shape", "axis", "parts": {k: part}}``."""
+        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+            return np.asarray(jax.device_get(a))
+        part0 = a.addressable_shards[0].data
+        axis = next(i for i, (n, m) in enumerate(zip(a.shape, part0.shape)) if n != m)
+        return {"shape": np.asarray(a.shape, np.int64), "axis": axis,
+                "parts": {str(self.position[s][sh.device.id]): np.asarray(sh.data) for sh in a.addressable_shards}}
+
+    def _device_leaf(self, s: int, a) -> jax.Array:
+        if isinstance(a, dict):  # this process's parts of an array split over processes
+            sharding = NamedSharding(self.meshes[s], P(*([None] * int(a["axis"])), "data"))
+            parts = [jax.device_put(a["parts"][str(k)], self.stage_devices[s][k]) for k in self.local_k[s]]
+            return jax.make_array_from_single_device_arrays(tuple(int(n) for n in a["shape"]), sharding, parts)
+        return jax.device_put(a, self._leaf_sharding(s, a))
 
     def _leaf_sharding(self, s: int, a) -> NamedSharding:
         """Residuals with the batch axis (1: time-major activations) split over the stage's data
@@ -456,8 +492,7 @@ class AsyncExecutor:
                        warn: Callable[[str], None]) -> Optional[tuple[AsyncState, str]]:
         """This process's newest readable checkpoint (the previous one if the newest is damaged,
         saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`); ``None`` if there is none.
-        With several processes every one must have read the same step
-        (:func:`spikepipe_jax.train.checkpoint.check_same_step`)."""
-        got = checkpoint.read_latest(self._path(directory), lambda p: self._read(p, template), warn=warn)
-        checkpoint.check_same_step(directory, -1 if got is None else got[0].step)
-        return got
+        With several processes every one resumes from the same step
+        (:func:`spikepipe_jax.train.checkpoint.read_common_latest`)."""
+        return checkpoint.read_common_latest(self._path(directory), lambda blob: int(blob["step"]),
+                                             lambda blob, p: self._read(blob, p, template), warn=warn)

@@ -63,17 +63,57 @@ def restore_latest(path: str, template: Any, *,
     return read_latest(path, lambda p: restore(p, template), warn=warn)
 
 
-def check_same_step(directory: str, step: int) -> None:
-    """With several processes (each restored its own part of a checkpoint, ``step``; -1 for none)
-    every one must have read the same step: a collective over all processes, raising ValueError
-    naming each process's step otherwise. Nothing to check in one process."""
-    if jax.process_count() == 1:
-        return
+def _gather_steps(step: int) -> list[int]:
     from jax.experimental import multihost_utils
-    steps = np.asarray(multihost_utils.process_allgather(np.int32(step))).ravel().tolist()
+    return np.asarray(multihost_utils.process_allgather(np.int32(step))).ravel().tolist()
+
+
+def load_msgpack(path: str) -> Any:
+    """A msgpack checkpoint file's contents (host arrays), ValueError naming it if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return flax.serialization.msgpack_restore(f.read())
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} is corrupt: {type(e).__name__}: {e}") from None
+
+
+def read_common_latest(path: str, step_of: Callable[[Any], int], build: Callable[[Any, str], Any], *,
+                       warn: Callable[[str], None], load: Callable[[str], Any] = load_msgpack
+                       ) -> Optional[tuple[Any, str]]:
+    """This process's part of the newest checkpoint every process can resume from.
+
+    ``load(path)`` reads a file (ValueError if it cannot), ``step_of`` its step, ``build(loaded,
+    path)`` makes the state from it (placing arrays on devices; with several processes that may
+    be a collective, so it runs only once the processes have agreed on the step). Returns
+    ``(state, path read)`` or ``None``. One process: :func:`read_latest`. Several: every process
+    saves its part at the same steps and keeps the previous file, so a run killed between two
+    processes' writes leaves some one checkpoint ahead: those read their previous one (the newest
+    step every process has), saying so; where one process has none yet, all start afresh. Raises
+    ValueError naming each process's step where no common step is saved (e.g. files removed by
+    hand)."""
+    if jax.process_count() == 1:
+        return read_latest(path, lambda p: build(load(p), p), warn=warn)
+    got = read_latest(path, load, warn=warn)  # (contents, path): damaged newest -> previous
+    steps = _gather_steps(-1 if got is None else step_of(got[0]))
+    target = min(steps)
+    if got is not None and step_of(got[0]) > target:
+        ahead = f"the processes' checkpoints are at steps {steps} (process 0, 1, ...; -1: none)"
+        if target < 0:
+            warn(f"{ahead}: every process starts afresh")
+            got = None
+        elif got[1] == path and os.path.exists(prev_path(path)):
+            try:
+                older = load(prev_path(path))
+            except ValueError:
+                older = None
+            if older is not None and step_of(older) == target:
+                warn(f"{ahead}: resuming every process from step {target} ({prev_path(path)} here)")
+                got = (older, prev_path(path))
+    steps = _gather_steps(-1 if got is None else step_of(got[0]))
     if len(set(steps)) > 1:
-        raise ValueError(f"the processes' checkpoints in {directory} are at different steps {steps} (process 0, 1, "
-                         f"...; -1: none); remove the newer ones or use a new workdir")
+        raise ValueError(f"the processes' checkpoints in {os.path.dirname(path)} are at different steps {steps} "
+                         f"(process 0, 1, ...; -1: none) and no step is saved by all; use a new workdir")
+    return None if got is None else (build(*got), got[1])
 
 
 def read_latest(path: str, read: Callable[[str], Any], *,

@@ -592,10 +592,9 @@ class TaskExecutor:
         atomic_write_bytes(path, flax.serialization.msgpack_serialize(blob))
         return state
 
-    def _read(self, path: str, template: dict) -> dict:
+    def _read(self, blob: dict, path: str, template: dict) -> dict:
+        """The state from a checkpoint file's contents (read by :func:`checkpoint.load_msgpack`)."""
         try:
-            with open(path, "rb") as f:
-                blob = flax.serialization.msgpack_restore(f.read())
             layers = []
             for l, tmpl in enumerate(template["layers"]):
                 d, dev = blob["layers"][str(l)], self.home[l]
@@ -640,11 +639,10 @@ class TaskExecutor:
     def restore_latest(self, directory: str, template: dict, *, warn: Callable[[str], None]):
         """This process's newest readable checkpoint in ``directory`` (the previous one if the
         newest is damaged, saying so: :func:`spikepipe_jax.train.checkpoint.read_latest`);
-        ``None`` if there is none. With several processes every one must have read the same
-        iteration (:func:`spikepipe_jax.train.checkpoint.check_same_step`)."""
-        got = checkpoint.read_latest(self._path(directory), lambda p: self._read(p, template), warn=warn)
-        checkpoint.check_same_step(directory, -1 if got is None else got[0]["fed"])
-        return got
+        ``None`` if there is none. With several processes every one resumes from the same
+        iteration (:func:`spikepipe_jax.train.checkpoint.read_common_latest`)."""
+        return checkpoint.read_common_latest(self._path(directory), lambda blob: int(blob["fed"]),
+                                             lambda blob, p: self._read(blob, p, template), warn=warn)
 
     def params(self, state: dict) -> dict:
         """The network's newest parameters as host arrays, in every process (each layer from
