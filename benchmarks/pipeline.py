@@ -6,11 +6,11 @@ One JSON line per (mode, net): ``{"mode", "net", "stages", "samples_per_s", "mea
 "predicted_speedup", "bytes_per_iteration", ...}``. Each measurement is a worker process:
 
 * ``baseline``: the unpipelined train step (``pipeline.execute="none"``) on one device;
-* ``<mode>``: ``1f1b`` is what ``scripts.train --config.pipeline.execute=1f1b`` runs, the
-  asynchronous executor (``train.async_executor.AsyncExecutor``: one program per stage and
-  action, messages point to point, over TCP between processes); ``1f1b_ticks`` and ``gpipe`` the
-  tick-synchronous ``train.executor.Executor`` (one SPMD program, a barrier after every tick),
-  with ``--stages`` devices on the stage axis;
+* ``<mode>``: ``1f1b`` and ``gpipe`` are what ``scripts.train --config.pipeline.execute=1f1b``
+  (``gpipe``) runs, the asynchronous executor (``train.async_executor.AsyncExecutor``: one program
+  per stage and action, messages point to point, over TCP between processes); ``1f1b_ticks`` and
+  ``gpipe_ticks`` the tick-synchronous ``train.executor.Executor`` (one SPMD program, a barrier
+  after every tick), with ``--stages`` devices on the stage axis;
 
 every device on one core: each worker process is pinned to its cores (``sched_setaffinity``
 before XLA starts; ``--xla_cpu_multi_thread_eigen=false`` alone is not enough, XLA:CPU's YNNPACK
@@ -22,7 +22,8 @@ result; the median of ``--steps`` steps after two warm-up steps.
 Prediction: the baseline worker also times each stage alone on one device, as the executor
 runs it on one tick's batch: F = the stage's ``jax.vjp`` (forward, residuals kept), B = applying
 the vjp to a cotangent. For ``1f1b`` (asynchronous) a full pipeline's step is the slowest
-stage's F + B (``async_executor.predicted_step_time``); for the tick-synchronous modes
+stage's F + B, for ``gpipe`` the span of one step's M micro-batches through the stages
+(``async_executor.predicted_step_time``, the timeline of their per-stage orders); for the tick-synchronous modes
 ``executor.predicted_step_time`` gives each tick of the tick table the duration of its slowest
 device, and one step the sum of its ticks. ``bytes_per_iteration`` is
 what the ``ppermute`` calls move per training step (both directions, every tick, ``uint8`` spikes and
@@ -58,9 +59,9 @@ _CPUS = os.cpu_count() or 1
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("nets", ["balanced4"], "Networks: balanced4 or config names.")
-flags.DEFINE_list("modes", ["1f1b", "spikepipe", "1f1b_ticks", "gpipe"], "Executor modes: 1f1b (asynchronous, "
-                  "the command line's), spikepipe (the SpikePipe schedule task by task), 1f1b_ticks "
-                  "(tick-synchronous), gpipe.")
+flags.DEFINE_list("modes", ["1f1b", "spikepipe", "gpipe", "1f1b_ticks", "gpipe_ticks"], "Executor modes: 1f1b "
+                  "and gpipe (asynchronous, the command line's), spikepipe (the SpikePipe schedule task by task), "
+                  "1f1b_ticks and gpipe_ticks (tick-synchronous).")
 flags.DEFINE_integer("stages", 2, "Stages (devices on the stage axis).")
 flags.DEFINE_integer("microbatches", 4, "GPipe's micro-batches.")
 flags.DEFINE_float("link_bytes_per_us", 1000.0, "spikepipe: the link between processors the scheduler plans "
@@ -124,8 +125,8 @@ def worker(desc: dict) -> dict:
 
     cfg = _config(desc["net"], desc["batch"], desc["num_steps"], desc.get("comm_budget", 0.0))
     mode, s_count = desc["mode"], desc["stages"]
-    cfg.pipeline.execute, cfg.pipeline.stages = ("1f1b" if mode == "1f1b_ticks" else mode), s_count
-    cfg.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
+    cfg.pipeline.execute, cfg.pipeline.stages = mode.removesuffix("_ticks"), s_count
+    cfg.pipeline.microbatches = desc["microbatches"] if mode.startswith("gpipe") else 1
     model = snn.model_from_config(cfg.model)._replace(native="off")
     t, b = cfg.model.num_steps, cfg.train.batch_size
     tx = optimizer_lib.make_base_optimizer(cfg.train, 1000)
@@ -180,7 +181,7 @@ def worker(desc: dict) -> dict:
         out["bytes_per_iteration"] = sum(tx_.bytes_per_iteration(params).values())
         out["useful_bytes"] = comm.bytes_communicated(sched.graph, sched.processor_of)
         return out
-    if mode == "1f1b":  # the asynchronous executor: host batches, every process the same
+    if mode in ("1f1b", "gpipe"):  # the asynchronous executor: host batches, every process the same
         from spikepipe_jax.train import async_executor, transport
         ax = async_executor.AsyncExecutor(
             model, plan, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode, binary_input=True,
@@ -231,8 +232,8 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
             res[mode] = _task_times(desc, cfg, model, params, x, y, key)
             continue
         c = cfg.copy_and_resolve_references()
-        c.pipeline.execute, c.pipeline.stages = ("1f1b" if mode == "1f1b_ticks" else mode), desc["stages"]
-        c.pipeline.microbatches = desc["microbatches"] if mode == "gpipe" else 1
+        c.pipeline.execute, c.pipeline.stages = mode.removesuffix("_ticks"), desc["stages"]
+        c.pipeline.microbatches = desc["microbatches"] if mode.startswith("gpipe") else 1
         plan = executor.make_plan(c, desc["stages"])
         mb = cfg.train.batch_size // plan.microbatches
         h = snn.encode("rate", x[:mb], cfg.model.num_steps, key)
@@ -251,9 +252,9 @@ def _stage_times(desc, cfg, model, params, x, y, key) -> dict:
             fwd.append(_median_step(lambda: jax.block_until_ready(f(params, h)), desc["steps"]))
             bwd.append(_median_step(lambda: jax.block_until_ready(b(vjp, ct)), desc["steps"]))
             h = out
-        if mode == "1f1b":
-            from spikepipe_jax.train import async_executor
-            pred = async_executor.predicted_step_time(fwd, bwd)  # the timeline of its per-stage order
+        if mode in ("1f1b", "gpipe"):
+            from spikepipe_jax.train import async_executor  # the timeline of its per-stage order
+            pred = async_executor.predicted_step_time(fwd, bwd, microbatches=plan.microbatches if mode == "gpipe" else 0)
         else:
             pred = executor.predicted_step_time(plan, fwd, bwd)
         res[mode] = {"forward_s": fwd, "backward_s": bwd, "predicted_step_s": pred}
@@ -357,7 +358,7 @@ def _record(mode: str, net: str, base: dict, r: dict) -> dict:
                if mode == "spikepipe" else
                {"stage_forward_s": base["stage_times"][mode]["forward_s"],
                 "stage_backward_s": base["stage_times"][mode]["backward_s"]}),
-            "microbatches": FLAGS.microbatches if mode == "gpipe" else 1,
+            "microbatches": FLAGS.microbatches if mode.startswith("gpipe") else 1,
             "batch": FLAGS.batch, "num_steps": FLAGS.num_steps, "processes": FLAGS.stages if FLAGS.processes else 1,
             "loadavg": os.getloadavg()[0]}
 

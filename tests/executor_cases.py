@@ -5,7 +5,8 @@ the largest parameter difference between the executor after K steps (and its dra
 reference, how far the reference moved from the initial parameters, the per-layer delays the
 reference used and the stages. References, on one device:
 
-* ``gpipe``: the unpipelined train step (``pipeline.execute="none"``);
+* ``gpipe``: the unpipelined train step (``pipeline.execute="none"``); both GPipe executors are
+  compared with it: the tick-synchronous one (``err``) and the asynchronous one (``err_async``);
 * ``1f1b``: the pipeline simulator with weight stashing (``train/pipesim.py``) at the delays
   ``schedule.delays_for("1f1b", stage map)`` gives for the executor's stages; both 1F1B
   executors are compared with it: the tick-synchronous one (``err``) and the asynchronous one
@@ -140,7 +141,7 @@ def run_case(name: str) -> dict:
     state, _ = ex.drain(state)
     got = jax.device_get(ex.params(state))
     got_async, losses_async = None, []
-    if mode == "1f1b":
+    if mode in ("1f1b", "gpipe"):
         ax = async_executor.AsyncExecutor(
             model, plan, tx, loss_name=cfg.train.loss, num_classes=10, encode_fn=encode,
             binary_input=encoding == "rate", batch_size=b, num_steps=t, input_shape=cfg.model.input_shape,

@@ -48,6 +48,27 @@ def test_predicted_step_time_is_the_slowest_stage(fwd, bwd):
         assert got <= ticks
 
 
+@pytest.mark.parametrize("num_stages,micro", [(1, 1), (2, 4), (3, 2), (4, 8)])
+def test_gpipe_order_and_its_predicted_step(num_stages, micro):
+    """GPipe, asynchronously: each stage runs the forwards of micro-batches 0..M-1, then their
+    backwards in reverse, in a tick order where everything an action needs comes earlier; with
+    equal stages a step is GPipe's (M + S - 1)(F + B) (the fill and the drain included)."""
+    acts = {s: async_executor.gpipe_actions(num_stages, s, micro) for s in range(num_stages)}
+    tick = {(kind, m, s): g for s, a in acts.items() for g, kind, m in a}
+    for s, a in acts.items():
+        assert [(k, m) for _, k, m in a] == [("F", m) for m in range(micro)] + [("B", m) for m in reversed(range(micro))]
+        assert [g for g, _, _ in a] == sorted(g for g, _, _ in a)
+    for (kind, m, s), g in tick.items():
+        needs = ([("F", m, s - 1)] if kind == "F" and s > 0 else []) + \
+                ([("F", m, s)] + ([("B", m, s + 1)] if s < num_stages - 1 else []) if kind == "B" else [])
+        assert all(tick[n] < g for n in needs)
+    f, b = 0.3, 0.5
+    got = async_executor.predicted_step_time([f] * num_stages, [b] * num_stages, microbatches=micro)
+    assert got == pytest.approx((micro + num_stages - 1) * (f + b))
+    slow = async_executor.predicted_step_time([f] * (num_stages - 1) + [2 * f], [b] * num_stages, microbatches=micro)
+    assert slow > got or num_stages == 1 and slow == pytest.approx(micro * (2 * f + b))
+
+
 @pytest.mark.parametrize("net,num_stages", [("fc_digits", 2), ("conv_digits", 3), ("deep_digits", 4)])
 def test_message_bytes_are_the_cost_models(net, num_stages):
     """Spikes go bit-packed, gradients as float32: what one step sends is
@@ -159,8 +180,8 @@ def test_first_stage_on_process_0_device_count_and_mode_are_checked():
         async_executor.AsyncExecutor(model, executor.Plan("1f1b", plan.stages, 2, 1), None, loss_name="ce_mem",
                                      num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
                                      input_shape=(8, 8, 1), devices=[Dev(0, 0)])
-    with pytest.raises(ValueError, match="runs pipeline.execute='1f1b', got 'gpipe'"):
-        async_executor.AsyncExecutor(model, executor.Plan("gpipe", plan.stages, 1, 1), None, loss_name="ce_mem",
+    with pytest.raises(ValueError, match="runs pipeline.execute='1f1b' or 'gpipe', got 'spikepipe'"):
+        async_executor.AsyncExecutor(model, executor.Plan("spikepipe", plan.stages, 1, 1), None, loss_name="ce_mem",
                                      num_classes=10, encode_fn=None, binary_input=True, batch_size=8, num_steps=2,
                                      input_shape=(8, 8, 1))
     assert stages_lib.stage_map(plan.stages) == [0] * model.num_layers

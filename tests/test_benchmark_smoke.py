@@ -207,18 +207,19 @@ def test_checkpoint_benchmark_compares_both_formats(repo_root, tmp_path):
     assert got[("1f1b_async", "msgpack")]["devices"] == 2  # both stages' devices of the one process
 
 
-def test_pipeline_benchmark_spikepipe_and_1f1b_records(repo_root, tmp_path):
+def test_pipeline_benchmark_spikepipe_1f1b_and_gpipe_records(repo_root, tmp_path):
     """benchmarks.pipeline at tiny sizes, one process per processor: one record per mode with a
     measured and a predicted speed-up; the SpikePipe schedule (from task times measured on one
     device) stays within 1F1B's bytes (--comm_budget=1), and the bytes the task executor moves
     per iteration are reported next to the cost model's for the same placement."""
     out = tmp_path / "pipe.jsonl"
     cmd = [sys.executable, "-m", "benchmarks.pipeline", "--batch=16", "--num_steps=3", "--steps=2",
-           "--modes=spikepipe,1f1b", "--repeats=2", f"--out={out}"]
+           "--modes=spikepipe,1f1b,gpipe", "--microbatches=2", "--repeats=2", f"--out={out}"]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = {r["mode"]: r for r in (json.loads(line) for line in out.read_text().splitlines())}
-    assert set(recs) == {"spikepipe", "1f1b"}
+    assert set(recs) == {"spikepipe", "1f1b", "gpipe"}
+    assert recs["gpipe"]["microbatches"] == 2 and recs["1f1b"]["microbatches"] == 1
     for r in recs.values():
         assert r["measured_speedup"] > 0 and r["predicted_speedup"] > 0 and r["stages"] == 2
         assert r["processes"] == 2 and r["bytes_per_iteration"] > 0

@@ -1,4 +1,4 @@
-r"""PipeDream 1F1B executed asynchronously: one program per stage and action, point-to-point messages.
+r"""PipeDream 1F1B and GPipe executed asynchronously: one program per stage and action, point-to-point messages.
 
 The tick-synchronous executor (:mod:`spikepipe_jax.train.executor`) runs every stage inside one
 SPMD program, so each tick lasts as long as its slowest stage and a step of 1F1B costs
@@ -19,6 +19,14 @@ the run equals the single-device simulator ``pipeline.simulate="stash"`` with th
 the tick-synchronous executor) to float rounding. But a stage waits only for the messages it
 needs, not for a barrier after every tick, so a step costs ``max_s(F_s + B_s)`` once the pipeline
 is full (:func:`predicted_step_time`).
+
+GPipe (``plan.mode == "gpipe"``, M micro-batches): stage 0 encodes the whole batch once, as the
+unpipelined step does (the same draws), and splits it into M micro-batches (on each data device
+the m-th block of its rows); every stage runs the forwards of micro-batches ``0 .. M-1``, then
+their backwards in reverse (:func:`gpipe_actions`), each adding its weight gradient to the
+stage's sum, then one update with the mean. So a step equals ``pipeline.execute="none"`` to float
+rounding, and nothing is in flight between steps (no drain, a checkpoint holds only parameters
+and optimiser states).
 
 Messages: a forward sends its output spikes (exact 0/1, bit-packed: 8 to a byte, as the cost
 model's 1-bit spikes) to the next stage, a backward its input
@@ -100,21 +108,40 @@ def stage_actions(num_stages: int, stage: int, tick: int, num_ticks: int, fed: i
     return out
 
 
-def predicted_step_time(forward_s: Sequence[float], backward_s: Sequence[float], *, steps: int = 0) -> float:
-    """One training step once the pipeline is full, from per-stage action times (``F``: the
-    stage's ``jax.vjp``; ``B``: applying it, with the update; measured alone on one device): the
-    project's timeline simulator (:func:`spikepipe_jax.schedule.timeline.simulate`) runs every
-    stage's op order as this executor runs it, each op starting when its stage is free and its
-    message has arrived (transfers not counted), over ``steps`` mini-batches; the result is the
-    spacing of the first stage's backward ends over the last quarter of them (the
-    fill excluded). For 1F1B this comes to the
-    slowest stage's ``F + B``."""
+def gpipe_actions(num_stages: int, stage: int, microbatches: int) -> list[tuple[int, str, int]]:
+    """Stage ``stage``'s ``(tick, "F" | "B", micro-batch)`` in one GPipe step: the forwards of
+    micro-batches ``0 .. M-1`` at ticks ``m + s``, then their backwards in reverse at ticks
+    ``(M + S - 1) + (M - 1 - m) + (S - 1 - s)`` (a tick order in which every action comes after
+    those it needs); the update follows the last backward."""
+    s_count, m_count = num_stages, microbatches
+    fwd = [(m + stage, "F", m) for m in range(m_count)]
+    bwd = [(m_count + s_count - 1 + (m_count - 1 - m) + (s_count - 1 - stage), "B", m)
+           for m in reversed(range(m_count))]
+    return fwd + bwd
+
+
+def predicted_step_time(forward_s: Sequence[float], backward_s: Sequence[float], *, steps: int = 0,
+                        microbatches: int = 0) -> float:
+    """One training step from per-stage action times (``F``: the stage's ``jax.vjp``; ``B``:
+    applying it, with the update; measured alone on one device, on the batch one action takes):
+    the project's timeline simulator (:func:`spikepipe_jax.schedule.timeline.simulate`) runs
+    every stage's op order as this executor runs it, each op starting when its stage is free and
+    its message has arrived (transfers not counted).
+
+    1F1B (``microbatches`` 0): over ``steps`` mini-batches, the spacing of the first stage's
+    backward ends over the last quarter of them (the fill excluded); this comes to the slowest
+    stage's ``F + B``. GPipe (``microbatches`` M): nothing is in flight between steps, so a step
+    is the span of one step's order (:func:`gpipe_actions`), ``M`` forwards and backwards per
+    stage with the fill and the drain."""
     from spikepipe_jax.schedule import timeline
 
     n_st = len(forward_s)
-    n = steps or 32 * n_st + 32
-    order = [[(kind, m, s) for _, kind, m in stage_actions(n_st, s, 0, 2 * n + 2 * n_st, n)]
-             for s in range(n_st)]
+    if microbatches:
+        order = [[(kind, m, s) for _, kind, m in gpipe_actions(n_st, s, microbatches)] for s in range(n_st)]
+    else:
+        n = steps or 32 * n_st + 32
+        order = [[(kind, m, s) for _, kind, m in stage_actions(n_st, s, 0, 2 * n + 2 * n_st, n)]
+                 for s in range(n_st)]
 
     def deps(op):
         kind, m, s = op
@@ -124,6 +151,8 @@ def predicted_step_time(forward_s: Sequence[float], backward_s: Sequence[float],
 
     dur = lambda op: forward_s[op[2]] if op[0] == "F" else backward_s[op[2]]
     times = timeline.simulate(n_st, timeline.fixed_order(order), deps, dur)
+    if microbatches:
+        return max(end for _, end in times.values())
     ends = [times[("B", m, 0)][1] for m in range(n)]
     k = n // 4  # the last quarter: past the fill
     return (ends[-1] - ends[-1 - k]) / k
@@ -146,8 +175,8 @@ class AsyncExecutor:
                  batch_size: int, num_steps: int, input_shape: Sequence[int],
                  devices: Optional[Sequence[Any]] = None, transport_factory: Optional[Callable] = None,
                  compiler_options: Optional[dict] = None):
-        if plan.mode != "1f1b":
-            raise ValueError(f"the asynchronous executor runs pipeline.execute='1f1b', got {plan.mode!r}")
+        if plan.mode not in ("1f1b", "gpipe"):
+            raise ValueError(f"the asynchronous executor runs pipeline.execute='1f1b' or 'gpipe', got {plan.mode!r}")
         self.model = model._replace(native="off")  # as the tick-synchronous executor and the simulator
         self.plan, self.tx = plan, tx
         self.loss_name, self.num_classes = loss_name, num_classes
@@ -179,6 +208,15 @@ class AsyncExecutor:
         opts = compiler_options or {}
         self._fwd = {s: jax.jit(self._forward_fn(s), compiler_options=opts) for s in self.local}
         # no donation: a kept vjp may hold the very arrays of the parameters it was taken at
+        if plan.mode == "gpipe":
+            last = s_count - 1
+            if 0 in self.local:
+                self._encode = jax.jit(self._encode_fn(), compiler_options=opts)
+            self._accumulate = {s: jax.jit(self._accumulate_fn(s), compiler_options=opts,
+                                           out_shardings=(self.rep[s], self.rep[s] if s == 0 else self.time_batch[s],
+                                                          self.rep[s]))
+                                for s in self.local}
+            self._update = {s: jax.jit(self._update_fn(s), compiler_options=opts) for s in self.local}
         self._bwd = {s: jax.jit(self._backward_fn(s), compiler_options=opts,
                                 out_shardings=(self.rep[s], self.rep[s],
                                                self.rep[s] if s == 0 else self.time_batch[s], self.rep[s]))
@@ -209,7 +247,10 @@ class AsyncExecutor:
 
         def forward(w, x, y, key=None, step=None):
             if first:
-                x = self.encode_fn(x, jax.random.fold_in(key, step))
+                if key is None:  # GPipe: x is the encoded batch's micro-batches [M, T, B / M, ...]; step: which
+                    x = jax.lax.dynamic_index_in_dim(x, step, keepdims=False)
+                else:
+                    x = self.encode_fn(x, jax.random.fold_in(key, step))
                 if self.binary_input:  # as the tick-synchronous executor keeps it: exact 0/1 in a byte
                     x = x.astype(jnp.uint8)
                 x = x.astype(jnp.float32)
@@ -241,6 +282,50 @@ class AsyncExecutor:
         t, b = self.num_steps, self.batch_size
         return sum(t * b * (-(-math.prod(self._in_shape(s)) // 8)) + 4 * t * b * math.prod(self._in_shape(s)) + 12
                    for s in range(1, self.num_stages))
+
+    # GPipe: the batch encoded once (as the unpipelined step encodes it), split into M
+    # micro-batches; a backward adds the micro-batch's weight gradient to the stage's sum; one
+    # update per step with the mean
+    def _encode_fn(self):
+        """``(x [B, ...], key, step) -> [M, T, B / M, ...]``: micro-batch ``m`` is, on each data
+        device, the ``m``-th block of its rows (the tick-synchronous executor's split), so no
+        row leaves its device."""
+        d, m = self.plan.data, self.plan.microbatches
+
+        def encode(x, key, step):
+            xt = self.encode_fn(x, jax.random.fold_in(key, step))  # [T, B, ...]
+            if self.binary_input:
+                xt = xt.astype(jnp.uint8)
+            t, rest = xt.shape[0], xt.shape[2:]
+            xm = jnp.moveaxis(xt.reshape((t, d, m, -1) + rest), 2, 0).reshape((m, t, -1) + rest)
+            return jax.lax.with_sharding_constraint(xm, NamedSharding(self.meshes[0], P(None, None, "data")))
+        return encode
+
+    def _micro_labels(self, y: np.ndarray) -> np.ndarray:
+        """``[B]`` -> ``[M, B / M]`` as :meth:`_encode_fn` splits the rows."""
+        d, m = self.plan.data, self.plan.microbatches
+        return np.asarray(y).reshape(d, m, -1).transpose(1, 0, 2).reshape(m, -1)
+
+    def _accumulate_fn(self, s: int):
+        """GPipe's ``B``: ``(acc, vjp, ct, met) -> (acc + dw, dx, met)`` (``acc`` None: the first)."""
+        first, last = s == 0, s == self.num_stages - 1
+
+        def accumulate(acc, vjp, ct, met):
+            grads = vjp(jnp.ones((), jnp.float32) if last else ct)
+            dw = grads[0] if acc is None else jax.tree.map(jnp.add, acc, grads[0])
+            finite = jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(grads[0]))).astype(jnp.float32)
+            dx = jnp.zeros((0,), jnp.float32) if first else grads[1]
+            return dw, dx, met.at[2].set(jnp.minimum(met[2], finite))
+        return accumulate
+
+    def _update_fn(self, s: int):
+        """GPipe's update, once per step: ``(w, opt, acc) -> (w, opt)`` with the mean gradient."""
+        m = self.plan.microbatches
+
+        def update(w, opt, acc):
+            upd, opt = self.tx.update(jax.tree.map(lambda g: g / m, acc), opt, w)
+            return optax.apply_updates(w, upd), opt
+        return update
 
     def _backward_fn(self, s: int):
         """``B`` and the update: ``(w, opt, vjp, ct, met) -> (w, opt, dx, met)``."""
@@ -274,7 +359,11 @@ class AsyncExecutor:
 
     # ----- running -----------------------------------------------------------------------------
     def _actions(self, tick: int, num_ticks: int, fed: int):
-        """This process's ``(tick, stage, "F" | "B", mini-batch)`` in tick order."""
+        """This process's ``(tick, stage, "F" | "B", mini-batch)`` in tick order (GPipe: the
+        step's, ``m`` the micro-batch)."""
+        if self.plan.mode == "gpipe":
+            return sorted((g, s, kind, m) for s in self.local
+                          for g, kind, m in gpipe_actions(self.num_stages, s, self.plan.microbatches))
         acts = [(g, s, kind, m) for s in self.local
                 for g, kind, m in stage_actions(self.num_stages, s, tick, num_ticks, fed)]
         return sorted(acts)
@@ -307,6 +396,8 @@ class AsyncExecutor:
         return jax.make_array_from_single_device_arrays(shape, self.time_batch[s], parts)
 
     def _run(self, state: AsyncState, num_ticks: int, fed: int, x=None, y=None, key=None):
+        if self.plan.mode == "gpipe":
+            return self._run_gpipe(state, x, y, key)
         stages = {s: StageState(st.params, st.opt_state, dict(st.stash), dict(st.inbox), dict(st.labels))
                   for s, st in state.stages.items()}
         if y is not None and self.num_stages - 1 in stages:  # the last stage keeps the labels
@@ -343,14 +434,51 @@ class AsyncExecutor:
                     done.append(met)
         return stages, done
 
+    def _run_gpipe(self, state: AsyncState, x, y, key):
+        """One GPipe step: every local stage's forwards and backwards of the M micro-batches, in
+        the order of :func:`gpipe_actions`, then its update. Nothing stays in flight."""
+        stages = {s: StageState(st.params, st.opt_state, {}, dict(st.inbox), {}) for s, st in state.stages.items()}
+        s_count, last, done, acc = self.num_stages, self.num_stages - 1, [], {}
+        if 0 in stages:
+            xm = self._encode(jax.device_put(x, self.batch_spec[0]), key, jnp.int32(state.step))
+        ym = self._micro_labels(y) if last in stages else None
+        for _, s, kind, m in self._actions(0, 0, 0):
+            st = stages[s]
+            if kind == "F":
+                ys = jax.device_put(ym[m], self.batch_spec[s]) if s == last else None
+                if s == 0:
+                    out, vjp = self._fwd[s](st.params, xm, ys, None, jnp.int32(m))
+                else:
+                    out, vjp = self._fwd[s](st.params, self._take(stages, s, s - 1, f"spk/{m}/{s}"), ys)
+                st.stash[m] = (vjp, out if s == last else None)
+                if s < last:
+                    self._send(stages, s, s + 1, f"spk/{m}/{s + 1}", out)
+                continue
+            vjp, met = st.stash.pop(m)
+            ct = None
+            if s < last:
+                ct = self._take(stages, s, s + 1, f"grad/{m}/{s}")
+                met = self._take(stages, s, s + 1, _met_key(m, s))
+            acc[s], dx, met = self._accumulate[s](acc.get(s), vjp, ct, met)
+            if s > 0:
+                self._send(stages, s, s - 1, f"grad/{m}/{s - 1}", dx)
+                self._send(stages, s, s - 1, _met_key(m, s - 1), met)
+            else:
+                done.append(met)
+            if m == 0:  # the stage's last backward of the step: the update
+                w, opt = self._update[s](st.params, st.opt_state, acc.pop(s))
+                stages[s] = st._replace(params=w, opt_state=opt)
+        return stages, done
+
     def _metrics(self, done: list) -> dict:
         """The first stage's process: loss / accuracy of the mini-batches whose backward ended;
         other processes report none (``count`` 0)."""
         if not done:
             return {"loss": 0.0, "accuracy": 0.0, "count": 0, "finite": True}
         met = np.stack([np.asarray(d) for d in done])  # replicated: every process of the stage has them
-        return {"loss": float(met[:, 0].mean()), "accuracy": float(met[:, 1].sum() / (len(done) * self.batch_size)),
-                "count": len(done), "finite": bool(met[:, 2].min() > 0)}
+        per = self.batch_size // self.plan.microbatches  # samples per entry (GPipe: a micro-batch's)
+        return {"loss": float(met[:, 0].mean()), "accuracy": float(met[:, 1].sum() / (len(done) * per)),
+                "count": len(done) // self.plan.microbatches, "finite": bool(met[:, 2].min() > 0)}
 
     def step(self, state: AsyncState, x, y, key):
         """One training step: mini-batch ``state.step`` enters (host ``x`` ``[B, ...]``, ``y``
@@ -358,11 +486,12 @@ class AsyncExecutor:
         mini-batches whose backward reached the first stage in this step (``count``)."""
         n = state.step
         stages, done = self._run(state, 2, n + 1, x=np.asarray(x), y=np.asarray(y), key=key)
-        return AsyncState(n + 1, state.tick + 2, stages), self._metrics(done)
+        ticks = 2 if self.plan.mode == "1f1b" else 2 * (self.plan.microbatches + self.num_stages - 1)
+        return AsyncState(n + 1, state.tick + ticks, stages), self._metrics(done)
 
     def drain(self, state: AsyncState):
         """Finishes the mini-batches in flight (``2S - 2`` ticks, nothing new enters)."""
-        if self.num_stages == 1:
+        if self.num_stages == 1 or self.plan.mode == "gpipe":  # GPipe: nothing in flight after a step
             return state, None
         n = 2 * self.num_stages - 2
         stages, done = self._run(state, n, state.step)
@@ -387,6 +516,8 @@ class AsyncExecutor:
         """Waits for the messages this process's stages need at the next tick (sent by a
         neighbour in the step just finished) and moves them into the inboxes."""
         stages = {s: st._replace(inbox=dict(st.inbox)) for s, st in state.stages.items()}
+        if self.plan.mode == "gpipe":  # nothing in flight between steps
+            return stages
         # (the first stage's next forward, of a batch not fed yet, needs no message; after the
         # drain nothing is left)
         for g, s, kind, m in self._actions(state.tick, 1, state.step):

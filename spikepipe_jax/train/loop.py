@@ -357,18 +357,15 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
     config_path = os.path.join(workdir, "config.json")
     config_dict = config_json(config)
     execute = config.pipeline.get("execute", "none")
-    # the tick-synchronous executor's sharded state: orbax-checkpoint (checkpoint.ShardedCheckpoints);
-    # the asynchronous 1F1B executor: one file per process (async_executor.AsyncExecutor.save); else msgpack
-    # the SpikePipe task executor: one file per process too (task_executor.TaskExecutor.save)
-    sharded = (checkpoint.ShardedCheckpoints(os.path.join(workdir, checkpoint.ORBAX_DIR))
-               if execute == "gpipe" else None)
+    # the asynchronous GPipe / 1F1B executor: one file per process (async_executor.AsyncExecutor.save),
+    # the SpikePipe task executor too (task_executor.TaskExecutor.save); else one msgpack file
     async_dir = os.path.join(workdir, async_executor.CHECKPOINT_DIR)
     tasks_dir = os.path.join(workdir, task_executor.CHECKPOINT_DIR)
-    if execute in ("1f1b", "spikepipe"):
-        part = os.path.join(async_dir if execute == "1f1b" else tasks_dir, f"process_{jax.process_index()}.msgpack")
+    if execute != "none":
+        part = os.path.join(tasks_dir if execute == "spikepipe" else async_dir, f"process_{jax.process_index()}.msgpack")
         have_checkpoint = checkpoint.exists(part)
     else:
-        have_checkpoint = sharded.exists() if sharded else checkpoint.exists(ckpt_path)
+        have_checkpoint = checkpoint.exists(ckpt_path)
     if have_checkpoint and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
@@ -402,12 +399,13 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
                       batch_size=t_cfg.batch_size, num_steps=num_steps, input_shape=dataset.input_shape)
         run_tx = optimizer_lib.make_base_optimizer(t_cfg, total_steps)
         binary_input = config.data.encoding == "rate" and not dataset.is_temporal
-    if execute == "1f1b":  # one program per stage and action, messages point to point (train/async_executor.py)
+    if execute in ("gpipe", "1f1b"):  # one program per stage and action, messages point to point (train/async_executor.py)
         runner = async_executor.AsyncExecutor(model, plan, run_tx, binary_input=binary_input, devices=devices,
                                               transport_factory=transport.for_jax_distributed,
                                               compiler_options=options, **run_kw)
         state = runner.init(params)
-        log(f"pipeline {plan.mode} (asynchronous): stages {list(plan.stages)} x {plan.data} data-parallel")
+        micro = f", {plan.microbatches} micro-batch(es)" if execute == "gpipe" else ""
+        log(f"pipeline {plan.mode} (asynchronous): stages {list(plan.stages)} x {plan.data} data-parallel{micro}")
     elif execute == "spikepipe":  # the SpikePipe schedule's tasks on its processors (train/task_executor.py)
         schedule, sched_delays = task_executor.config_schedule(config, plan.processors)
         runner = task_executor.TaskExecutor(model, schedule, sched_delays, run_tx, devices=devices,
@@ -417,12 +415,6 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         placement = ", ".join(f"{p.task}@{p.processor}" for p in sorted(schedule.placements, key=lambda p: p.task))
         log(f"pipeline spikepipe: {plan.processors} processor(s), period {schedule.period} cycles, "
             f"delays {sched_delays}; {placement}")
-    elif execute != "none":  # stages on a ("data", "stage") mesh (train/executor.py)
-        runner = executor.Executor(model, plan, run_tx, binary_input=binary_input,
-                                   mesh=executor.make_mesh(plan, devices), compiler_options=options, **run_kw)
-        state = runner.init(params)
-        log(f"pipeline {plan.mode}: stages {list(plan.stages)} x {plan.data} data-parallel, "
-            f"{plan.microbatches} micro-batch(es)")
     elif simulate == "none":
         tx, params_for_gradient = optimizer_lib.make_optimizer(config, model, total_steps=total_steps)
         state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
@@ -442,9 +434,6 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         restored = runner.restore_latest(async_dir, state, warn=logging.warning)
     elif is_tasks:
         restored = runner.restore_latest(tasks_dir, state, warn=logging.warning)
-    elif runner:
-        state = runner.place(state)  # restored into the mesh's shardings
-        restored = sharded.restore_latest(state, warn=logging.warning)
     else:
         restored = checkpoint.restore_latest(ckpt_path, state, warn=logging.warning)
     if restored is not None:
@@ -468,10 +457,7 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
             return runner.save(async_dir, st)
         if is_tasks:  # every process writes its own tasks' state
             return runner.save(tasks_dir, st)
-        if sharded:  # every process writes its own shards
-            sharded.save(int(st.step), st)
-        else:
-            _save(checkpoint.save_rotating, ckpt_path, st, writer)
+        _save(checkpoint.save_rotating, ckpt_path, st, writer)
         return st
 
     metrics_log = _Metrics(os.path.join(workdir, "metrics.jsonl"), resumed_from) if writer else _NoMetrics()
