@@ -28,8 +28,8 @@ fields. Field reference (units in names where they have one):
 * ``pipeline.delay_position``    ``before`` (stale gradient into the optimiser) | ``after``.
 * ``pipeline.mitigation``        ``none`` | mitigation name (see ``spikepipe_jax/train/mitigation.py``).
 * ``pipeline.simulate``          ``none`` (buffer model) | ``stash`` | ``no_stash`` (``train/pipesim.py``).
-* ``pipeline.execute``           ``none`` | ``gpipe`` | ``1f1b``: layers as stages on a device mesh
-                                 (``train/executor.py``); ``pipeline.stages`` S (0: one per weight layer)
+* ``pipeline.execute``           ``none`` | ``gpipe`` | ``1f1b``: layers as stages on devices
+                                 (``train/async_executor.py``); ``pipeline.stages`` S (0: one per weight layer)
                                  devices per pipeline (the other devices data-parallel), balanced by the
                                  cost model; ``pipeline.microbatches`` M (GPipe); ``spikepipe``: the
                                  SpikePipe schedule task by task (``train/task_executor.py``), its bytes
@@ -90,7 +90,7 @@ def make_config(*, layers, input_shape, num_steps, dataset="digits", encoding="r
     c.pipeline.delay_position = "before"
     c.pipeline.mitigation = "none"
     c.pipeline.simulate = "none"  # "stash" | "no_stash": faithful per-layer-version pipeline simulator
-    c.pipeline.execute = "none"  # "gpipe" | "1f1b": run the layers as stages on devices (train/executor.py)
+    c.pipeline.execute = "none"  # "gpipe" | "1f1b": run the layers as stages on devices (train/async_executor.py)
     c.pipeline.stages = 0  # S: 0 = one stage per weight layer; devices on the mesh's "stage" axis
     c.pipeline.microbatches = 1  # GPipe's micro-batches per batch
     # spikepipe: the most bytes per iteration its schedule may move between processors, as a multiple of

@@ -393,7 +393,7 @@ def test_1f1b_stage_spanning_two_processes_equals_one_process_and_resumes(tmp_pa
     """2 processes x 3 devices, 3 stages of 2 devices: stage 1 has a device in each process (its
     programs run SPMD over both, its messages go part by part, its kept vjps are saved part by
     part). It ends with the parameters of the one-process run on 6 devices (to float rounding:
-    the processes' GEMMs may round differently). Killed after two checkpoints, with process 1's
+    the processes' GEMMs may round differently); GPipe there with those of the unpipelined run. Killed after two checkpoints, with process 1's
     newest checkpoint then removed (as if killed between the two processes' writes), the rerun
     resumes both from the step they share and ends exactly as the uninterrupted run."""
     args = ["--config=configs/conv_digits.py", "--config.model.num_steps=4", "--config.train.batch_size=16",
@@ -406,6 +406,14 @@ def test_1f1b_stage_spanning_two_processes_equals_one_process_and_resumes(tmp_pa
     outs = _finish(_launch(args, tmp_path / "two", 2, 3))
     assert "6 device(s)" in outs[0][1]
     assert _max_diff(_params(tmp_path / "one"), _params(tmp_path / "two")) < 1e-5
+    # GPipe on the same layout (2 micro-batches): equal to the unpipelined run
+    gpipe = [a for a in args if "pipeline.execute" not in a] + ["--config.pipeline.execute=gpipe",
+                                                                "--config.pipeline.microbatches=2"]
+    r = _train([a for a in args if "pipeline." not in a], tmp_path / "none", 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    outs = _finish(_launch(gpipe, tmp_path / "gpipe", 2, 3))
+    assert "pipeline gpipe (asynchronous): stages [(0, 1), (1, 2), (2, 3)] x 2 data-parallel" in outs[0][1]
+    assert _max_diff(_params(tmp_path / "none"), _params(tmp_path / "gpipe")) < 1e-5
 
     ck = tmp_path / "killed" / "checkpoint_async"
     files = [ck / f"process_{i}.msgpack" for i in (0, 1)]

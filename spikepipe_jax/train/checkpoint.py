@@ -1,6 +1,8 @@
 """Checkpoints: msgpack files (flax.serialization, written atomically through :mod:`spikepipe_jax.io`)
-for the training state, orbax-checkpoint for the pipeline executor's sharded state
-(:class:`ShardedCheckpoints`).
+for the training state and (one file per process) the asynchronous pipeline executors' states,
+orbax-checkpoint for the tick-synchronous pipeline executor's sharded state
+(:class:`ShardedCheckpoints`); :func:`read_common_latest` lets several processes agree on the
+step they resume from.
 
 A training run keeps two: :func:`save_rotating` moves the newest checkpoint to
 ``<stem>.prev.msgpack`` before it writes the new one, and :func:`restore_latest` falls back to
@@ -147,7 +149,7 @@ def read_latest(path: str, read: Callable[[str], Any], *,
     return None
 
 
-ORBAX_DIR = "checkpoint_orbax"  # the pipeline executor's checkpoints, in the run's workdir
+ORBAX_DIR = "checkpoint_orbax"  # the tick-synchronous executor's checkpoints, in a workdir
 
 
 class _OrbaxInfoFilter(logging.Filter):
