@@ -10,7 +10,7 @@ import pytest
 
 from spikepipe_jax import experiments, snn
 from spikepipe_jax.schedule import delays_for
-from spikepipe_jax.train import async_executor, executor, transport
+from spikepipe_jax.train import async_executor, checkpoint, executor, transport
 from spikepipe_jax.train import stages as stages_lib
 
 
@@ -236,6 +236,17 @@ def test_save_and_restore_mid_run_and_after_the_drain(tmp_path, net, num_stages,
     resumed = ax2.params(done)
     for a, r in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, r)
+    # a file of the earlier format (one array per message, keys without "@<device>") is refused by name
+    import flax.serialization
+    blob = checkpoint.load_msgpack(str(tmp_path / "ck" / "process_0.msgpack"))
+    inboxes = [st["inbox"] for st in blob["stages"].values()]
+    assert any(inboxes) and all("@" in k for ib in inboxes for k in ib)
+    for st in blob["stages"].values():
+        st["inbox"] = {k.split("@")[0]: v for k, v in st["inbox"].items()}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "process_0.msgpack").write_bytes(flax.serialization.msgpack_serialize(blob))
+    with pytest.raises(ValueError, match="an earlier version's format"):
+        ax2.restore_latest(str(tmp_path / "old"), ax2.init(params), warn=pytest.fail)
     ax2.save(str(tmp_path / "ck"), done)  # after the drain: nothing in flight
     again, _ = ax2.restore_latest(str(tmp_path / "ck"), ax2.init(params), warn=pytest.fail)
     assert again.step == steps and not any(again.stages[s].stash for s in again.stages)

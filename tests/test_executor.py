@@ -303,6 +303,18 @@ def test_command_line_pipelined_batch_need_not_divide_the_devices(tmp_path):
     assert "final test accuracy" in r.stdout
 
 
+def test_command_line_gpipe_refuses_a_tick_synchronous_checkpoint(tmp_path):
+    """A workdir with the tick-synchronous executor's orbax checkpoint (GPipe before it ran
+    asynchronously) is not silently restarted from step 0: one error line."""
+    (tmp_path / "w" / "checkpoint_orbax" / "5").mkdir(parents=True)
+    r = _train(["--config=configs/fc_digits.py:smoke", "--config.pipeline.execute=gpipe"], tmp_path / "w", 2,
+               timeout=300)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith("error:") and "checkpoint_orbax/" in lines[-1] and "new --workdir" in lines[-1]
+    assert not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
 def test_command_line_stages_must_divide_devices(tmp_path):
     r = _train(["--config=configs/conv_digits.py:smoke", "--config.pipeline.execute=1f1b",
                 "--config.pipeline.stages=3"], tmp_path / "w", 2, timeout=300)

@@ -576,6 +576,9 @@ class AsyncExecutor:
                     vjp = jax.tree.unflatten(treedef, [self._device_leaf(s, a) for a in leaves])
                     met = jax.device_put(e["met"], self.rep[s]) if s == self.num_stages - 1 else None
                     stash[int(m)] = (vjp, met)
+                whole = [k for k in d["inbox"] if "@" not in k]
+                if whole:  # one array per message: written before messages went part by part
+                    raise ValueError(f"its messages {whole[:2]} are whole arrays (an earlier version's format)")
                 stages[s] = StageState(params, opt, stash, dict(d["inbox"]),
                                        {int(m): v for m, v in d["labels"].items()})
             return AsyncState(int(blob["step"]), int(blob["tick"]), stages)

@@ -366,6 +366,10 @@ def _train(config, workdir: str, model: snn.ModelDef, dataset, steps_per_epoch: 
         have_checkpoint = checkpoint.exists(part)
     else:
         have_checkpoint = checkpoint.exists(ckpt_path)
+    if execute == "gpipe" and not have_checkpoint and os.path.isdir(os.path.join(workdir, checkpoint.ORBAX_DIR)):
+        raise ValueError(f"workdir {workdir} holds a GPipe checkpoint of the tick-synchronous executor "
+                         f"({checkpoint.ORBAX_DIR}/, written before GPipe ran asynchronously); this version "
+                         f"cannot resume it: use a new --workdir")
     if have_checkpoint and os.path.exists(config_path):
         with open(config_path) as f:
             saved = json.load(f)
