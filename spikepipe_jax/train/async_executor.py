@@ -209,7 +209,6 @@ class AsyncExecutor:
         self._fwd = {s: jax.jit(self._forward_fn(s), compiler_options=opts) for s in self.local}
         # no donation: a kept vjp may hold the very arrays of the parameters it was taken at
         if plan.mode == "gpipe":
-            last = s_count - 1
             if 0 in self.local:
                 self._encode = jax.jit(self._encode_fn(), compiler_options=opts)
             self._accumulate = {s: jax.jit(self._accumulate_fn(s), compiler_options=opts,
@@ -306,39 +305,36 @@ class AsyncExecutor:
         d, m = self.plan.data, self.plan.microbatches
         return np.asarray(y).reshape(d, m, -1).transpose(1, 0, 2).reshape(m, -1)
 
+    def _apply_vjp(self, s: int, vjp, ct, met):
+        """A kept vjp applied to the gradient from the next stage (the loss's cotangent 1 on the
+        last stage): ``(dw, dx, met)``, ``met`` with this stage's "weight gradient finite" folded in."""
+        grads = vjp(jnp.ones((), jnp.float32) if s == self.num_stages - 1 else ct)
+        finite = jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(grads[0]))).astype(jnp.float32)
+        dx = jnp.zeros((0,), jnp.float32) if s == 0 else grads[1]
+        return grads[0], dx, met.at[2].set(jnp.minimum(met[2], finite))
+
+    def _apply_update(self, w, opt, g):
+        upd, opt = self.tx.update(g, opt, w)
+        return optax.apply_updates(w, upd), opt
+
     def _accumulate_fn(self, s: int):
         """GPipe's ``B``: ``(acc, vjp, ct, met) -> (acc + dw, dx, met)`` (``acc`` None: the first)."""
-        first, last = s == 0, s == self.num_stages - 1
-
         def accumulate(acc, vjp, ct, met):
-            grads = vjp(jnp.ones((), jnp.float32) if last else ct)
-            dw = grads[0] if acc is None else jax.tree.map(jnp.add, acc, grads[0])
-            finite = jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(grads[0]))).astype(jnp.float32)
-            dx = jnp.zeros((0,), jnp.float32) if first else grads[1]
-            return dw, dx, met.at[2].set(jnp.minimum(met[2], finite))
+            dw, dx, met = self._apply_vjp(s, vjp, ct, met)
+            return (dw if acc is None else jax.tree.map(jnp.add, acc, dw)), dx, met
         return accumulate
 
     def _update_fn(self, s: int):
         """GPipe's update, once per step: ``(w, opt, acc) -> (w, opt)`` with the mean gradient."""
         m = self.plan.microbatches
-
-        def update(w, opt, acc):
-            upd, opt = self.tx.update(jax.tree.map(lambda g: g / m, acc), opt, w)
-            return optax.apply_updates(w, upd), opt
-        return update
+        return lambda w, opt, acc: self._apply_update(w, opt, jax.tree.map(lambda g: g / m, acc))
 
     def _backward_fn(self, s: int):
-        """``B`` and the update: ``(w, opt, vjp, ct, met) -> (w, opt, dx, met)``."""
-        first, last = s == 0, s == self.num_stages - 1
-
+        """1F1B's ``B`` and the update: ``(w, opt, vjp, ct, met) -> (w, opt, dx, met)``."""
         def backward(w, opt, vjp, ct, met):
-            grads = vjp(jnp.ones((), jnp.float32) if last else ct)
-            dw = grads[0]
-            upd, opt = self.tx.update(dw, opt, w)
-            w = optax.apply_updates(w, upd)
-            finite = jnp.isfinite(sum(jnp.sum(g * 0) for g in jax.tree.leaves(dw))).astype(jnp.float32)
-            dx = jnp.zeros((0,), jnp.float32) if first else grads[1]
-            return w, opt, dx, met.at[2].set(jnp.minimum(met[2], finite))
+            dw, dx, met = self._apply_vjp(s, vjp, ct, met)
+            w, opt = self._apply_update(w, opt, dw)
+            return w, opt, dx, met
         return backward
 
     # ----- state -------------------------------------------------------------------------------
